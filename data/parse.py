@@ -1,0 +1,245 @@
+"""Clean raw lyrics (data/origin.txt) into the training text (data/lyrics.txt).
+
+The article's rule: every run of whitespace becomes one space, every character outside
+U+4E00-U+9FA5 (and the space) is dropped, the ends are stripped.  So a line of lyrics
+ends with a space, and the space is the model's "line end".
+
+What this adds, because real lyric files are messy:
+  * encodings: UTF-8 (with or without BOM), UTF-16/32 with BOM, GB18030/GBK/GB2312 and
+    Big5, told apart automatically (`--encoding` forces one);
+  * LRC time tags ([01:23.45]) and LRC header tags ([ti:...]) are removed;
+  * credit lines (作词：..., 作曲：..., 编曲, 演唱, 制作人, Lyrics by: ...) are removed;
+  * sentence punctuation (，。、？！；： and ASCII , . ? ! ; :) ends a line like a line break
+    does: dropping it first would glue two lyric lines together;
+  * `--simplified` converts traditional characters to simplified ones.
+
+    python data/parse.py [--input data/origin.txt] [--output data/lyrics.txt]
+"""
+import argparse
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from utils import UserError, atomic_write_text, run_main  # noqa: E402
+
+CJK_FIRST, CJK_LAST = "\u4e00", "\u9fa5"
+
+# [mm:ss], [mm:ss.xx], [mm:ss:xx], several on one line; and [ti:...]-style header tags.
+LRC_TIME = re.compile(r"\[\d{1,3}:\d{1,2}(?:[.:]\d{1,3})?\]")
+LRC_HEADER = re.compile(r"^\s*\[(?:ti|ar|al|au|by|re|ve|length|offset|id|la|lr|#)\s*:[^\]]*\]\s*$",
+                        re.IGNORECASE)
+# A credit line starts with one of these words followed by a colon (ASCII or full width).
+CREDIT_WORDS = (
+    "作词|作曲|编曲|填词|谱曲|词曲|词|曲|演唱|原唱|翻唱|歌手|主唱|合唱|和声|和音|制作人|制作|监制|"
+    "出品|发行|出品人|录音|混音|母带|缩混|吉他|贝斯|鼓|键盘|钢琴|弦乐|配唱|配器|统筹|企划|"
+    "策划|封面|OP|SP|ISRC|"
+    "作詞|編曲|填詞|譜曲|詞曲|詞|演唱|製作人|製作|監製|發行|錄音|混音|貝斯|鍵盤|鋼琴|弦樂|"
+    "lyrics?(?: by)?|lyricist|composer|composed by|music(?: by)?|arranger|arranged by|"
+    "producer|produced by|written by|vocals?|singer|mixed by|mastered by"
+)
+CREDIT_LINE = re.compile(r"^\s*(?:" + CREDIT_WORDS + r")\s*[:：]", re.IGNORECASE)
+# Sentence punctuation that ends a lyric line, Chinese and ASCII.
+LINE_END_PUNCT = re.compile(r"[，。、？！；：,.?!;:…]+")
+WHITESPACE = re.compile(r"\s+")
+NOT_KEPT = re.compile(r"[^\u4e00-\u9fa5 ]+")
+
+
+# ---------------------------------------------------------------------------- decoding
+
+BOMS = (
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def _gb2312_share(text):
+    """Share of the Han characters that are in GB2312 (the 6,763 common simplified ones)."""
+    han = [c for c in text if CJK_FIRST <= c <= CJK_LAST]
+    if not han:
+        return 0.0
+    ok = 0
+    for c in han:
+        try:
+            c.encode("gb2312")
+            ok += 1
+        except UnicodeEncodeError:
+            pass
+    return ok / len(han)
+
+
+def _big5_common_share(text):
+    """Share of the Han characters in Big5's frequently-used block (A440-C67E)."""
+    han = [c for c in text if CJK_FIRST <= c <= CJK_LAST]
+    if not han:
+        return 0.0
+    ok = 0
+    for c in han:
+        try:
+            b = c.encode("big5")
+        except UnicodeEncodeError:
+            continue
+        if b"\xa4\x40" <= b <= b"\xc6\x7e":
+            ok += 1
+    return ok / len(han)
+
+
+def _first_bad_byte(raw, encoding):
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        return e.start, line, raw[e.start:e.start + 4]
+    return None
+
+
+def decode_bytes(raw, encoding="auto"):
+    """Bytes of a lyrics file -> (text, name of the encoding used).
+
+    auto: a BOM decides; else strict UTF-8; else GB18030 or Big5, whichever decodes and
+    reads as common characters of its own script (GB2312 for GB, Big5's frequent block).
+    Raises UserError, saying where, when the bytes fit none of them.
+    """
+    if encoding != "auto":
+        try:
+            return raw.decode(encoding), encoding
+        except LookupError:
+            raise UserError(f"unknown encoding {encoding!r}; try utf-8, gb18030, big5 "
+                            f"or utf-16", code=2)
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise UserError(f"the file is not valid {encoding}: byte {e.start} (line {line}) "
+                            f"{raw[e.start:e.start + 4]!r}; try --encoding auto")
+    for bom, name in BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(name), name
+            except UnicodeDecodeError as e:
+                raise UserError(f"the file starts with a {name} byte-order mark but byte "
+                                f"{e.start} is not valid {name}; re-save it as UTF-8")
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    # UTF-16 without a BOM: one zero byte in every pair of mostly-ASCII or CJK text.
+    if len(raw) >= 4 and len(raw) % 2 == 0:
+        zeros_odd = raw[1::2].count(0) / (len(raw) // 2)
+        zeros_even = raw[0::2].count(0) / (len(raw) // 2)
+        for share, name in ((zeros_odd, "utf-16-le"), (zeros_even, "utf-16-be")):
+            if share > 0.3:
+                try:
+                    return raw.decode(name), name
+                except UnicodeDecodeError:
+                    pass
+    candidates = []
+    for name, score in (("gb18030", _gb2312_share), ("big5", _big5_common_share)):
+        try:
+            text = raw.decode(name)
+        except UnicodeDecodeError:
+            continue
+        candidates.append((score(text), name == "gb18030", text, name))
+    if candidates:
+        _, _, text, name = max(candidates, key=lambda c: (c[0], c[1]))
+        return text, name
+    start, line, sample = _first_bad_byte(raw, "utf-8")
+    raise UserError(f"cannot tell the encoding: byte {start} (line {line}) {sample!r} is not "
+                    f"UTF-8, and the file is not GB18030 or Big5 either; re-save it as "
+                    f"UTF-8 or name the encoding with --encoding")
+
+
+# ---------------------------------------------------------------------------- cleaning
+
+
+def strip_lrc_and_credits(text):
+    """Drop LRC tags and credit lines; keep everything else line by line."""
+    kept = []
+    for line in text.splitlines():
+        if LRC_HEADER.match(line):
+            continue
+        line = LRC_TIME.sub("", line)
+        if CREDIT_LINE.match(line):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def clean(text):
+    """The article's rule, with punctuation ending a line: returns the training text."""
+    text = LINE_END_PUNCT.sub(" ", text)
+    text = WHITESPACE.sub(" ", text)
+    text = NOT_KEPT.sub("", text)
+    # Dropping a non-Chinese word between two spaces leaves two spaces: fold them again.
+    text = re.sub(" {2,}", " ", text)
+    return text.strip()
+
+
+def to_simplified(text):
+    try:
+        from opencc import OpenCC
+    except ImportError:
+        raise UserError("--simplified needs the opencc-python-reimplemented package: "
+                        "pip install -r requirements.txt")
+    return OpenCC("t2s").convert(text)
+
+
+def parse_file(path, encoding="auto", simplified=False):
+    """Read and clean a raw lyrics file; returns (cleaned text, stats dict)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise UserError(f"input not found: {path}; put your lyrics there (any common "
+                        f"encoding) or run: python data/fetch_corpus.py")
+    except IsADirectoryError:
+        raise UserError(f"input is a directory, not a file: {path}")
+    if not raw.strip():
+        raise UserError(f"input is empty: {path}")
+    text, used = decode_bytes(raw, encoding)
+    text = strip_lrc_and_credits(text)
+    if simplified:
+        text = to_simplified(text)
+    out = clean(text)
+    if not out.replace(" ", ""):
+        raise UserError(f"no Chinese characters (U+4E00-U+9FA5) left in {path} after "
+                        f"cleaning; is it a Chinese lyrics file?")
+    stats = {
+        "encoding": used,
+        "chars_in": len(text),
+        "chars_out": len(out),
+        "distinct": len(set(out.replace(" ", ""))),
+        "lines": out.count(" ") + 1,
+    }
+    return out, stats
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description="Clean raw lyrics into the training text: whitespace and sentence "
+                    "punctuation become one space (a line end), everything but Chinese "
+                    "characters is dropped.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--input", default=os.path.join(HERE, "origin.txt"),
+                   help="raw lyrics file (UTF-8/16, GB18030/GBK, Big5; LRC is fine)")
+    p.add_argument("--output", default=os.path.join(HERE, "lyrics.txt"),
+                   help="cleaned training text to write")
+    p.add_argument("--encoding", default="auto",
+                   help="encoding of --input; 'auto' detects BOMs, UTF-8, GB18030 and Big5")
+    p.add_argument("--simplified", action="store_true",
+                   help="convert traditional characters to simplified ones")
+    args = p.parse_args(argv)
+
+    out, s = parse_file(args.input, args.encoding, args.simplified)
+    atomic_write_text(args.output, out)
+    print(f"parse: {args.input} ({s['encoding']}) -> {args.output}")
+    print(f"parse: {s['chars_in']:,} chars in, {s['chars_out']:,} chars out, "
+          f"{s['distinct']:,} distinct characters, {s['lines']:,} lines")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main, "parse.py")

@@ -1,0 +1,213 @@
+"""Text -> vocabulary, integer array and batches (the article's TextParser).
+
+    python preprocess.py [--data_dir data] [--batch_size 32] [--seq_length 16] [--val_frac 0.05]
+
+reads <data_dir>/lyrics.txt and writes
+  <data_dir>/vocab.pkl    {'chars': [...most frequent first...], 'source_sha256': ...}
+  <data_dir>/context.npy  int32 ids of ' ' + text (a leading space: the text starts at a
+                          line start, as every later line does after its space)
+They are rebuilt only when lyrics.txt changes (its sha256 is kept in vocab.pkl).
+
+Batches as the article makes them (and the TF PTB reader): the training ids are cut to
+num_batches * batch_size * seq_length, reshaped to [batch_size, -1] so each row is one
+contiguous stretch of text, and split along time into num_batches [batch_size, seq_length]
+pieces.  Row r of batch k+1 continues row r of batch k, which is why the RNN state of one
+batch may feed the next.  y is x shifted by one character.
+
+New: the last `val_frac` of the text is held out as a validation split with its own
+batches; training batches never see it.
+"""
+import argparse
+import hashlib
+import os
+import sys
+
+import numpy as np
+
+from utils import UserError, atomic_pickle, atomic_save_npy, run_main, safe_load_pickle
+
+VOCAB_FORMAT = 1
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_vocab(text):
+    """Distinct characters, most frequent first, ties by code point; and the id array.
+
+    Works on code points with numpy, so 1.7 M characters take well under a second.
+    """
+    if not text:
+        raise UserError("the training text is empty")
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    # lexsort sorts by the last key first: count descending, then code point ascending.
+    order = np.lexsort((uniq, -counts))
+    chars = [chr(c) for c in uniq[order]]
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    ids = rank[inverse.reshape(-1)]
+    return chars, ids
+
+
+def make_batches(ids, batch_size, seq_length):
+    """Split ids into lists x, y of num_batches arrays [batch_size, seq_length].
+
+    y is x shifted by one: the character after the last one used when there is one,
+    else (the text is an exact multiple of a batch) the first character, as the article.
+    """
+    per_batch = batch_size * seq_length
+    num_batches = len(ids) // per_batch
+    if num_batches == 0:
+        return 0, [], []
+    n = num_batches * per_batch
+    x = np.asarray(ids[:n], dtype=np.int32)
+    y = np.empty_like(x)
+    y[:-1] = x[1:]
+    y[-1] = ids[n] if len(ids) > n else x[0]
+    xs = np.split(x.reshape(batch_size, -1), num_batches, axis=1)
+    ys = np.split(y.reshape(batch_size, -1), num_batches, axis=1)
+    return num_batches, xs, ys
+
+
+def min_chars(per_batch, val_frac):
+    """Smallest text length (leading space included) giving one training batch and, with
+    a validation split, one validation batch."""
+    def ok(n):
+        n_val = int(n * val_frac)
+        return n - n_val >= per_batch and (val_frac == 0 or n_val >= per_batch)
+    n = per_batch if val_frac == 0 else max(per_batch, int(per_batch / val_frac) - 2)
+    while not ok(n):
+        n += 1
+    return n
+
+
+class TextParser:
+    """Vocabulary, context array and training/validation batches for one data_dir."""
+
+    def __init__(self, data_dir="data", batch_size=32, seq_length=16, val_frac=0.05,
+                 verbose=False):
+        if batch_size < 1 or seq_length < 1:
+            raise UserError("--batch_size and --seq_length must be at least 1", code=2)
+        if not 0.0 <= val_frac < 0.5:
+            raise UserError("--val_frac must be in [0, 0.5)", code=2)
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.seq_length = seq_length
+        self.val_frac = val_frac
+        self.input_file = os.path.join(data_dir, "lyrics.txt")
+        self.vocab_file = os.path.join(data_dir, "vocab.pkl")
+        self.context_file = os.path.join(data_dir, "context.npy")
+        self.rebuilt = False
+
+        if not os.path.exists(self.input_file):
+            raise UserError(f"{self.input_file} not found; make it with: "
+                            f"python data/parse.py (or data/fetch_corpus.py first)")
+        source = file_sha256(self.input_file)
+        if self._cached_ok(source):
+            self.load_preprocessed()
+        else:
+            self.preprocess(source)
+            self.rebuilt = True
+        self.vocab = {c: i for i, c in enumerate(self.chars)}
+        self.vocab_size = len(self.chars)
+        self.init_batches()
+        self.reset_batch_pointer()
+        if verbose:
+            self.report()
+
+    # -- vocab and context ------------------------------------------------------------
+
+    def _cached_ok(self, source):
+        if not (os.path.exists(self.vocab_file) and os.path.exists(self.context_file)):
+            return False
+        meta = safe_load_pickle(self.vocab_file, "vocabulary file")
+        return isinstance(meta, dict) and meta.get("format") == VOCAB_FORMAT \
+            and meta.get("source_sha256") == source
+
+    def preprocess(self, source):
+        with open(self.input_file, encoding="utf-8") as f:
+            text = f.read()
+        # lyrics.txt is one line; be forgiving with hand-made ones that have newlines.
+        text = " ".join(text.split())
+        if not text:
+            raise UserError(f"{self.input_file} is empty; run python data/parse.py")
+        self.chars, ids = build_vocab(" " + text)
+        self.context = ids
+        atomic_save_npy(self.context_file, ids)
+        atomic_pickle(self.vocab_file, {"format": VOCAB_FORMAT, "chars": self.chars,
+                                        "source_sha256": source})
+
+    def load_preprocessed(self):
+        meta = safe_load_pickle(self.vocab_file, "vocabulary file")
+        self.chars = list(meta["chars"])
+        try:
+            self.context = np.load(self.context_file, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise UserError(f"{self.context_file} is unreadable ({e}); delete it and run "
+                            f"python preprocess.py")
+
+    # -- batches -----------------------------------------------------------------------
+
+    def init_batches(self):
+        per_batch = self.batch_size * self.seq_length
+        n = len(self.context)
+        n_val = int(n * self.val_frac)
+        self.train_data = self.context[:n - n_val]
+        self.val_data = self.context[n - n_val:]
+        self.num_batches, self.x_batches, self.y_batches = make_batches(
+            self.train_data, self.batch_size, self.seq_length)
+        self.num_val_batches, self.val_x_batches, self.val_y_batches = make_batches(
+            self.val_data, self.batch_size, self.seq_length)
+
+        if self.num_batches == 0 or (self.val_frac > 0 and self.num_val_batches == 0):
+            need = min_chars(per_batch, self.val_frac)
+            raise UserError(
+                f"the corpus is too small: {n:,} characters, but batch_size {self.batch_size}"
+                f" x seq_length {self.seq_length} with val_frac {self.val_frac} needs at "
+                f"least {need:,}; add text or lower --batch_size / --seq_length"
+                f"{' / raise --val_frac' if self.val_frac > 0 else ''}", code=2)
+
+    def next_batch(self):
+        """The next training batch (x, y); wraps to the first one after the last."""
+        if self.pointer >= self.num_batches:
+            self.pointer = 0
+        x, y = self.x_batches[self.pointer], self.y_batches[self.pointer]
+        self.pointer += 1
+        return x, y
+
+    def reset_batch_pointer(self):
+        self.pointer = 0
+
+    def report(self):
+        print(f"preprocess: {'rebuilt' if self.rebuilt else 'up to date'} "
+              f"{self.vocab_file} and {self.context_file}")
+        print(f"preprocess: vocab size {self.vocab_size:,}; train {len(self.train_data):,} "
+              f"chars, validation {len(self.val_data):,} chars")
+        print(f"preprocess: {self.num_batches:,} training batches per epoch and "
+              f"{self.num_val_batches:,} validation batches of {self.batch_size} x "
+              f"{self.seq_length}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description="Build the vocabulary, the id array and the batches from "
+                    "<data_dir>/lyrics.txt.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_dir", default="data", help="directory holding lyrics.txt")
+    p.add_argument("--batch_size", type=int, default=32, help="sequences per batch")
+    p.add_argument("--seq_length", type=int, default=16, help="characters per sequence")
+    p.add_argument("--val_frac", type=float, default=0.05,
+                   help="share of the text, from its end, held out for validation")
+    args = p.parse_args(argv)
+    TextParser(args.data_dir, args.batch_size, args.seq_length, args.val_frac, verbose=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main, "preprocess.py")

@@ -1,0 +1,219 @@
+"""Helpers shared by the scripts: clear errors, atomic writes, the safe pickle loader,
+the training-log format, and two small TensorFlow helpers.
+
+Nothing here imports TensorFlow at module level, so `--help` of every script stays instant.
+"""
+import io
+import os
+import pickle
+import sys
+import tempfile
+import time
+
+# ----------------------------------------------------------------------------- errors
+
+
+class UserError(Exception):
+    """Bad input from the user: shown as one line, never as a traceback.
+
+    `code` is the process exit status: 2 for usage errors (bad flags or values),
+    1 for everything else (missing files, corrupt data, ...).
+    """
+
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code
+
+
+def run_main(main, prog=None):
+    """Run `main()`; turn a UserError into one line on stderr and its exit code."""
+    prog = prog or os.path.basename(sys.argv[0])
+    try:
+        rc = main()
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(e.code)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(rc or 0)
+
+
+# ----------------------------------------------------------------------- atomic writes
+
+
+def atomic_write_bytes(path, data):
+    """Write `data` to `path` so that a crash leaves either the old file or the new one.
+
+    The bytes go to a temporary file in the same directory, are flushed to disk, and the
+    temporary file is renamed over `path` (rename is atomic on POSIX and on Windows).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path, text, encoding="utf-8"):
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_save_npy(path, array):
+    import numpy as np
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_pickle(path, obj):
+    atomic_write_bytes(path, pickle.dumps(obj, protocol=4))
+
+
+# ------------------------------------------------------------------- safe pickle loads
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """An unpickler that builds only plain data.
+
+    str, bytes, int, float, bool, None, list, tuple, dict and set are built by pickle
+    opcodes of their own and never reach `find_class`.  Everything else (classes,
+    functions, `os.system`, `numpy` objects, ...) must be looked up through `find_class`,
+    which refuses: loading such a file therefore cannot run code.
+    """
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"it references {module}.{name}")
+
+
+def safe_load_pickle(path, what="file"):
+    """Load a pickle that may contain only plain data; refuse anything else clearly."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}")
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror}")
+    try:
+        return _PlainDataUnpickler(io.BytesIO(data)).load()
+    except pickle.UnpicklingError as e:
+        raise UserError(f"refusing to load {path}: {e}; a {what} holds only plain data "
+                        f"(str/list/dict/int), so this file was tampered with or is not "
+                        f"one of ours. Delete it and regenerate it.")
+    except Exception as e:  # truncated or garbage bytes
+        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}); "
+                        f"delete it and regenerate it.")
+
+
+# ------------------------------------------------------------------------ training log
+#
+# The log format is the article's, so analysis/plot.py (and anyone's old scripts) can
+# parse it: the configuration first, one `key: value` per line, then per epoch
+#   Epoch:N train error rate:X
+#   Epoch:N validate error rate:X
+#   Epoch:N train time:T
+
+LOG_CONFIG_HEADER = "config:"
+
+
+def log_filename(log_dir, when=None):
+    """`log/<timestamp>.txt`, with no ':' so the name is legal on every file system."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(when))
+    path = os.path.join(log_dir, stamp + ".txt")
+    n = 1
+    while os.path.exists(path):          # two runs in the same second
+        path = os.path.join(log_dir, f"{stamp}_{n}.txt")
+        n += 1
+    return path
+
+
+def logging(path, line=None, config=None):
+    """Append to the training log: the config block (a dict) and/or one line.
+
+    Each call opens, appends and closes, so a killed run leaves a readable log.
+    """
+    with open(path, "a", encoding="utf-8") as f:
+        if config is not None:
+            f.write(LOG_CONFIG_HEADER + "\n")
+            for k in sorted(config):
+                f.write(f"  {k}: {config[k]}\n")
+        if line is not None:
+            f.write(line.rstrip("\n") + "\n")
+
+
+def epoch_lines(epoch, train_loss, val_loss, seconds):
+    """The three per-epoch lines of the article's log format."""
+    lines = [f"Epoch:{epoch} train error rate:{train_loss:.6f}"]
+    if val_loss is not None:
+        lines.append(f"Epoch:{epoch} validate error rate:{val_loss:.6f}")
+    lines.append(f"Epoch:{epoch} train time:{seconds:.2f}")
+    return lines
+
+
+def parse_log(path):
+    """Read a training log: returns (config dict, {epoch: {'train':x,'validate':y,'time':t}}).
+
+    Raises ValueError when the file is not a training log of ours.
+    """
+    import re
+    pat = re.compile(r"^Epoch:(\d+) (train error rate|validate error rate|train time):"
+                     r"\s*([-+0-9.eE]+|nan|inf)\s*$")
+    key = {"train error rate": "train", "validate error rate": "validate",
+           "train time": "time"}
+    config, epochs, in_config = {}, {}, False
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError("not a text file")
+    for line in lines:
+        if line.strip() == LOG_CONFIG_HEADER:
+            in_config = True
+            continue
+        m = pat.match(line)
+        if m:
+            in_config = False
+            epochs.setdefault(int(m.group(1)), {})[key[m.group(2)]] = float(m.group(3))
+        elif in_config and line.startswith("  ") and ":" in line:
+            k, v = line.strip().split(":", 1)
+            config[k.strip()] = v.strip()
+    if not epochs:
+        raise ValueError("no 'Epoch:N train error rate:X' lines")
+    return config, epochs
+
+
+# -------------------------------------------------------------------- TensorFlow bits
+
+
+def quiet_tensorflow():
+    """Silence TensorFlow's C++ start-up chatter (call before importing TensorFlow)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_weight(shape, name, initializer=None, dtype=None):
+    """A trainable tf.compat.v1 variable in the current variable scope."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    return tf1.get_variable(name, shape=shape, dtype=dtype or tf.float32,
+                            initializer=initializer)
+
+
+def count_params(variables=None):
+    """Number of scalars in `variables` (default: all trainable variables of the graph)."""
+    import numpy as np
+    import tensorflow as tf
+    if variables is None:
+        variables = tf.compat.v1.trainable_variables()
+    return int(sum(np.prod(v.shape.as_list()) for v in variables))
