@@ -3,7 +3,9 @@ the training-log format, and two small TensorFlow helpers.
 
 Nothing here imports TensorFlow at module level, so `--help` of every script stays instant.
 """
+import argparse
 import io
+import math
 import os
 import pickle
 import sys
@@ -37,6 +39,51 @@ def run_main(main, prog=None):
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(rc or 0)
+
+
+# Model fields a checkpoint depends on: resuming or sampling must use the same values.
+ARCHITECTURE_KEYS = ("vocab_size", "rnncell", "num_layers", "rnn_size", "embedding_size",
+                     "attention")
+
+# ------------------------------------------------------------- argparse value types
+# argparse turns an ArgumentTypeError into "error: argument --x: ..." and exit code 2.
+
+
+def positive_int(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {v}")
+    return v
+
+
+def non_negative_int(s):
+    v = int(s) if s.lstrip("-").isdigit() else None
+    if v is None or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {s!r}")
+    return v
+
+
+def positive_float(s):
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number")
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, not {s}")
+    return v
+
+
+def unit_float(s):
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number")
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {s}")
+    return v
 
 
 # ----------------------------------------------------------------------- atomic writes
@@ -197,9 +244,41 @@ def parse_log(path):
 # -------------------------------------------------------------------- TensorFlow bits
 
 
-def quiet_tensorflow():
-    """Silence TensorFlow's C++ start-up chatter (call before importing TensorFlow)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+class silence_stderr:
+    """Send file descriptor 2 to /dev/null for a while.
+
+    TensorFlow's C++ side prints start-up notes (oneDNN, CUDA drivers) before its log
+    level is read, so TF_CPP_MIN_LOG_LEVEL cannot hide them; Python exceptions raised
+    inside still show, because they are printed after the descriptor is restored.
+    """
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        return False
+
+
+def import_tensorflow():
+    """Import TensorFlow quietly (call after argument parsing, so --help is instant)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow imports Keras, which imports matplotlib.pyplot; a non-GUI backend makes
+    # that import cheaper, and none of our scripts that use TensorFlow shows a window.
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    with silence_stderr():
+        import tensorflow as tf
+        tf.config.list_physical_devices("GPU")   # its CUDA probe logs too
+    tf.get_logger().setLevel("ERROR")
+    tf.compat.v1.disable_eager_execution()
+    return tf
 
 
 def build_weight(shape, name, initializer=None, dtype=None):

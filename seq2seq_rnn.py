@@ -1,0 +1,352 @@
+"""The character model of the article, in TF1 style (tf.compat.v1 graph + Session).
+
+    input_data [B, T] int --word_embedding--> [T, B, E] --N RNN layers--> [T, B, H]
+      (--causal attention, optional-->) --softmax_w/b--> logits [B*T, V] --> probs, cost
+
+Model(args, infer=False) builds the training graph for batch_size x seq_length; infer=True
+builds the batch-1, length-1 graph that sampling steps character by character, with the
+same variable names, so one checkpoint serves both.
+
+Variable names and shapes (stable: checkpoints keep loading as the code evolves):
+  word_embedding                    [V, E]
+  rnn/layer_<i>/lstm/kernel         [in_i + H, 4H]   gates i, j, f, o (TF LSTMCell order)
+  rnn/layer_<i>/lstm/bias           [4H]
+  rnn/layer_<i>/gru/gates/kernel    [in_i + H, 2H]   r, u (TF GRUCell order)
+  rnn/layer_<i>/gru/gates/bias      [2H]
+  rnn/layer_<i>/gru/candidate/kernel [in_i + H, H]
+  rnn/layer_<i>/gru/candidate/bias  [H]
+  rnn/layer_<i>/rnn/kernel          [in_i + H, H]
+  rnn/layer_<i>/rnn/bias            [H]
+  attention/score_w [H, H], attention/out_w [2H, H], attention/out_b [H]   (--attention)
+  softmax_w [H, V], softmax_b [V]
+  global_step, learning_rate, epoch, batch_pointer, best_val_loss  (training bookkeeping)
+where in_0 = E and in_i = H above.  Every layer has weights of its own: the article's
+`[cell] * num_layers` made all layers share one set (and needed equal sizes).
+
+The cells are written here on tf.compat.v1 variables (TensorFlow no longer ships the
+contrib cells, and the tf-keras ones are slower): each layer multiplies the inputs of all
+time steps by its input weights in one matmul outside the recurrence, so the unrolled loop
+only does the [B, H] x [H, G*H] recurrent product per step.
+"""
+import copy
+
+import tensorflow as tf
+
+tf1 = tf.compat.v1
+nest = tf.nest
+
+CELL_TYPES = ("rnn", "gru", "lstm")
+from utils import ARCHITECTURE_KEYS  # noqa: F401  (re-exported: the checkpoint's contract)
+
+
+def _cfg(args):
+    """A private dict copy of args (argparse.Namespace or dict); the caller's is untouched."""
+    d = dict(vars(args)) if not isinstance(args, dict) else dict(args)
+    return copy.deepcopy(d)
+
+
+class Cell:
+    """One recurrent layer: 'lstm', 'gru' or 'rnn', with weights of its own.
+
+    State: LSTM (c, h) tuple of [B, H]; GRU and RNN a single [B, H] tensor.  Code outside
+    never unpacks the state, so every cell type works the same way.
+    """
+
+    def __init__(self, kind, num_units, input_size, index):
+        if kind not in CELL_TYPES:
+            raise ValueError(f"rnncell must be one of {CELL_TYPES}, not {kind!r}")
+        self.kind, self.H, self.input_size = kind, num_units, input_size
+        n_in = input_size + num_units
+        glorot = tf1.glorot_uniform_initializer()
+        with tf1.variable_scope(f"layer_{index}/{kind}"):
+            if kind == "lstm":
+                self.kernel = tf1.get_variable("kernel", [n_in, 4 * num_units],
+                                               initializer=glorot)
+                self.bias = tf1.get_variable("bias", [4 * num_units],
+                                             initializer=tf1.zeros_initializer())
+            elif kind == "gru":
+                with tf1.variable_scope("gates"):
+                    self.g_kernel = tf1.get_variable("kernel", [n_in, 2 * num_units],
+                                                     initializer=glorot)
+                    # bias 1: start with gates open (remember), as TF's GRUCell does
+                    self.g_bias = tf1.get_variable("bias", [2 * num_units],
+                                                   initializer=tf1.ones_initializer())
+                with tf1.variable_scope("candidate"):
+                    self.c_kernel = tf1.get_variable("kernel", [n_in, num_units],
+                                                     initializer=glorot)
+                    self.c_bias = tf1.get_variable("bias", [num_units],
+                                                   initializer=tf1.zeros_initializer())
+            else:
+                self.kernel = tf1.get_variable("kernel", [n_in, num_units],
+                                               initializer=glorot)
+                self.bias = tf1.get_variable("bias", [num_units],
+                                             initializer=tf1.zeros_initializer())
+        # Split once per graph: input part [in, G*H] and recurrent part [H, G*H].
+        if kind == "gru":
+            self.w_x = tf.concat([self.g_kernel[:input_size], self.c_kernel[:input_size]], 1)
+            self.b_x = tf.concat([self.g_bias, self.c_bias], 0)
+            self.w_hg = self.g_kernel[input_size:]     # [H, 2H]
+            self.w_hc = self.c_kernel[input_size:]     # [H, H]
+        else:
+            self.w_x, self.b_x = self.kernel[:input_size], self.bias
+            self.w_h = self.kernel[input_size:]
+
+    def zero_state(self, batch_size):
+        z = tf.zeros([batch_size, self.H], tf.float32)
+        return (z, tf.zeros([batch_size, self.H], tf.float32)) if self.kind == "lstm" else z
+
+    def output(self, state):
+        return state[1] if self.kind == "lstm" else state
+
+    def project_inputs(self, x):
+        """x [N, in] -> input contribution of all N (time x batch) rows [N, G*H]."""
+        return tf.matmul(x, self.w_x) + self.b_x
+
+    def step(self, xp, state):
+        """One time step from the projected input xp [B, G*H]; returns the new state."""
+        H = self.H
+        if self.kind == "lstm":
+            c, h = state
+            gates = xp + tf.matmul(h, self.w_h)
+            i, j, f, o = tf.split(gates, 4, axis=1)
+            c = tf.sigmoid(f + 1.0) * c + tf.sigmoid(i) * tf.tanh(j)   # forget bias 1
+            return (c, tf.sigmoid(o) * tf.tanh(c))
+        if self.kind == "gru":
+            h = state
+            ru = tf.sigmoid(xp[:, :2 * H] + tf.matmul(h, self.w_hg))
+            r, u = ru[:, :H], ru[:, H:]
+            cand = tf.tanh(xp[:, 2 * H:] + tf.matmul(r * h, self.w_hc))
+            return u * h + (1.0 - u) * cand
+        return tf.tanh(xp + tf.matmul(state, self.w_h))
+
+
+def run_layers(inputs_tm, initial_state, cells, keep_prob=None):
+    """Run the stacked cells over time-major inputs [T, B, in].
+
+    Layer by layer: one matmul projects the inputs of all T steps, then T recurrent steps.
+    Returns (list of T top-layer outputs [B, H], tuple of final states per layer).
+    """
+    T = inputs_tm.shape[0]
+    B = tf.shape(inputs_tm)[1]
+    x = inputs_tm
+    final = []
+    outputs = None
+    for cell, state in zip(cells, initial_state):
+        n_in = x.shape[-1]
+        xp = cell.project_inputs(tf.reshape(x, [-1, n_in]))          # [T*B, G*H]
+        xp = tf.reshape(xp, [T, B, xp.shape[-1]])
+        outputs = []
+        for t in range(T):
+            state = cell.step(xp[t], state)
+            outputs.append(cell.output(state))
+        final.append(state)
+        if keep_prob is not None:
+            outputs = [tf.nn.dropout(o, rate=1.0 - keep_prob) for o in outputs]
+        x = tf.stack(outputs)                                           # [T, B, H]
+    return outputs, tuple(final)
+
+
+def rnn_decoder(decoder_inputs, initial_state, cells, keep_prob=None):
+    """The old legacy_seq2seq.rnn_decoder's shape: a list of T inputs [B, in] and an
+    initial state in, a list of T outputs [B, H] and the final state out."""
+    return run_layers(tf.stack(decoder_inputs), initial_state, cells, keep_prob)
+
+
+class CausalAttention:
+    """Luong-style attention of each position over the positions before it (and itself).
+
+    In a language model y_t = x_{t+1}, so a position that may look at later inputs sees
+    its own target: training loss falls, generation is garbage.  Here position t of the
+    window attends to positions <= t only; when sampling, to a rolling buffer of the last
+    `length` top-layer outputs (the current one included), which is what training shows.
+    """
+
+    def __init__(self, num_units):
+        with tf1.variable_scope("attention"):
+            self.score_w = tf1.get_variable("score_w", [num_units, num_units])
+            self.out_w = tf1.get_variable("out_w", [2 * num_units, num_units])
+            self.out_b = tf1.get_variable("out_b", [num_units],
+                                          initializer=tf1.zeros_initializer())
+
+    def _combine(self, context, h):
+        return tf.tanh(tf.matmul(tf.concat([context, h], -1), self.out_w) + self.out_b)
+
+    def over_window(self, hs):
+        """hs [B, T, H] -> attended outputs [B, T, H], position t seeing hs[:, :t+1]."""
+        T = hs.shape[1]
+        q = tf.einsum("bth,hk->btk", hs, self.score_w)
+        scores = tf.matmul(q, hs, transpose_b=True)                      # [B, T(t), T(s)]
+        causal = tf.linalg.band_part(tf.ones([T, T]), -1, 0)             # s <= t
+        scores = scores * causal - 1e9 * (1.0 - causal)
+        context = tf.matmul(tf.nn.softmax(scores, axis=-1), hs)          # [B, T, H]
+        B, H = tf.shape(hs)[0], hs.shape[-1]
+        out = self._combine(tf.reshape(context, [-1, H]), tf.reshape(hs, [-1, H]))
+        return tf.reshape(out, [B, T, H])
+
+    def over_buffer(self, h, buffer, valid):
+        """One step: h [B, H]; buffer [B, L, H] past outputs; valid [B, L] 1 where filled.
+        Returns (output [B, H], new buffer, new valid) with h pushed into the buffer."""
+        buffer = tf.concat([buffer[:, 1:], h[:, None, :]], 1)
+        valid = tf.concat([valid[:, 1:], tf.ones_like(valid[:, :1])], 1)
+        q = tf.matmul(h, self.score_w)                                   # [B, H]
+        scores = tf.reduce_sum(q[:, None, :] * buffer, -1)               # [B, L]
+        scores = scores * valid - 1e9 * (1.0 - valid)
+        context = tf.reduce_sum(tf.nn.softmax(scores)[:, :, None] * buffer, 1)
+        return self._combine(context, h), buffer, valid
+
+
+class Model:
+    def __init__(self, args, infer=False):
+        cfg = _cfg(args)
+        # Attention at sampling time looks back as far as training windows did.
+        attn_length = int(cfg.get("attn_length") or cfg["seq_length"])
+        cfg["attn_length"] = attn_length
+        if infer:                    # sampling feeds one character at a time
+            cfg["batch_size"], cfg["seq_length"] = 1, 1
+        self.config = cfg
+        self.infer = infer
+        B, T = cfg["batch_size"], cfg["seq_length"]
+        V, E, H = cfg["vocab_size"], cfg["embedding_size"], cfg["rnn_size"]
+        if cfg["rnncell"] not in CELL_TYPES:
+            raise ValueError(f"rnncell must be one of {CELL_TYPES}")
+        attention = bool(cfg.get("attention", False))
+
+        self.input_data = tf1.placeholder(tf.int32, [B, T], name="input_data")
+        self.targets = tf1.placeholder(tf.int32, [B, T], name="targets")
+        # 1.0 unless fed: validation and sampling run without dropout.
+        self.keep_prob = tf1.placeholder_with_default(1.0, [], name="keep_prob")
+
+        self.word_embedding = tf1.get_variable("word_embedding", [V, E])
+        with tf1.variable_scope("rnn"):
+            in_sizes = [E] + [H] * (cfg["num_layers"] - 1)
+            self.cells = [Cell(cfg["rnncell"], H, n_in, i) for i, n_in in enumerate(in_sizes)]
+        self.attention = CausalAttention(H) if attention else None
+        self.softmax_w = tf1.get_variable("softmax_w", [H, V])
+        self.softmax_b = tf1.get_variable("softmax_b", [V], initializer=tf1.zeros_initializer())
+
+        # State: a tuple per layer (LSTM (c, h), GRU/RNN h), plus, when sampling with
+        # attention, the rolling buffer (outputs [B, L, H], filled mask [B, L]).  Feed any
+        # of it (see state_feed) to carry it on from one run to the next.
+        rnn_state = tuple(c.zero_state(B) for c in self.cells)
+        attn_state = ((tf.zeros([B, attn_length, H]), tf.zeros([B, attn_length]))
+                      if attention and infer else ())
+        self.initial_state = (rnn_state, attn_state)
+        use_dropout = not infer and cfg.get("dropout", 0.0) > 0
+        self.logits, self.final_state = self.forward(
+            self.input_data, self.initial_state, self.keep_prob if use_dropout else None)
+        self.probs = tf.nn.softmax(self.logits)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.reshape(self.targets, [-1]), logits=self.logits)
+        self.cost = tf.reduce_mean(loss)        # mean cross-entropy per character (nats)
+
+        # Bookkeeping, saved in the checkpoint so --keep resumes exactly.
+        self.global_step = tf1.train.get_or_create_global_step()
+        self.lr = tf1.get_variable("learning_rate", [], trainable=False,
+                                   initializer=tf1.constant_initializer(
+                                       cfg.get("learning_rate", 0.001)))
+        self.epoch = tf1.get_variable("epoch", [], tf.int64, trainable=False,
+                                      initializer=tf1.zeros_initializer())
+        self.batch_pointer = tf1.get_variable("batch_pointer", [], tf.int64, trainable=False,
+                                              initializer=tf1.zeros_initializer())
+        self.best_val_loss = tf1.get_variable("best_val_loss", [], trainable=False,
+                                              initializer=tf1.constant_initializer(float("inf")))
+        # Ops created once, here; the training loop only runs them.
+        self.new_lr = tf1.placeholder(tf.float32, [], name="new_lr")
+        self.lr_update = tf1.assign(self.lr, self.new_lr)
+        self.new_epoch = tf1.placeholder(tf.int64, [], name="new_epoch")
+        self.new_pointer = tf1.placeholder(tf.int64, [], name="new_pointer")
+        self.new_best = tf1.placeholder(tf.float32, [], name="new_best")
+        self.progress_update = tf.group(tf1.assign(self.epoch, self.new_epoch),
+                                        tf1.assign(self.batch_pointer, self.new_pointer))
+        self.best_update = tf1.assign(self.best_val_loss, self.new_best)
+
+        if not infer:
+            tvars = tf1.trainable_variables()
+            grads = tf.gradients(self.cost, tvars)
+            grads, self.grad_norm = tf.clip_by_global_norm(grads, cfg.get("grad_clip", 5.0))
+            optimizer = tf1.train.AdamOptimizer(self.lr)
+            self.train_op = optimizer.apply_gradients(zip(grads, tvars),
+                                                      global_step=self.global_step)
+
+    def forward(self, ids, state, keep_prob=None):
+        """ids [B, T] -> (logits [B*T, V] in batch-major order, final state)."""
+        H = self.config["rnn_size"]
+        rnn_state, attn_state = state
+        emb = tf.nn.embedding_lookup(self.word_embedding, tf.transpose(ids))  # [T, B, E]
+        outputs, final_rnn = run_layers(emb, rnn_state, self.cells, keep_prob)
+        hs = tf.transpose(tf.stack(outputs), [1, 0, 2])                     # [B, T, H]
+        if self.attention is not None and attn_state:      # sampling: rolling buffer
+            out, buf, valid = self.attention.over_buffer(hs[:, 0], *attn_state)
+            hs, attn_state = out[:, None, :], (buf, valid)
+        elif self.attention is not None:                   # training: causal window
+            hs = self.attention.over_window(hs)
+        logits = tf.matmul(tf.reshape(hs, [-1, H]), self.softmax_w) + self.softmax_b
+        return logits, (final_rnn, attn_state)
+
+    def build_generator(self, space_id):
+        """In-graph sampler (infer=True only): warm up on a start text, then draw n
+        characters in one tf.while_loop, so one Session.run makes a whole sample.
+
+        Feeds: gen_start [S >= 1] ids (the last one is the first input), gen_n, gen_mode
+        (0 argmax, 1 weighted, 2 combined: weighted right after a space, else argmax),
+        gen_temperature, gen_top_k (0 = off), gen_seed.  Fetch gen_ids [n].
+        """
+        assert self.infer, "the generator is part of the inference graph"
+        self.gen_start = tf1.placeholder(tf.int32, [None], name="gen_start")
+        self.gen_n = tf1.placeholder(tf.int32, [], name="gen_n")
+        self.gen_mode = tf1.placeholder_with_default(1, [], name="gen_mode")
+        self.gen_temperature = tf1.placeholder_with_default(1.0, [], name="gen_temperature")
+        self.gen_top_k = tf1.placeholder_with_default(0, [], name="gen_top_k")
+        self.gen_seed = tf1.placeholder_with_default(tf.constant(0, tf.int64), [],
+                                                     name="gen_seed")
+        V = self.config["vocab_size"]
+
+        def step(x, state):
+            logits, state = self.forward(tf.reshape(x, [1, 1]), state)
+            return logits[0], state
+
+        # Warm-up: feed the start text but its last character, from the zero state.
+        warm = self.gen_start[:-1]
+        _, state = tf.while_loop(
+            lambda i, st: i < tf.shape(warm)[0],
+            lambda i, st: (i + 1, step(warm[i], st)[1]),
+            (tf.constant(0), self.initial_state), parallel_iterations=1)
+
+        def body(i, x, st, ta):
+            logits, st = step(x, st)
+            logits = logits / self.gen_temperature
+            k = tf.minimum(self.gen_top_k, V)
+            kth = tf.cond(k > 0, lambda: tf.math.top_k(logits, tf.maximum(k, 1)).values[-1],
+                          lambda: tf.reduce_min(logits))
+            logits = tf.where(logits < kth, tf.fill([V], -1e30), logits)
+            drawn = tf.random.stateless_categorical(
+                logits[None], 1, seed=tf.stack([self.gen_seed, tf.cast(i, tf.int64)]),
+                dtype=tf.int32)[0, 0]
+            best = tf.argmax(logits, output_type=tf.int32)
+            weighted = tf.logical_or(tf.equal(self.gen_mode, 1),
+                                     tf.logical_and(tf.equal(self.gen_mode, 2),
+                                                    tf.equal(x, space_id)))
+            nxt = tf.where(weighted, drawn, best)
+            return i + 1, nxt, st, ta.write(i, nxt)
+
+        ta = tf.TensorArray(tf.int32, size=self.gen_n)
+        _, _, _, ta = tf.while_loop(
+            lambda i, x, st, ta: i < self.gen_n, body,
+            (tf.constant(0), self.gen_start[-1], state, ta), parallel_iterations=1)
+        self.gen_ids = ta.stack()
+
+    # -- helpers used by train.py and sample.py ----------------------------------------
+
+    def state_feed(self, state_value):
+        """feed_dict entries that carry `state_value` (as returned for final_state) into
+        initial_state; works for any cell type and for the attention buffer."""
+        return dict(zip(nest.flatten(self.initial_state), nest.flatten(state_value)))
+
+    def set_lr(self, sess, value):
+        sess.run(self.lr_update, {self.new_lr: value})
+
+    def set_progress(self, sess, epoch, pointer):
+        sess.run(self.progress_update, {self.new_epoch: epoch, self.new_pointer: pointer})
+
+    def set_best(self, sess, value):
+        sess.run(self.best_update, {self.new_best: value})
