@@ -20,7 +20,6 @@ batches; training batches never see it.
 import argparse
 import hashlib
 import os
-import sys
 
 import numpy as np
 

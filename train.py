@@ -15,7 +15,6 @@ import signal
 import sys
 import time
 
-import numpy as np
 
 from utils import (UserError, atomic_pickle, count_params, epoch_lines, import_tensorflow,
                    log_filename, logging, non_negative_int, positive_float, positive_int,
