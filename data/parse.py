@@ -89,6 +89,13 @@ def _big5_common_share(text):
     return ok / len(han)
 
 
+def _plausible_share(text):
+    """Share of characters that are Han, whitespace, printable ASCII or CJK punctuation."""
+    ok = sum(1 for c in text if CJK_FIRST <= c <= "\u9fff" or c in "\r\n\t "
+             or " " <= c <= "~" or "\u3000" <= c <= "\u303f" or "\uff00" <= c <= "\uffef")
+    return ok / max(len(text), 1)
+
+
 def _first_bad_byte(raw, encoding):
     try:
         raw.decode(encoding)
@@ -126,16 +133,15 @@ def decode_bytes(raw, encoding="auto"):
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    # UTF-16 without a BOM: one zero byte in every pair of mostly-ASCII or CJK text.
+    # UTF-16 without a BOM: accept it only if nearly everything reads as Chinese text.
     if len(raw) >= 4 and len(raw) % 2 == 0:
-        zeros_odd = raw[1::2].count(0) / (len(raw) // 2)
-        zeros_even = raw[0::2].count(0) / (len(raw) // 2)
-        for share, name in ((zeros_odd, "utf-16-le"), (zeros_even, "utf-16-be")):
-            if share > 0.3:
-                try:
-                    return raw.decode(name), name
-                except UnicodeDecodeError:
-                    pass
+        for name in ("utf-16-le", "utf-16-be"):
+            try:
+                text = raw.decode(name)
+            except UnicodeDecodeError:
+                continue
+            if _plausible_share(text) >= 0.9:
+                return text, name
     candidates = []
     for name, score in (("gb18030", _gb2312_share), ("big5", _big5_common_share)):
         try:
