@@ -264,6 +264,9 @@ class Model:
             tvars = tf1.trainable_variables()
             grads = tf.gradients(self.cost, tvars)
             grads, self.grad_norm = tf.clip_by_global_norm(grads, cfg.get("grad_clip", 5.0))
+            # Checked before each save, so no checkpoint ever holds inf/NaN weights.
+            self.weights_finite = tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(v)) for v in tvars])
             optimizer = tf1.train.AdamOptimizer(self.lr)
             self.train_op = optimizer.apply_gradients(zip(grads, tvars),
                                                       global_step=self.global_step)

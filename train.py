@@ -24,6 +24,7 @@ ARCH_FLAGS = ("rnncell", "num_layers", "rnn_size", "embedding_size", "attention"
 # Flags whose change would make the saved batch pointer meaningless.
 BATCH_FLAGS = ("batch_size", "seq_length", "val_frac")
 SAVED_FILES = ("config.pkl", "words_vocab.pkl", "checkpoint", "checkpoint_best")
+MODEL_MARKERS = ("checkpoint", "checkpoint_best")   # a trained model is there
 
 
 def build_parser():
@@ -79,7 +80,7 @@ def build_parser():
 
 
 def existing_model(save_dir):
-    return any(os.path.exists(os.path.join(save_dir, f)) for f in SAVED_FILES)
+    return any(os.path.exists(os.path.join(save_dir, f)) for f in MODEL_MARKERS)
 
 
 def clear_model(save_dir):
@@ -110,11 +111,13 @@ def check_resume(args, data):
                         f"or use another --save_dir")
     for k in ARCH_FLAGS + BATCH_FLAGS:
         if k in saved and saved[k] != getattr(args, k):
-            flag = f"--{k}" if k != "attention" else "--attention (on/off)"
+            if isinstance(saved[k], bool):
+                fix = f"--{k}" if saved[k] else f"no --{k}"
+            else:
+                fix = f"--{k} {saved[k]}"
             raise UserError(f"--keep: the model in {args.save_dir}/ has {k}={saved[k]!r} "
-                            f"but this run asks for {getattr(args, k)!r}; pass {flag} "
-                            f"{saved[k]!r}, or train a new model in another --save_dir",
-                            code=2)
+                            f"but this run asks for {getattr(args, k)!r}; resume with "
+                            f"{fix}, or train a new model in another --save_dir", code=2)
     words = safe_load_pickle(vocab_path, "vocabulary file")
     chars = words[0] if isinstance(words, (tuple, list)) and len(words) == 2 else None
     if list(chars or []) != list(data.chars):
@@ -162,6 +165,14 @@ class Progress:
 
 
 # ------------------------------------------------------------------------------ train
+
+
+class NonFinite(Exception):
+    """The weights hold inf/NaN: nothing may be saved."""
+
+
+def perplexity(loss):
+    return math.exp(loss) if loss < 700 else float("inf")
 
 
 def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_step=None):
@@ -240,14 +251,7 @@ def main(argv=None):
         n_params = count_params()
     graph.finalize()          # any op created from here on (in the loop) is a bug
 
-    os.makedirs(args.log_dir, exist_ok=True)
-    log_path = log_filename(args.log_dir)
-    logging(log_path, config=config)
-    tb = tf1.summary.FileWriter(os.path.splitext(log_path)[0], graph=graph)
-
     sess = tf1.Session(graph=graph)
-    ckpt_prefix = os.path.join(args.save_dir, "model.ckpt")
-    best_prefix = os.path.join(args.save_dir, "best.ckpt")
     if args.keep:
         ckpt = tf1.train.latest_checkpoint(args.save_dir)
         if ckpt is None:
@@ -268,13 +272,40 @@ def main(argv=None):
         saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
         print(f"train: resumed {ckpt} at step {step}, epoch {start_epoch + 1}, batch "
               f"{start_pointer}")
+        if start_epoch >= args.num_epochs:
+            raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
+                            f"{start_epoch} epochs; raise --num_epochs to train more", code=2)
     else:
         sess.run(init)
         start_epoch, start_pointer, best_val = 0, 0, float("inf")
+
+    os.makedirs(args.log_dir, exist_ok=True)
+    log_path = log_filename(args.log_dir)
+    logging(log_path, config=config)
+    tb = tf1.summary.FileWriter(os.path.splitext(log_path)[0], graph=graph)
     print(f"train: {args.rnncell} {args.num_layers}x{args.rnn_size}, embedding "
           f"{args.embedding_size}{', attention' if args.attention else ''}: {n_params:,} "
           f"parameters; log {log_path}")
 
+    try:
+        return fit(args, data, sess, model, saver, best_saver, log_path, tb,
+                   start_epoch, start_pointer, best_val)
+    except NonFinite as e:
+        print(f"train: error: {e}; stopped without saving, the last good checkpoint in "
+              f"{args.save_dir}/ is kept. Lower --learning_rate or --grad_clip.",
+              file=sys.stderr)
+        return 1
+    finally:
+        tb.close()
+        sess.close()
+
+
+def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
+        start_pointer, best_val):
+    """The epoch loop: train, validate, log, save; stop on patience, max_steps or a
+    signal.  Raises NonFinite (before saving anything) when the loss or weights blow up."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
     stop = {"signal": None}
 
     def on_signal(signum, frame):
@@ -282,71 +313,64 @@ def main(argv=None):
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    ckpt_prefix = os.path.join(args.save_dir, "model.ckpt")
+    best_prefix = os.path.join(args.save_dir, "best.ckpt")
 
     def save(epoch, pointer):
+        if not sess.run(model.weights_finite):
+            raise NonFinite(f"the weights hold inf/NaN at step {step}")
         model.set_progress(sess, epoch, pointer)
         return saver.save(sess, ckpt_prefix, global_step=model.global_step,
                           write_meta_graph=False)
 
     chars_per_step = args.batch_size * args.seq_length
-    keep_prob = 1.0 - args.dropout
     bad_epochs, stopped, path = 0, None, None
-    if start_epoch >= args.num_epochs:
-        raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
-                        f"{start_epoch} epochs; raise --num_epochs to train more", code=2)
     step = int(sess.run(model.global_step))
-    epoch = start_epoch
     for epoch in range(start_epoch, args.num_epochs):
-        model.set_lr(sess, args.learning_rate * args.decay_rate ** epoch)
-        first = start_pointer if epoch == start_epoch else 0
+        lr = args.learning_rate * args.decay_rate ** epoch
+        model.set_lr(sess, lr)
         progress = Progress(data.num_batches, epoch, args.num_epochs, chars_per_step)
-        failed = {}
+        pointer = data.num_batches          # where this epoch stops; less if cut short
 
         def on_step(i, loss, grad_norm):
-            nonlocal step
+            nonlocal step, pointer
             step += 1
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                failed.update(i=i, loss=loss)
-                return True
+                raise NonFinite(f"the loss became {loss} at step {step} (epoch {epoch + 1})")
             progress.update(i + 1, loss)
             if step % args.save_every == 0:
                 save(epoch, i + 1)
             if stop["signal"] or (args.max_steps and step >= args.max_steps):
-                failed.update(pointer=i + 1)
+                pointer = i + 1
                 return True
             return False
 
         t0 = time.time()
-        train_loss, n_run = run_epoch(sess, model, data.x_batches, data.y_batches,
-                                      eval_op=model.train_op, start=first,
-                                      keep_prob=keep_prob, on_step=on_step)
+        train_loss, n_run = run_epoch(
+            sess, model, data.x_batches, data.y_batches, eval_op=model.train_op,
+            start=start_pointer if epoch == start_epoch else 0,
+            keep_prob=1.0 - args.dropout, on_step=on_step)
         seconds = time.time() - t0
         progress.close()
-        if "loss" in failed:
-            print(f"train: error: the loss became {failed['loss']} at step {step} (epoch "
-                  f"{epoch + 1}); stopped without saving, the last good checkpoint in "
-                  f"{args.save_dir}/ is kept. Lower --learning_rate or --grad_clip.",
-                  file=sys.stderr)
-            sess.close()
-            return 1
-        pointer = failed.get("pointer", data.num_batches)
         if stop["signal"]:
             path = save(epoch, pointer)
             print(f"train: {stop['signal']}: saved {path}; resume with --keep")
-            stopped = stop["signal"]
-            break
+            return 0
 
-        val_loss, _ = run_epoch(sess, model, data.val_x_batches, data.val_y_batches)
-        val_loss = val_loss if data.num_val_batches else None
+        val_loss = None
+        if data.num_val_batches:
+            val_loss, _ = run_epoch(sess, model, data.val_x_batches, data.val_y_batches)
+            if not math.isfinite(val_loss):
+                raise NonFinite(f"the validation loss became {val_loss} after epoch "
+                                f"{epoch + 1}")
         for line in epoch_lines(epoch + 1, train_loss, val_loss, seconds):
             logging(log_path, line)
-        rate = n_run * chars_per_step / max(seconds, 1e-9)
-        msg = (f"epoch {epoch + 1}/{args.num_epochs}: train loss {train_loss:.4f}")
+        msg = f"epoch {epoch + 1}/{args.num_epochs}: train loss {train_loss:.4f}"
         if val_loss is not None:
-            msg += f", validation loss {val_loss:.4f} (perplexity {math.exp(val_loss):.1f})"
+            msg += f", validation loss {val_loss:.4f} (perplexity {perplexity(val_loss):.1f})"
+        rate = n_run * chars_per_step / max(seconds, 1e-9)
         print(f"{msg}, {seconds:.1f}s, {rate / 1000:.1f}k chars/s", flush=True)
-        summary = [("loss/train", train_loss), ("learning_rate",
-                   args.learning_rate * args.decay_rate ** epoch)]
+        summary = [("loss/train", train_loss), ("learning_rate", lr)]
         if val_loss is not None:
             summary.append(("loss/validation", val_loss))
         tb.add_summary(tf1.Summary(value=[tf1.Summary.Value(tag=t, simple_value=v)
@@ -359,8 +383,8 @@ def main(argv=None):
             model.set_best(sess, best_val)
         elif val_loss is not None:
             bad_epochs += 1
-        done_epoch = pointer >= data.num_batches
-        path = save(epoch + 1 if done_epoch else epoch, 0 if done_epoch else pointer)
+        done = pointer >= data.num_batches
+        path = save(epoch + 1 if done else epoch, 0 if done else pointer)
         if improved:
             best = best_saver.save(sess, best_prefix, global_step=model.global_step,
                                    latest_filename="checkpoint_best", write_meta_graph=False)
@@ -371,9 +395,7 @@ def main(argv=None):
         if args.patience and bad_epochs >= args.patience:
             stopped = f"no validation improvement for {args.patience} epochs (--patience)"
             break
-    tb.close()
-    sess.close()
-    if stopped and not stopped.startswith("SIG"):
+    if stopped:
         print(f"train: stopped: {stopped}")
     print(f"train: saved {path}" + (f"; best validation loss {best_val:.4f}"
                                     if math.isfinite(best_val) else ""))

@@ -1,0 +1,195 @@
+"""seq2seq_rnn.Model in-process: learning, cell types, separate layer weights, causal
+attention, checkpoint round trip, and the inference graph agreeing with training."""
+import numpy as np
+import pytest
+
+from utils import import_tensorflow
+
+tf = import_tensorflow()
+tf1 = tf.compat.v1
+
+from seq2seq_rnn import Model  # noqa: E402
+
+
+def cfg(**kw):
+    c = dict(vocab_size=12, rnncell="lstm", num_layers=2, rnn_size=16, embedding_size=8,
+             batch_size=4, seq_length=6, learning_rate=0.02, grad_clip=5.0, attention=False)
+    c.update(kw)
+    return c
+
+
+def build(config, infer=False, seed=0, generator=False):
+    g = tf.Graph()
+    with g.as_default():
+        tf1.set_random_seed(seed)
+        m = Model(config, infer=infer)
+        if generator:
+            m.build_generator(space_id=0)
+        init = tf1.global_variables_initializer()
+        saver = tf1.train.Saver()
+    g.finalize()
+    sess = tf1.Session(graph=g)
+    sess.run(init)
+    return m, sess, saver
+
+
+def repetitive_batches(c, steps):
+    """A periodic id sequence cut into contiguous batches, state carried."""
+    period = np.array([1, 2, 3, 4, 5, 0, 6, 7, 8, 0], dtype=np.int32)
+    B, T = c["batch_size"], c["seq_length"]
+    text = np.tile(period, B * T * (steps + 1) // len(period) + 2)
+    rows = text[:B * T * steps + 1]
+    x = rows[:-1].reshape(B, -1)
+    y = rows[1:].reshape(B, -1)
+    return [(x[:, i * T:(i + 1) * T], y[:, i * T:(i + 1) * T]) for i in range(steps)]
+
+
+def train_losses(m, sess, batches, epochs):
+    losses = []
+    for _ in range(epochs):
+        state = sess.run(m.initial_state)
+        total = 0.0
+        for x, y in batches:
+            feed = {m.input_data: x, m.targets: y}
+            feed.update(m.state_feed(state))
+            c, state, _ = sess.run([m.cost, m.final_state, m.train_op], feed)
+            total += c
+        losses.append(total / len(batches))
+    return losses
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_every_cell_and_depth_builds_and_learns(cell, layers):
+    c = cfg(rnncell=cell, num_layers=layers)
+    m, sess, _ = build(c)
+    batches = repetitive_batches(c, 10)
+    x, y = batches[0]
+    initial = sess.run(m.cost, {m.input_data: x, m.targets: y})
+    assert initial == pytest.approx(np.log(12), rel=0.1)        # starts near uniform
+    losses = train_losses(m, sess, batches, epochs=8)
+    assert losses[-1] < 0.3 * initial, losses
+
+
+def test_layers_have_separate_weights():
+    m, sess, _ = build(cfg(num_layers=3, rnn_size=16, embedding_size=16))
+    names = [v.name for v in m.cells[0].kernel.graph.get_collection("trainable_variables")]
+    kernels = [n for n in names if n.startswith("rnn/") and n.endswith("kernel:0")]
+    assert kernels == ["rnn/layer_0/lstm/kernel:0", "rnn/layer_1/lstm/kernel:0",
+                       "rnn/layer_2/lstm/kernel:0"]
+    values = sess.run([cell.kernel for cell in m.cells])
+    assert not np.allclose(values[0], values[1]) and not np.allclose(values[1], values[2])
+
+
+def test_gru_and_rnn_states_carry_over_batches():
+    for cell in ("gru", "rnn"):
+        c = cfg(rnncell=cell)
+        m, sess, _ = build(c)
+        x, y = repetitive_batches(c, 1)[0]
+        zero = sess.run(m.initial_state)
+        s1 = sess.run(m.final_state, {m.input_data: x, m.targets: y})
+        feed = {m.input_data: x}
+        l0 = sess.run(m.logits, feed)
+        feed.update(m.state_feed(s1))
+        l1 = sess.run(m.logits, feed)
+        assert not np.allclose(l0, l1)          # the fed state matters
+        assert np.asarray(zero[0][0]).shape == (4, 16)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_future_inputs_do_not_change_earlier_logits(attention):
+    c = cfg(attention=attention, batch_size=2, seq_length=8)
+    m, sess, _ = build(c)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 12, (2, 8)).astype(np.int32)
+    base = sess.run(m.logits, {m.input_data: x}).reshape(2, 8, 12)
+    for t in range(1, 8):
+        x2 = x.copy()
+        x2[:, t:] = (x2[:, t:] + 5) % 12
+        out = sess.run(m.logits, {m.input_data: x2}).reshape(2, 8, 12)
+        np.testing.assert_allclose(out[:, :t], base[:, :t], rtol=1e-5, atol=1e-5)
+        assert not np.allclose(out[:, t], base[:, t])
+
+
+def test_attention_reaches_back_within_the_window():
+    """Attention must actually use the past: changing an early input changes later logits
+    even when the recurrent path is made to forget (weights of the rnn set to zero)."""
+    c = cfg(attention=True, rnncell="rnn", num_layers=1, batch_size=1, seq_length=5)
+    m, sess, _ = build(c)
+    x = np.array([[1, 2, 3, 4, 5]], np.int32)
+    base = sess.run(m.logits, {m.input_data: x})
+    x2 = x.copy()
+    x2[0, 0] = 9
+    assert not np.allclose(sess.run(m.logits, {m.input_data: x2})[-1], base[-1])
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
+    c = cfg(rnncell="gru")
+    m, sess, saver = build(c, seed=1)
+    train_losses(m, sess, repetitive_batches(c, 3), epochs=1)
+    x = repetitive_batches(c, 1)[0][0]
+    before = sess.run(m.logits, {m.input_data: x})
+    path = saver.save(sess, str(tmp_path / "model.ckpt"), global_step=3)
+    m2, sess2, saver2 = build(c, seed=99)
+    assert not np.allclose(sess2.run(m2.logits, {m2.input_data: x}), before)
+    saver2.restore(sess2, path)
+    np.testing.assert_array_equal(sess2.run(m2.logits, {m2.input_data: x}), before)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "attention"])
+def test_inference_graph_matches_training_graph_step_by_step(tmp_path, kind):
+    """Feeding characters one at a time (the sampler) gives the training graph's
+    probabilities, state and attention buffer carried along."""
+    c = cfg(rnncell="lstm" if kind == "attention" else kind, attention=kind == "attention",
+            batch_size=1, seq_length=7)
+    m, sess, saver = build(c, seed=2)
+    train_losses(m, sess, repetitive_batches(dict(c, batch_size=1), 4), epochs=2)
+    path = saver.save(sess, str(tmp_path / "m.ckpt"))
+    x = np.array([[3, 1, 4, 1, 5, 9, 2]], np.int32)
+    want = sess.run(m.probs, {m.input_data: x})
+    mi, si, si_saver = build(c, infer=True)
+    si_saver.restore(si, path)
+    state = si.run(mi.initial_state)
+    got = []
+    for t in range(7):
+        feed = {mi.input_data: x[:, t:t + 1]}
+        feed.update(mi.state_feed(state))
+        p, state = si.run([mi.probs, mi.final_state], feed)
+        got.append(p[0])
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-4, atol=1e-6)
+
+
+def test_infer_does_not_mutate_callers_config():
+    c = cfg()
+    build(c, infer=True)
+    assert c["batch_size"] == 4 and c["seq_length"] == 6
+
+
+def test_in_graph_generator_equals_step_by_step_argmax():
+    c = cfg(attention=True)
+    m, sess, _ = build(c, infer=True, generator=True)
+    start = [3, 1, 4]
+    fast = sess.run(m.gen_ids, {m.gen_start: start, m.gen_n: 20, m.gen_mode: 0})
+    state = sess.run(m.initial_state)
+    for s in start[:-1]:
+        feed = {m.input_data: [[s]]}
+        feed.update(m.state_feed(state))
+        state = sess.run(m.final_state, feed)
+    x, slow = start[-1], []
+    for _ in range(20):
+        feed = {m.input_data: [[x]]}
+        feed.update(m.state_feed(state))
+        p, state = sess.run([m.probs, m.final_state], feed)
+        x = int(np.argmax(p[0]))
+        slow.append(x)
+    assert list(fast) == slow
+
+
+def test_graph_ops_are_not_created_in_the_loop():
+    """Model builds every op up front: a finalized graph still trains and sets lr."""
+    c = cfg()
+    m, sess, _ = build(c)       # build() finalizes the graph
+    m.set_lr(sess, 0.005)
+    m.set_progress(sess, 3, 7)
+    assert sess.run([m.lr, m.epoch, m.batch_pointer]) == [pytest.approx(0.005), 3, 7]
+    train_losses(m, sess, repetitive_batches(c, 2), epochs=1)

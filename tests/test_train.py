@@ -1,0 +1,193 @@
+"""train.py end to end (subprocess, tiny models): saving, resuming, refusing, signals,
+the NaN guard, and the log format that plot.py reads."""
+import glob
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, TINY, assert_one_line_error, made_up_text, run, train_tiny
+from utils import parse_log, safe_load_pickle
+
+
+def ckpt_step(save):
+    with open(os.path.join(save, "checkpoint")) as f:
+        return int(re.search(r'model_checkpoint_path: "model.ckpt-(\d+)"', f.read()).group(1))
+
+
+def test_training_writes_everything_and_loss_falls(tmp_path):
+    save, proc = train_tiny(str(tmp_path), epochs=4)
+    assert proc.returncode == 0, proc.stderr
+    config = safe_load_pickle(os.path.join(save, "config.pkl"))
+    chars, vocab = safe_load_pickle(os.path.join(save, "words_vocab.pkl"))
+    assert config["rnn_size"] == 32 and config["vocab_size"] == len(chars)
+    assert all(vocab[c] == i for i, c in enumerate(chars))
+    assert glob.glob(os.path.join(save, "best.ckpt-*.index"))
+    assert os.path.exists(os.path.join(save, "checkpoint_best"))
+    logs = glob.glob(str(tmp_path / "log" / "*.txt"))
+    assert len(logs) == 1 and ":" not in os.path.basename(logs[0])
+    cfg, epochs = parse_log(logs[0])
+    assert sorted(epochs) == [1, 2, 3, 4] and cfg["rnncell"] == "lstm"
+    assert epochs[4]["train"] < epochs[1]["train"]
+    assert epochs[4]["validate"] < epochs[1]["validate"]
+    assert all("time" in e for e in epochs.values())
+    assert "validation loss" in proc.stdout and "perplexity" in proc.stdout
+    # TensorBoard events beside the text log
+    assert glob.glob(str(tmp_path / "log" / "*" / "events.out.tfevents.*"))
+    # not a TTY: no progress line per step
+    assert len(proc.stdout.splitlines()) < 20
+
+
+def test_keep_continues_step_and_epoch(tmp_path):
+    save, proc = train_tiny(str(tmp_path), epochs=2)
+    assert proc.returncode == 0
+    step2 = ckpt_step(save)
+    save, proc = train_tiny(str(tmp_path), "--keep", epochs=3)
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed" in proc.stdout and "epoch 3" in proc.stdout
+    assert "epoch 3/3" in proc.stdout and "epoch 1/3" not in proc.stdout
+    assert ckpt_step(save) == step2 * 3 // 2
+
+
+def test_keep_continues_mid_epoch_batch_pointer(tmp_path):
+    save, proc = train_tiny(str(tmp_path), "--max_steps", "10", epochs=3)
+    assert proc.returncode == 0, proc.stderr
+    assert ckpt_step(save) == 10
+    save, proc = train_tiny(str(tmp_path), "--keep", epochs=1)
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 1, batch 10" in proc.stdout
+    # the rest of epoch 1 only: num_batches - 10 more steps
+    m = re.search(r"(\d+) training batches per epoch", proc.stdout)
+    assert ckpt_step(save) == int(m.group(1))
+
+
+def test_keep_refuses_a_different_architecture(tmp_path):
+    save, _ = train_tiny(str(tmp_path), epochs=1)
+    before = sorted(os.listdir(save))
+    _, proc = train_tiny(str(tmp_path), "--keep", "--rnncell", "gru", epochs=2)
+    assert_one_line_error(proc, 2, "rnncell='lstm'", "--rnncell lstm")
+    _, proc = train_tiny(str(tmp_path), "--keep", "--attention", epochs=2)
+    assert_one_line_error(proc, 2, "attention")
+    assert sorted(os.listdir(save)) == before
+
+
+def test_keep_refuses_changed_vocabulary(tmp_path):
+    save, _ = train_tiny(str(tmp_path), epochs=1)
+    with open(tmp_path / "data" / "lyrics.txt", "a", encoding="utf-8") as f:
+        f.write(" 全新的字眼出现")
+    _, proc = train_tiny(str(tmp_path), "--keep", epochs=2)
+    assert_one_line_error(proc, 1, "vocabulary", "differs")
+
+
+def test_keep_without_a_model(tmp_path):
+    _, proc = train_tiny(str(tmp_path), "--keep", epochs=1)
+    assert_one_line_error(proc, 1, "no trained model to resume")
+
+
+def test_existing_model_is_not_overwritten(tmp_path):
+    save, _ = train_tiny(str(tmp_path), epochs=1)
+    before = {n: os.path.getmtime(os.path.join(save, n)) for n in os.listdir(save)}
+    _, proc = train_tiny(str(tmp_path), epochs=1)
+    assert_one_line_error(proc, 2, "already holds a trained model", "--keep", "--overwrite")
+    assert {n: os.path.getmtime(os.path.join(save, n)) for n in os.listdir(save)} == before
+    _, proc = train_tiny(str(tmp_path), "--overwrite", epochs=1)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lyrics.txt").write_text(made_up_text(4000), encoding="utf-8")
+    save = tmp_path / "save"
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--data_dir", data, "--save_dir",
+         save, "--log_dir", tmp_path / "log", "--num_epochs", "50", *TINY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    out = ""
+    deadline = time.time() + 120
+    while time.time() < deadline:            # wait until training is under way
+        line = proc.stdout.readline()
+        out += line
+        if line.startswith("epoch 1/50"):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "SIGINT: saved" in rest and "--keep" in rest
+    step = ckpt_step(str(save))
+    assert step > 0
+    _, again = train_tiny(str(tmp_path), "--keep", "--max_steps", str(step + 1), epochs=50)
+    assert again.returncode == 0, again.stderr
+    assert ckpt_step(str(save)) == step + 1
+
+
+def test_nan_loss_stops_and_no_checkpoint_holds_bad_weights(tmp_path):
+    import numpy as np
+    from utils import import_tensorflow
+    tf = import_tensorflow()
+    save, proc = train_tiny(str(tmp_path), epochs=1)
+    good = ckpt_step(save)
+    # An absurd learning rate blows the weights up to inf/NaN within a few steps; a save
+    # is due after every step, so each one must check the weights first.
+    _, proc = train_tiny(str(tmp_path), "--keep", "--learning_rate", "1e37",
+                         "--grad_clip", "1e38", "--save_every", "1", epochs=3)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "became" in proc.stderr or "inf/NaN" in proc.stderr, proc.stderr
+    assert "last good checkpoint" in proc.stderr
+    latest = tf.train.latest_checkpoint(save)
+    assert ckpt_step(save) >= good
+    reader = tf.train.load_checkpoint(latest)
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if np.issubdtype(np.asarray(value).dtype, np.floating) and name != "best_val_loss":
+            assert np.all(np.isfinite(value)), name
+
+
+def test_bad_flag_values_are_usage_errors(tmp_path):
+    for flag, value in (("--rnn_size", "0"), ("--learning_rate", "-1"), ("--dropout", "1.5"),
+                        ("--rnncell", "transformer")):
+        proc = run("train.py", "--data_dir", tmp_path, flag, value)
+        assert_one_line_error(proc, 2, flag)
+
+
+def test_corpus_too_small_is_a_clear_error(tmp_path):
+    (tmp_path / "lyrics.txt").write_text("你好 世界", encoding="utf-8")
+    proc = run("train.py", "--data_dir", tmp_path, "--save_dir", tmp_path / "save")
+    assert_one_line_error(proc, 2, "too small", "--batch_size")
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def test_tampered_config_is_refused_on_resume(tmp_path):
+    save, _ = train_tiny(str(tmp_path), epochs=1)
+    with open(os.path.join(save, "config.pkl"), "wb") as f:
+        pickle.dump(Boom(), f)
+    _, proc = train_tiny(str(tmp_path), "--keep", epochs=2)
+    assert_one_line_error(proc, 1, "refusing to load")
+    assert not os.path.exists(os.path.join(ROOT, "pwned.txt"))
+
+
+def test_plot_reads_logs_and_skips_other_files(tmp_path):
+    for sub in ("a", "b"):
+        _, proc = train_tiny(str(tmp_path / sub), epochs=2)
+        assert proc.returncode == 0
+    logs = sorted(glob.glob(str(tmp_path / "*" / "log" / "*.txt")))
+    junk = tmp_path / "notes.txt"
+    junk.write_text("just some notes\n")
+    out = tmp_path / "cmp.png"
+    proc = run("analysis/plot.py", *logs, junk, "--out", out)
+    assert proc.returncode == 1 and "skipped" in proc.stderr and "Traceback" not in proc.stderr
+    for log in logs:
+        png = log[:-4] + ".png"
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert out.exists()
+    proc = run("analysis/plot.py", junk)
+    assert_one_line_error(proc, 1, "none of the files")
