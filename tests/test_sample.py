@@ -1,0 +1,189 @@
+"""sample.py: sampling modes, reproducibility, output, every model kind, bad input."""
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run
+from sample import Sampler, start_ids
+
+
+@pytest.fixture(scope="module")
+def lstm_sampler(trained):
+    return Sampler(trained("lstm"))
+
+
+def gen(s, start="我在", n=60, mode="weighted", temperature=1.0, top_k=0, seed=0):
+    _, ids = start_ids(start, s.vocab, warn=lambda m: None)
+    return list(s.generate(ids, n, mode, temperature, top_k, seed))
+
+
+def test_argmax_is_deterministic(lstm_sampler):
+    assert gen(lstm_sampler, mode="argmax", seed=1) == gen(lstm_sampler, mode="argmax", seed=2)
+
+
+def test_weighted_is_reproducible_per_seed_and_differs_across_seeds(lstm_sampler):
+    a = gen(lstm_sampler, seed=5, temperature=1.5, n=120)
+    assert a == gen(lstm_sampler, seed=5, temperature=1.5, n=120)
+    others = [gen(lstm_sampler, seed=s, temperature=1.5, n=120) for s in (6, 7, 8)]
+    assert any(o != a for o in others)
+
+
+def test_top_k_1_and_tiny_temperature_equal_argmax(lstm_sampler):
+    best = gen(lstm_sampler, mode="argmax")
+    assert gen(lstm_sampler, top_k=1, seed=3) == best
+    assert gen(lstm_sampler, temperature=1e-4, seed=4) == best
+
+
+def test_combined_draws_only_right_after_a_space(lstm_sampler):
+    """Replay a combined sample step by step: every character not preceded by a space is
+    the argmax of the model's distribution; after spaces some are not."""
+    s = lstm_sampler
+    _, ids = start_ids("我在", s.vocab, warn=lambda m: None)
+    space = s.vocab[" "]
+    drawn_off_argmax = 0
+    for seed in range(4):
+        out = list(s.generate(ids, 80, "combined", 2.0, 0, seed))
+        state = s.zero_state()
+        for i in ids[:-1]:
+            _, state = s.step(i, state)
+        prev = ids[-1]
+        for c in out:
+            probs, state = s.step(prev, state)
+            if prev != space:
+                assert c == int(np.argmax(probs))
+            elif c != int(np.argmax(probs)):
+                drawn_off_argmax += 1
+            prev = c
+    assert drawn_off_argmax > 0
+
+
+def test_top_k_restricts_to_the_k_most_probable(lstm_sampler):
+    s = lstm_sampler
+    _, ids = start_ids("我", s.vocab, warn=lambda m: None)
+    out = list(s.generate(ids, 40, "weighted", 3.0, 3, 11))
+    state = s.zero_state()
+    prev = ids[-1]
+    for c in out:
+        probs, state = s.step(prev, state)
+        assert c in np.argsort(probs)[-3:]
+        prev = c
+
+
+def test_unknown_start_characters_are_skipped(lstm_sampler):
+    warnings = []
+    kept, ids = start_ids("我X在龘", lstm_sampler.vocab, warn=warnings.append)
+    assert kept == "我在" and len(ids) == 2
+    assert "X" in warnings[0] and "龘" in warnings[0]
+    kept, ids = start_ids("龘龘", lstm_sampler.vocab, warn=warnings.append)
+    assert kept == "" and ids == [lstm_sampler.vocab[" "]]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "attention"])
+def test_end_to_end_cli_for_every_model_kind(trained, tmp_path, kind):
+    save = trained(kind)
+    out = tmp_path / "sequence"
+    proc = run("sample.py", "--save_dir", save, "--start", "春风", "--n", "50",
+               "--seed", "1", "--out", out, check=0)
+    text = proc.stdout.strip()
+    assert text.startswith("春风")
+    chars = set(pickle.load(open(os.path.join(save, "words_vocab.pkl"), "rb"))[0])
+    assert set(text.replace("\n", " ")) <= chars
+    assert " " not in text                       # spaces shown as line breaks
+    # start + 50 generated characters (line ends shown as breaks; the ends stripped)
+    assert 48 <= len(text.replace("\n", "")) + text.count("\n") <= 52
+    assert out.read_text(encoding="utf-8").count("=== ") == 1
+
+
+def test_result_file_is_appended_with_headers_and_raw_keeps_spaces(trained, tmp_path):
+    save = trained("lstm")
+    out = tmp_path / "sequence"
+    out.write_text("earlier result\n", encoding="utf-8")
+    run("sample.py", "--save_dir", save, "--n", "30", "--seed", "2", "--out", out,
+        "--count", "2", "--sample", "combined", check=0)
+    proc = run("sample.py", "--save_dir", save, "--n", "30", "--seed", "2", "--out", out,
+               "--raw", "--start", "我在", check=0)
+    content = out.read_text(encoding="utf-8")
+    assert content.startswith("earlier result\n")
+    assert content.count("=== ") == 2 and "count 2" in content and "seed 2" in content
+    assert "\n" not in proc.stdout.strip()
+
+
+def test_best_checkpoint_is_the_default_and_latest_or_ckpt_choose(trained, tmp_path):
+    save = trained("gru")
+    proc = run("sample.py", "--save_dir", save, "--n", "5", "--out", "", check=0)
+    assert "best.ckpt-" in proc.stderr
+    proc = run("sample.py", "--save_dir", save, "--n", "5", "--out", "", "--latest", check=0)
+    assert "model.ckpt-" in proc.stderr
+    ckpt = proc.stderr.split(" from ")[1].split(" (")[0]
+    proc = run("sample.py", "--save_dir", save, "--n", "5", "--out", "", "--ckpt", ckpt,
+               check=0)
+    assert ckpt in proc.stderr
+
+
+def test_no_checkpoint_says_train_first(tmp_path):
+    proc = run("sample.py", "--save_dir", tmp_path / "empty")
+    assert_one_line_error(proc, 1, "train", "python train.py")
+
+
+def test_missing_checkpoint_files_with_config_present(trained, tmp_path):
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    for name in os.listdir(save):
+        if ".ckpt-" in name:
+            os.unlink(save / name)
+    proc = run("sample.py", "--save_dir", save)
+    assert_one_line_error(proc, 1, "no trained model", "python train.py")
+
+
+def test_config_from_another_model_is_refused(trained, tmp_path):
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    shutil.copy(os.path.join(trained("gru"), "config.pkl"), save / "config.pkl")
+    out = tmp_path / "seq"
+    proc = run("sample.py", "--save_dir", save, "--out", out)
+    assert_one_line_error(proc, 1, "does not match")
+    assert not out.exists()
+
+
+def test_vocab_from_another_model_is_refused(trained, tmp_path):
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    with open(save / "words_vocab.pkl", "wb") as f:
+        pickle.dump((["甲", "乙"], {"甲": 0, "乙": 1}), f)
+    proc = run("sample.py", "--save_dir", save)
+    assert_one_line_error(proc, 1, "different models")
+
+
+def test_missing_config_or_vocab(trained, tmp_path):
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    os.unlink(save / "words_vocab.pkl")
+    proc = run("sample.py", "--save_dir", save)
+    assert_one_line_error(proc, 1, "words_vocab.pkl is missing")
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+@pytest.mark.parametrize("name", ["config.pkl", "words_vocab.pkl"])
+def test_tampered_pickles_are_refused(trained, tmp_path, name):
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    with open(save / name, "wb") as f:
+        pickle.dump(Boom(), f)
+    proc = run("sample.py", "--save_dir", save, cwd=tmp_path)
+    assert_one_line_error(proc, 1, "refusing to load")
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--n", "0"), ("--n", "-3"), ("--sample", "best"),
+                                         ("--temperature", "0"), ("--temperature", "-1"),
+                                         ("--top_k", "-1")])
+def test_bad_flag_values_are_usage_errors(tmp_path, flag, value):
+    proc = run("sample.py", "--save_dir", tmp_path, flag, value)
+    assert_one_line_error(proc, 2, flag)
