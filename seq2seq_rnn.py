@@ -119,8 +119,26 @@ class Cell:
             return u * h + (1.0 - u) * cand
         return tf.tanh(xp + tf.matmul(state, self.w_h))
 
+    def step_plain(self, x, state):
+        """The same step computed as TF's own cells do, [x, h] x kernel at every step.
+        Kept as the straightforward reference that bench/speed.py compares against."""
+        H = self.H
+        if self.kind == "lstm":
+            c, h = state
+            gates = tf.matmul(tf.concat([x, h], 1), self.kernel) + self.bias
+            i, j, f, o = tf.split(gates, 4, axis=1)
+            c = tf.sigmoid(f + 1.0) * c + tf.sigmoid(i) * tf.tanh(j)
+            return (c, tf.sigmoid(o) * tf.tanh(c))
+        if self.kind == "gru":
+            h = state
+            ru = tf.sigmoid(tf.matmul(tf.concat([x, h], 1), self.g_kernel) + self.g_bias)
+            r, u = ru[:, :H], ru[:, H:]
+            cand = tf.tanh(tf.matmul(tf.concat([x, r * h], 1), self.c_kernel) + self.c_bias)
+            return u * h + (1.0 - u) * cand
+        return tf.tanh(tf.matmul(tf.concat([x, state], 1), self.kernel) + self.bias)
 
-def run_layers(inputs_tm, initial_state, cells, keep_prob=None):
+
+def run_layers(inputs_tm, initial_state, cells, keep_prob=None, hoisted=True):
     """Run the stacked cells over time-major inputs [T, B, in].
 
     Layer by layer: one matmul projects the inputs of all T steps, then T recurrent steps.
@@ -132,13 +150,18 @@ def run_layers(inputs_tm, initial_state, cells, keep_prob=None):
     final = []
     outputs = None
     for cell, state in zip(cells, initial_state):
-        n_in = x.shape[-1]
-        xp = cell.project_inputs(tf.reshape(x, [-1, n_in]))          # [T*B, G*H]
-        xp = tf.reshape(xp, [T, B, xp.shape[-1]])
         outputs = []
-        for t in range(T):
-            state = cell.step(xp[t], state)
-            outputs.append(cell.output(state))
+        if hoisted:
+            n_in = x.shape[-1]
+            xp = cell.project_inputs(tf.reshape(x, [-1, n_in]))      # [T*B, G*H]
+            xp = tf.reshape(xp, [T, B, xp.shape[-1]])
+            for t in range(T):
+                state = cell.step(xp[t], state)
+                outputs.append(cell.output(state))
+        else:
+            for t in range(T):
+                state = cell.step_plain(x[t], state)
+                outputs.append(cell.output(state))
         final.append(state)
         if keep_prob is not None:
             outputs = [tf.nn.dropout(o, rate=1.0 - keep_prob) for o in outputs]
@@ -276,7 +299,8 @@ class Model:
         H = self.config["rnn_size"]
         rnn_state, attn_state = state
         emb = tf.nn.embedding_lookup(self.word_embedding, tf.transpose(ids))  # [T, B, E]
-        outputs, final_rnn = run_layers(emb, rnn_state, self.cells, keep_prob)
+        outputs, final_rnn = run_layers(emb, rnn_state, self.cells, keep_prob,
+                                        hoisted=self.config.get("rnn_impl") != "plain")
         hs = tf.transpose(tf.stack(outputs), [1, 0, 2])                     # [B, T, H]
         if self.attention is not None and attn_state:      # sampling: rolling buffer
             out, buf, valid = self.attention.over_buffer(hs[:, 0], *attn_state)

@@ -1,0 +1,241 @@
+"""Speed benchmark, side by side with the PyTorch reference in the same run.
+
+    python bench/speed.py [--text data/lyrics.txt] [--rnncell lstm|gru|rnn|all]
+                          [--config seed|large|all] [--steps N]
+
+Measures, on this machine:
+  * training throughput: median chars/s over --steps steps after --warmup, state carried
+    from batch to batch, for each cell type at the seed config (emb 100, 2 x 128, batch 32,
+    seq 16) and the large config (2 x 512, batch 64, seq 64); and the same for
+    ../shared/bench/torch_reference.py run now, on the same text and hyperparameters
+    (skipped with a note when its venv is missing: see ../shared/bench/README.md);
+  * quality at equal work: validation loss on the held-out 5 % tail after the timed steps,
+    for our build and for the straightforward build (TF-cell-style [x, h] x kernel each
+    step, `rnn_impl=plain`) from the same seed: the faster path must learn the same;
+  * start-up: the whole `train.py --max_steps 1` process (import, graph, one step, save);
+  * sampling: 200 characters after load (in-graph while_loop), and the whole
+    `sample.py --n 200` process;
+  * preprocessing of the text from scratch; peak memory (RSS).
+
+Prints a table, and as the last line one JSON object with every figure.
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+CONFIGS = {
+    "seed": dict(embedding_size=100, num_layers=2, rnn_size=128, batch_size=32, seq_length=16),
+    "large": dict(embedding_size=100, num_layers=2, rnn_size=512, batch_size=64, seq_length=64),
+}
+DEFAULT_TORCH = os.path.expanduser("~/.torchref/bin/python")
+TORCH_REF = os.path.join(os.path.dirname(ROOT), "shared", "bench", "torch_reference.py")
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--text", default=os.path.join(ROOT, "data", "lyrics.txt"),
+                   help="cleaned training text (data/lyrics.txt)")
+    p.add_argument("--rnncell", default="all", choices=["lstm", "gru", "rnn", "all"],
+                   help="cell types to measure")
+    p.add_argument("--config", default="all", choices=["seed", "large", "all"],
+                   help="model sizes to measure")
+    p.add_argument("--steps", type=int, default=200, help="timed training steps (seed config; "
+                   "the large config uses a fifth, at least 30)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed first steps")
+    p.add_argument("--torch_python", default=DEFAULT_TORCH,
+                   help="python of the venv with PyTorch for the reference ('' = skip)")
+    p.add_argument("--no_quality", action="store_true",
+                   help="skip the plain-build comparison of validation loss")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args()
+
+
+def load_ids(path):
+    from preprocess import build_vocab
+    with open(path, encoding="utf-8") as f:
+        text = " ".join(f.read().split())
+    chars, ids = build_vocab(text)
+    return chars, ids
+
+
+def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted"):
+    """Median training chars/s over `steps` after `warmup`; then held-out loss."""
+    import numpy as np
+    from preprocess import make_batches
+    from utils import import_tensorflow
+    tf = import_tensorflow()
+    tf1 = tf.compat.v1
+    from seq2seq_rnn import Model
+
+    n_val = int(len(ids) * 0.05)
+    train, val = ids[:-n_val], ids[-n_val:]
+    B, T = cfg["batch_size"], cfg["seq_length"]
+    n, xs, ys = make_batches(train, B, T)
+    _, vxs, vys = make_batches(val, B, T)
+    args = dict(cfg, vocab_size=vocab_size, rnncell=cell, learning_rate=0.001, grad_clip=5.0,
+                attention=False, rnn_impl=impl)
+    g = tf.Graph()
+    with g.as_default():
+        tf1.set_random_seed(seed)
+        m = Model(args)
+        init = tf1.global_variables_initializer()
+    g.finalize()
+    sess = tf1.Session(graph=g)
+    sess.run(init)
+    from train import run_epoch
+    times, losses = [], []
+    state = sess.run(m.initial_state)
+    fetches = [m.cost, m.final_state, m.train_op]
+    for i in range(warmup + steps):
+        k = i % n
+        if k == 0:
+            state = sess.run(m.initial_state)
+        t = time.perf_counter()
+        feed = {m.input_data: xs[k], m.targets: ys[k]}
+        feed.update(m.state_feed(state))
+        loss, state, _ = sess.run(fetches, feed)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+        losses.append(float(loss))
+    med = float(np.median(times))
+    val_loss = None
+    if vxs:
+        val_loss, _ = run_epoch(sess, m, vxs[:50], vys[:50])
+    sess.close()
+    return dict(chars_per_s=B * T / med, median_step_s=med, loss_last=losses[-1],
+                val_loss=float(val_loss) if val_loss is not None else None)
+
+
+def measure_torch(torch_python, text, cell, cfg, steps, warmup, seed):
+    cmd = [torch_python, TORCH_REF, "--text", text, "--rnncell", cell, "--steps", str(steps),
+           "--warmup", str(warmup), "--seed", str(seed)]
+    for k, v in cfg.items():
+        cmd += [f"--{k}", str(v)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def timed(cmd, cwd=ROOT):
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[1:3])} failed: {proc.stderr.strip()[-300:]}")
+    return time.perf_counter() - t
+
+
+def main():
+    a = parse_args()
+    if not os.path.exists(a.text):
+        sys.exit(f"bench: {a.text} not found; run python data/fetch_corpus.py and "
+                 f"python data/parse.py first (or pass --text)")
+    cells = ["lstm", "gru", "rnn"] if a.rnncell == "all" else [a.rnncell]
+    configs = ["seed", "large"] if a.config == "all" else [a.config]
+    torch_ok = bool(a.torch_python) and os.path.exists(a.torch_python) and \
+        os.path.exists(TORCH_REF)
+    result = {"machine": f"{os.cpu_count()} cores, {sys.platform}", "text": a.text}
+
+    # preprocessing from scratch, in a scratch data dir
+    from preprocess import TextParser
+    tmp = tempfile.mkdtemp(prefix="lyrics-bench-")
+    try:
+        shutil.copy(a.text, os.path.join(tmp, "lyrics.txt"))
+        t = time.perf_counter()
+        TextParser(tmp, 32, 16, 0.05)
+        result["preprocess_s"] = time.perf_counter() - t
+        chars, ids = load_ids(a.text)
+        result.update(chars=int(len(ids)), vocab_size=len(chars))
+        print(f"text {a.text}: {len(ids):,} chars, V = {len(chars):,}; preprocess "
+              f"{result['preprocess_s']:.2f} s")
+        if not torch_ok:
+            print(f"note: no PyTorch reference ({a.torch_python or 'skipped'}); set it up "
+                  f"as ../shared/bench/README.md says to get the ratios")
+
+        rows = []
+        for conf in configs:
+            steps = a.steps if conf == "seed" else max(30, a.steps // 5)
+            warm = a.warmup if conf == "seed" else max(5, a.warmup // 4)
+            for cell in cells:
+                ours = measure_tf(ids, len(chars), cell, CONFIGS[conf], steps, warm, a.seed)
+                row = {"config": conf, "rnncell": cell, "tf_chars_per_s": ours["chars_per_s"],
+                       "tf_val_loss": ours["val_loss"]}
+                if not a.no_quality:
+                    plain = measure_tf(ids, len(chars), cell, CONFIGS[conf], steps, warm,
+                                       a.seed, impl="plain")
+                    row.update(plain_chars_per_s=plain["chars_per_s"],
+                               plain_val_loss=plain["val_loss"])
+                if torch_ok:
+                    ref = measure_torch(a.torch_python, a.text, cell, CONFIGS[conf], steps,
+                                        warm, a.seed)
+                    if "chars_per_s" in ref:
+                        row.update(torch_chars_per_s=ref["chars_per_s"],
+                                   ratio_vs_torch=ours["chars_per_s"] / ref["chars_per_s"],
+                                   torch_sample_200_s=ref.get("sample_s"))
+                    else:
+                        row["torch_error"] = ref["error"]
+                rows.append(row)
+                print(_row_text(row), flush=True)
+        result["training"] = rows
+        result["chars_per_s"] = {f"{r['config']}/{r['rnncell']}": r["tf_chars_per_s"]
+                                 for r in rows}
+
+        # start-up, sampling: a seed-config model trained for one step
+        save = os.path.join(tmp, "save")
+        result["startup_s"] = timed([sys.executable, "train.py", "--data_dir", tmp,
+                                     "--save_dir", save, "--log_dir", os.path.join(tmp, "log"),
+                                     "--max_steps", "1", "--num_epochs", "1",
+                                     "--val_frac", "0.0001"])
+        from sample import Sampler
+        s = Sampler(save)
+        start = [s.vocab.get(c, 0) for c in "从前"]
+        s.generate(start, 200, "weighted", 1.0, 0, 0)          # first run optimises
+        import numpy as np
+        gen = []
+        for k in range(20):
+            t = time.perf_counter()
+            s.generate(start, 200, "weighted", 1.0, 0, k)
+            gen.append(time.perf_counter() - t)
+        result["sample_200_s"] = float(np.median(gen))
+        procs = [timed([sys.executable, "sample.py", "--save_dir", save, "--start", "从前",
+                        "--n", "200", "--out", ""]) for _ in range(3)]
+        result["sample_process_s"] = float(np.median(procs))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"start-up (train.py, 1 step + save): {result['startup_s']:.2f} s; 200 chars after "
+          f"load: {result['sample_200_s'] * 1000:.1f} ms; whole sample.py --n 200: "
+          f"{result['sample_process_s']:.2f} s; peak RSS {result['peak_rss_mb']:.0f} MB "
+          f"(children {result['peak_rss_children_mb']:.0f} MB)")
+    print(json.dumps(result, ensure_ascii=False))
+
+
+def _row_text(r):
+    s = f"{r['config']:5s} {r['rnncell']:4s}  ours {r['tf_chars_per_s'] / 1000:6.1f}k chars/s"
+    if "plain_chars_per_s" in r:
+        s += f"  plain build {r['plain_chars_per_s'] / 1000:6.1f}k"
+    if "torch_chars_per_s" in r:
+        s += (f"  torch {r['torch_chars_per_s'] / 1000:6.1f}k  ratio "
+              f"{r['ratio_vs_torch']:.2f}x")
+    elif "torch_error" in r:
+        s += f"  torch failed: {r['torch_error']}"
+    if r.get("tf_val_loss") is not None:
+        s += f"  val loss {r['tf_val_loss']:.4f}"
+        if r.get("plain_val_loss") is not None:
+            s += f" (plain {r['plain_val_loss']:.4f})"
+    return s
+
+
+if __name__ == "__main__":
+    main()
