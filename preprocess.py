@@ -6,6 +6,7 @@ reads <data_dir>/lyrics.txt and writes
   <data_dir>/vocab.pkl    {'chars': [...most frequent first...], 'source_sha256': ...}
   <data_dir>/context.npy  int32 ids of ' ' + text (a leading space: the text starts at a
                           line start, as every later line does after its space)
+  <data_dir>/ngram8.npz   the no-copy index sample.py uses (craft.NgramIndex, L = 8)
 They are rebuilt only when lyrics.txt changes (its sha256 is kept in vocab.pkl).
 
 Batches as the article makes them (and the TF PTB reader): the training ids are cut to
@@ -23,9 +24,11 @@ import os
 
 import numpy as np
 
+from craft import NgramIndex, index_path
 from utils import UserError, atomic_pickle, atomic_save_npy, run_main, safe_load_pickle
 
 VOCAB_FORMAT = 1
+DEFAULT_MAX_COPY = 8     # sample.py --max_copy default; its index is built here, once
 
 
 def file_sha256(path):
@@ -113,6 +116,9 @@ class TextParser:
         else:
             self.preprocess(source)
             self.rebuilt = True
+        self.index_file = index_path(data_dir, DEFAULT_MAX_COPY)
+        if self.rebuilt or not os.path.exists(self.index_file):
+            NgramIndex.build(self.context, DEFAULT_MAX_COPY).save(self.index_file)
         self.vocab = {c: i for i, c in enumerate(self.chars)}
         self.vocab_size = len(self.chars)
         self.init_batches()
@@ -185,7 +191,7 @@ class TextParser:
 
     def report(self):
         print(f"preprocess: {'rebuilt' if self.rebuilt else 'up to date'} "
-              f"{self.vocab_file} and {self.context_file}")
+              f"{self.vocab_file}, {self.context_file} and {self.index_file}")
         print(f"preprocess: vocab size {self.vocab_size:,}; train {len(self.train_data):,} "
               f"chars, validation {len(self.val_data):,} chars")
         print(f"preprocess: {self.num_batches:,} training batches per epoch and "

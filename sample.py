@@ -15,10 +15,13 @@ import re
 import sys
 import time
 
-from utils import (ARCHITECTURE_KEYS, UserError, atomic_write_text, import_tensorflow, non_negative_int,
-                   positive_float, positive_int, run_main, safe_load_pickle)
+import numpy as np
+
+from utils import (ARCHITECTURE_KEYS, UserError, atomic_write_text, import_tensorflow,
+                   non_negative_int, positive_float, positive_int, run_main, safe_load_pickle)
 
 MODES = {"argmax": 0, "weighted": 1, "combined": 2}
+DEFAULT_MAX_COPY = 8
 SPACE = " "
 
 
@@ -51,6 +54,19 @@ def build_parser():
     g.add_argument("--ckpt", default=None,
                    help="use this checkpoint prefix, e.g. save/model.ckpt-2000")
     p.add_argument("--cpu", action="store_true", help="use the CPU even if a GPU is visible")
+    g = p.add_argument_group("lyrics craft")
+    g.add_argument("--max_copy", type=non_negative_int, default=None,
+                   help=f"never repeat more than this many characters of the training text "
+                        f"verbatim (default {DEFAULT_MAX_COPY}; 0 = off)")
+    g.add_argument("--rhyme", default=None,
+                   help="make line ends rhyme: 'auto' (the first line's rhyme), a 十三辙 "
+                        "group such as 言前, or a pinyin final such as an")
+    g.add_argument("--lines", type=positive_int, default=None,
+                   help="stop after this many lines instead of --n characters")
+    g.add_argument("--line_len", type=line_range, default=None, metavar="MIN-MAX",
+                   help="keep each line between MIN and MAX characters, e.g. 5-9")
+    g.add_argument("--stanza", type=non_negative_int, default=0,
+                   help="print a blank line after every this many lines (0 = never)")
     return p
 
 
@@ -132,22 +148,29 @@ def start_ids(start, vocab, warn=print):
 
 
 class Sampler:
-    """A restored inference graph: fast whole-sample generation, and single steps for
-    samplers that must decide in Python between characters."""
+    """A restored inference graph: fast whole-sample generation in one Session.run, and
+    single steps for the sampler that decides in Python (rhyme, line structure)."""
 
-    def __init__(self, save_dir="save", ckpt=None, latest=False, cpu=False):
+    def __init__(self, save_dir="save", ckpt=None, latest=False, cpu=False, max_copy=0,
+                 warn=None):
         self.config, self.chars, self.vocab = load_saved(save_dir)
         self.ckpt = find_checkpoint(save_dir, ckpt, latest)
+        self.save_dir = save_dir
+        self.space_id = self.vocab.get(SPACE, 0)
+        self.corpus = load_corpus(save_dir, len(self.chars))
+        self.index = None
+        if max_copy:
+            self.index = copy_index(save_dir, self.corpus, max_copy, warn)
         if cpu:
             os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
         tf = import_tensorflow()
         from seq2seq_rnn import Model
         tf1 = tf.compat.v1
-        self.space_id = self.vocab.get(SPACE, 0)
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.model = Model(self.config, infer=True)
-            self.model.build_generator(self.space_id)
+            self.model.build_generator(self.space_id,
+                                       self.index.length if self.index is not None else 0)
             saver = tf1.train.Saver(tf1.global_variables())
         self.graph.finalize()
         self.sess = tf1.Session(graph=self.graph)
@@ -158,18 +181,23 @@ class Sampler:
             raise UserError(f"checkpoint {self.ckpt} does not match {save_dir}/config.pkl "
                             f"({type(e).__name__}: {first}); pick a checkpoint of this "
                             f"model with --ckpt, or retrain")
+        if self.index is not None:
+            self.model.load_copy_index(self.sess, self.index)
         m = self.model
         self._step = self.sess.make_callable(
             [m.probs, m.final_state], [m.input_data] + list(tf.nest.flatten(m.initial_state)))
         self._zero = self.sess.run(m.initial_state)
-        self._flatten, self._pack = tf.nest.flatten, tf.nest.pack_sequence_as
+        self._flatten = tf.nest.flatten
 
     def generate(self, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0):
         """Warm up on ids, then draw n ids, all in one Session.run."""
         m = self.model
-        return self.sess.run(m.gen_ids, {
-            m.gen_start: ids, m.gen_n: n, m.gen_mode: MODES[mode],
-            m.gen_temperature: temperature, m.gen_top_k: top_k, m.gen_seed: seed})
+        feed = {m.gen_start: ids, m.gen_n: n, m.gen_mode: MODES[mode],
+                m.gen_temperature: temperature, m.gen_top_k: top_k, m.gen_seed: seed}
+        if self.index is not None:
+            L = self.index.length
+            feed[m.gen_tail] = ([-1] * L + list(ids))[-L:]
+        return self.sess.run(m.gen_ids, feed)
 
     def zero_state(self):
         return self._zero
@@ -183,8 +211,137 @@ class Sampler:
         return "".join(self.chars[i] for i in ids)
 
 
-def show(text, raw):
-    return text if raw else "\n".join(line for line in text.split(SPACE))
+def load_corpus(save_dir, vocab_size):
+    """The training text as ids (train.py saves it beside the model), or None."""
+    path = os.path.join(save_dir, "corpus.npy")
+    if not os.path.exists(path):
+        return None
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except (ValueError, OSError):
+        raise UserError(f"{path} is unreadable; retrain, or delete it to sample without "
+                        f"the no-copy rule")
+    if ids.ndim != 1 or (len(ids) and (ids.min() < 0 or ids.max() >= vocab_size)):
+        raise UserError(f"{path} does not belong to this model's vocabulary; retrain")
+    return ids
+
+
+def copy_index(save_dir, corpus, length, warn):
+    """The no-copy index for runs longer than `length`: saved by preprocess/train for the
+    default length, built here (well under a second) for another one."""
+    from craft import NgramIndex, index_path
+    path = index_path(save_dir, length)
+    if os.path.exists(path):
+        try:
+            return NgramIndex.load(path)
+        except (ValueError, OSError, KeyError):
+            pass                                # rebuild from the corpus below
+    if corpus is None:
+        if warn is None:
+            raise UserError(f"--max_copy needs the training text, {save_dir}/corpus.npy, "
+                            f"which train.py saves; retrain, or pass --max_copy 0")
+        warn(f"sample.py: warning: {save_dir}/corpus.npy is missing, so the no-copy rule "
+             f"is off (retrain to get it)")
+        return None
+    return NgramIndex.build(corpus, length)
+
+
+def choose(p, weighted, rng):
+    return int(rng.choice(len(p), p=p)) if weighted else int(np.argmax(p))
+
+
+def shape(probs, temperature, top_k):
+    """Temperature and top-k on a probability vector, as the in-graph sampler does."""
+    logits = np.log(np.maximum(probs, 1e-30)) / temperature
+    if 0 < top_k < len(logits):
+        kth = np.partition(logits, -top_k)[-top_k]
+        logits = np.where(logits < kth, -np.inf, logits)
+    e = np.exp(logits - logits.max())
+    return e / e.sum()
+
+
+def masked(p, banned):
+    """p without the banned ids, renormalised; p unchanged if that would leave nothing."""
+    if banned is None or not len(banned):
+        return p
+    q = p.copy()
+    q[banned] = 0.0
+    total = q.sum()
+    return q / total if total > 0 else p
+
+
+def constrained_sample(s, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0,
+                       rhyme=None, lines=None, line_len=None):
+    """Generate step by step in Python, for the rules a while_loop does not hold:
+    rhyme (a line's last character re-drawn among rhyming ones, state rolled back one
+    step), --lines and --line_len; and the no-copy rule, as the fast path has it.
+
+    Returns (generated ids, rhyme target group or None)."""
+    rng = np.random.default_rng(seed)
+    space = s.space_id
+    V = len(s.chars)
+    groups = rhyme_mask = target = None
+    if rhyme:
+        from craft import vocab_groups
+        groups = np.array([g or "" for g in vocab_groups(s.chars)], dtype=object)
+        if rhyme != "auto":
+            target, rhyme_mask = rhyme, groups == rhyme
+    lo, hi = line_len or (1, None)
+    state = s.zero_state()
+    for i in ids[:-1]:
+        _, state = s.step(i, state)
+    seq = list(ids)                          # start + generated: the runs and lines
+    line = len(seq) - 1 - max((k for k, c in enumerate(seq) if c == space), default=-1)
+    x, out, done_lines, prev = ids[-1], [], 0, None
+    cap = n if lines is None else max(n, lines * ((hi or 40) + 1))
+    while len(out) < cap and (lines is None or done_lines < lines):
+        probs, new_state = s.step(x, state)
+        p = shape(probs, temperature, top_k)
+        if s.index is not None:
+            p = masked(p, s.index.banned_after(seq))
+        if line < lo:
+            p = masked(p, [space])
+        if hi is not None and line >= hi:
+            p = np.eye(V)[space]
+        weighted = mode == "weighted" or (mode == "combined" and x == space)
+        c = choose(p, weighted, rng)
+        if c == space and line > 0 and groups is not None:
+            last = seq[-1]
+            if target is None and groups[last]:
+                target, rhyme_mask = groups[last], groups == groups[last]
+            elif target is not None and groups[last] != target and prev is not None:
+                # Roll back one step: re-draw the line's last character from the
+                # distribution that produced it, among rhyming characters only.
+                p_prev, prev_state, prev_weighted = prev
+                q = p_prev * rhyme_mask
+                if q.sum() > 0:
+                    last = choose(q / q.sum(), prev_weighted, rng)
+                    seq[-1] = out[-1] = last
+                    _, new_state = s.step(last, prev_state)
+        prev = (p, state, weighted)
+        state, x = new_state, c
+        seq.append(c)
+        out.append(c)
+        if c == space:
+            done_lines += 1
+            line = 0
+        else:
+            line += 1
+    return out, target
+
+
+def show(text, raw, stanza=0):
+    if raw:
+        return text
+    lines = text.split(SPACE)
+    if stanza:
+        out = []
+        for k, line in enumerate(lines):
+            out.append(line)
+            if (k + 1) % stanza == 0 and k + 1 < len(lines):
+                out.append("")
+        lines = out
+    return "\n".join(lines)
 
 
 def append_result(path, header, body):
@@ -196,30 +353,81 @@ def append_result(path, header, body):
     atomic_write_text(path, old + header + "\n" + body.rstrip("\n") + "\n\n")
 
 
+def line_range(value):
+    try:
+        lo, hi = (int(v) for v in value.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not MIN-MAX, e.g. 5-9")
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX, not {value}")
+    return lo, hi
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    sampler = Sampler(args.save_dir, args.ckpt, args.latest, args.cpu)
-    kept, ids = start_ids(args.start, sampler.vocab,
-                          warn=lambda msg: print(msg, file=sys.stderr))
+    rhyme = None
+    if args.rhyme:
+        from craft import parse_rhyme
+        rhyme = parse_rhyme(args.rhyme)
+
+    def warn(msg):
+        print(msg, file=sys.stderr)
+
+    explicit_copy = args.max_copy is not None
+    max_copy = args.max_copy if explicit_copy else DEFAULT_MAX_COPY
+    sampler = Sampler(args.save_dir, args.ckpt, args.latest, args.cpu, max_copy,
+                      warn=None if explicit_copy else warn)
+    kept, ids = start_ids(args.start, sampler.vocab, warn=warn)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    texts = []
+    python_path = bool(rhyme or args.lines or args.line_len)
+    matcher = None
+    if sampler.corpus is not None:
+        from craft import CorpusMatcher
+        matcher = CorpusMatcher(sampler.corpus, len(sampler.chars))
+    texts, notes = [], []
+    t0 = time.perf_counter()
     for k in range(args.count):
-        t0 = time.perf_counter()
-        out = sampler.generate(ids, args.n, args.sample, args.temperature, args.top_k,
-                               seed + k)
+        if python_path:
+            out, target = constrained_sample(
+                sampler, ids, args.n, args.sample, args.temperature, args.top_k, seed + k,
+                rhyme, args.lines, args.line_len)
+        else:
+            out = sampler.generate(ids, args.n, args.sample, args.temperature, args.top_k,
+                                   seed + k)
         text = (kept + sampler.decode(out)).strip()
         texts.append(text)
-        print(show(text, args.raw) + ("\n" if k + 1 < args.count else ""), flush=True)
-        if k == 0:
-            gen_ms = (time.perf_counter() - t0) * 1000
-    print(f"sample.py: {args.count} x {args.n} characters from {sampler.ckpt} "
-          f"(first sample {gen_ms:.0f} ms), seed {seed}", file=sys.stderr)
+        print(show(text, args.raw, args.stanza) + ("\n" if k + 1 < args.count else ""),
+              flush=True)
+        note = []
+        if matcher is not None:
+            run, at = matcher.longest_run([sampler.vocab[c] for c in text])
+            note.append(f"longest run found in the training text {run} "
+                        f"({text[at:at + run].replace(SPACE, '/')})")
+        if rhyme:
+            from craft import rhyme_rate
+            rate = rhyme_rate(text.split(SPACE))
+            note.append("rhyme rate " + ("n/a (one line)" if rate is None else f"{rate:.0%}")
+                        + (f" ({target})" if target else ""))
+        if note:
+            notes.append(f"sample.py: sample {k + 1}: " + "; ".join(note))
+    ms = (time.perf_counter() - t0) * 1000 / args.count
+    for note in notes:
+        print(note, file=sys.stderr)
+    print(f"sample.py: {args.count} x {args.n if not args.lines else str(args.lines) + ' lines'}"
+          f" from {sampler.ckpt} ({ms:.0f} ms each), seed {seed}"
+          + (f", no verbatim run longer than {sampler.index.length}"
+             if sampler.index is not None else ""), file=sys.stderr)
     if args.out:
         header = (f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} | checkpoint {sampler.ckpt} | "
                   f"start {args.start!r} | n {args.n} | sample {args.sample} | temperature "
                   f"{args.temperature} | top_k {args.top_k} | seed {seed} | count "
-                  f"{args.count} ===")
-        append_result(args.out, header, "\n\n".join(show(t, args.raw) for t in texts))
+                  f"{args.count} | max_copy {max_copy}"
+                  + (f" | rhyme {args.rhyme}" if args.rhyme else "")
+                  + (f" | lines {args.lines}" if args.lines else "")
+                  + (f" | line_len {args.line_len[0]}-{args.line_len[1]}"
+                     if args.line_len else "") + " ===")
+        append_result(args.out, header,
+                      "\n\n".join(show(t, args.raw, args.stanza) for t in texts))
     return 0
 
 

@@ -16,14 +16,16 @@ import sys
 import time
 
 
-from utils import (UserError, atomic_pickle, count_params, epoch_lines, import_tensorflow,
-                   log_filename, logging, non_negative_int, positive_float, positive_int,
-                   run_main, safe_load_pickle, unit_float)
+from utils import (UserError, atomic_pickle, atomic_save_npy, atomic_write_bytes,
+                   count_params, epoch_lines, import_tensorflow, log_filename, logging,
+                   non_negative_int, positive_float, positive_int, run_main, safe_load_pickle,
+                   unit_float)
 
 ARCH_FLAGS = ("rnncell", "num_layers", "rnn_size", "embedding_size", "attention")
 # Flags whose change would make the saved batch pointer meaningless.
 BATCH_FLAGS = ("batch_size", "seq_length", "val_frac")
-SAVED_FILES = ("config.pkl", "words_vocab.pkl", "checkpoint", "checkpoint_best")
+SAVED_FILES = ("config.pkl", "words_vocab.pkl", "checkpoint", "checkpoint_best",
+               "corpus.npy")
 MODEL_MARKERS = ("checkpoint", "checkpoint_best")   # a trained model is there
 
 
@@ -85,7 +87,7 @@ def existing_model(save_dir):
 
 def clear_model(save_dir):
     for name in os.listdir(save_dir):
-        if name in SAVED_FILES or name.startswith(("model.ckpt-", "best.ckpt-")):
+        if name in SAVED_FILES or name.startswith(("model.ckpt-", "best.ckpt-", "ngram")):
             os.unlink(os.path.join(save_dir, name))
 
 
@@ -238,6 +240,12 @@ def main(argv=None):
     atomic_pickle(os.path.join(args.save_dir, "config.pkl"), config)
     atomic_pickle(os.path.join(args.save_dir, "words_vocab.pkl"),
                   (list(data.chars), dict(data.vocab)))
+    # The training text (as ids) and its no-copy index travel with the model, so sample.py
+    # can keep generated lyrics from repeating it, wherever save/ is copied to.
+    atomic_save_npy(os.path.join(args.save_dir, "corpus.npy"), data.context)
+    with open(data.index_file, "rb") as f:
+        atomic_write_bytes(os.path.join(args.save_dir, os.path.basename(data.index_file)),
+                           f.read())
 
     graph = tf.Graph()
     with graph.as_default():

@@ -207,3 +207,23 @@ def test_hoisted_input_projection_equals_the_plain_per_step_cell(cell):
     np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-5)
     for a, b in zip(tf.nest.flatten(outs[0][1]), tf.nest.flatten(outs[1][1])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_cross_entropy_matches_tensorflow_value_and_gradient():
+    from seq2seq_rnn import softmax_cross_entropy
+    rng = np.random.default_rng(3)
+    lg = (rng.standard_normal((9, 50)) * 4).astype(np.float32)
+    lg[0, 3] = 80.0                                   # large logits stay finite
+    y = rng.integers(0, 50, 9).astype(np.int32)
+    weights = rng.random(9).astype(np.float32)        # a non-uniform upstream gradient
+    g = tf.Graph()
+    with g.as_default():
+        logits = tf.constant(lg)
+        ours = softmax_cross_entropy(logits, tf.constant(y))
+        ref = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        grads = tf.gradients(tf.reduce_sum(ours * weights), logits)[0], \
+            tf.gradients(tf.reduce_sum(ref * weights), logits)[0]
+    with tf1.Session(graph=g) as sess:
+        a, b, ga, gb = sess.run([ours, ref, *grads])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-6)

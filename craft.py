@@ -1,0 +1,199 @@
+"""Lyrics craft shared by sample.py and analysis/evaluate.py: rhyme groups, the no-copy
+n-gram index of the training text, and the numbers that say how lyric-like a text is.
+
+No TensorFlow here.  pypinyin is imported only when rhymes are asked for.
+"""
+import os
+
+import numpy as np
+
+from utils import UserError, atomic_write_bytes
+
+# ------------------------------------------------------------------------------ rhyme
+#
+# 十三辙, the thirteen rhyme groups of Chinese song and opera, by pinyin final (pypinyin's
+# strict finals: v = ü, so 雨 is 'v', 月 've', 云 'vn', 圆 'van'; 归 is 'uei', 就 'iou').
+THIRTEEN = {
+    "发花": ("a", "ia", "ua"),
+    "梭波": ("o", "e", "uo"),
+    "乜斜": ("ie", "ve", "ê"),
+    "一七": ("i", "v", "er"),
+    "姑苏": ("u",),
+    "怀来": ("ai", "uai"),
+    "灰堆": ("ei", "uei"),
+    "遥条": ("ao", "iao"),
+    "油求": ("ou", "iou"),
+    "言前": ("an", "ian", "uan", "van"),
+    "人辰": ("en", "in", "uen", "vn"),
+    "江阳": ("ang", "iang", "uang"),
+    "中东": ("eng", "ing", "ong", "iong", "ueng"),
+}
+FINAL_TO_GROUP = {f: g for g, finals in THIRTEEN.items() for f in finals}
+# Finals as people type them (ü as u/v, ui, iu, un) and their strict forms.
+FINAL_ALIASES = {"ü": "v", "üe": "ve", "ue": "ve", "ün": "vn", "üan": "van", "ui": "uei",
+                 "iu": "iou", "un": "uen"}
+
+
+def _final(ch):
+    from pypinyin import Style, lazy_pinyin
+    out = lazy_pinyin(ch, style=Style.FINALS, strict=True, errors="ignore")
+    return out[0] if out else ""
+
+
+def rhyme_group(ch):
+    """The 十三辙 group of a character (its most common reading), or None."""
+    if not ("\u4e00" <= ch <= "\u9fa5"):
+        return None
+    return FINAL_TO_GROUP.get(_final(ch))
+
+
+def parse_rhyme(value):
+    """--rhyme value -> 'auto' or a group name; accepts a group (言前) or a final (an)."""
+    if value == "auto" or value in THIRTEEN:
+        return value
+    final = FINAL_ALIASES.get(value.lower(), value.lower())
+    if final in FINAL_TO_GROUP:
+        return FINAL_TO_GROUP[final]
+    raise UserError(f"--rhyme {value!r}: use auto, one of the 13 groups "
+                    f"({' '.join(THIRTEEN)}) or a pinyin final such as an, ang, ou", code=2)
+
+
+def vocab_groups(chars):
+    """Group name (or None) of every vocabulary entry, in id order."""
+    return [rhyme_group(c) for c in chars]
+
+
+def rhyme_rate(lines):
+    """Share of consecutive line pairs whose last characters share a rhyme group."""
+    ends = [line[-1] for line in lines if line]
+    pairs = list(zip(ends, ends[1:]))
+    if not pairs:
+        return None
+    hits = sum(1 for a, b in pairs if rhyme_group(a) is not None
+               and rhyme_group(a) == rhyme_group(b))
+    return hits / len(pairs)
+
+
+# ------------------------------------------------------------------- no-copy index
+#
+# For a run length L, every (L+1)-character window of the training text is split into an
+# L-character prefix and the character after it.  The index holds a 62-bit hash of each
+# prefix, sorted, with the following character beside it.  While sampling, the hash of the
+# last L output characters finds (by binary search) every character that would make the
+# output repeat L+1 training characters verbatim; those are masked.  The same hash is
+# computed in numpy here and inside the TensorFlow sampling loop (seq2seq_rnn), so both
+# must use ngram_hash_params().
+
+P1, P2 = 2147483629, 2147483587          # primes below 2**31
+B1, B2 = 1000003, 1000033                # bases larger than any vocabulary
+
+
+def ngram_hash_params(length):
+    """Per-position multipliers: hash = (sum_k id_k * pow1[k] mod P1) * 2**31 + (... P2).
+    Products stay below 2**52 for ids below 2**21, so int64 never overflows."""
+    pow1 = np.array([pow(B1, length - 1 - k, P1) for k in range(length)], dtype=np.int64)
+    pow2 = np.array([pow(B2, length - 1 - k, P2) for k in range(length)], dtype=np.int64)
+    return pow1, pow2
+
+
+def window_hashes(ids, length):
+    """Hash of every window ids[i:i+length] (int64 [len(ids) - length + 1])."""
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids) - length + 1
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    pow1, pow2 = ngram_hash_params(length)
+    h1 = np.zeros(n, dtype=np.int64)
+    h2 = np.zeros(n, dtype=np.int64)
+    for k in range(length):
+        h1 = (h1 + ids[k:k + n] * pow1[k]) % P1
+        h2 = (h2 + ids[k:k + n] * pow2[k]) % P2
+    return h1 * (1 << 31) + h2
+
+
+class NgramIndex:
+    """Which characters may not follow a given L-character run (see above)."""
+
+    def __init__(self, keys, nexts, length):
+        self.keys, self.nexts, self.length = keys, nexts, int(length)
+
+    @classmethod
+    def build(cls, ids, length):
+        ids = np.asarray(ids)
+        keys = window_hashes(ids[:-1], length)          # prefixes that have a next char
+        nexts = ids[length:].astype(np.int32)
+        order = np.argsort(keys, kind="stable")
+        return cls(keys[order], nexts[order], length)
+
+    def banned_after(self, tail):
+        """Ids that would make tail (the last L ids) + id a verbatim training run."""
+        if len(tail) < self.length:
+            return np.zeros(0, dtype=np.int32)
+        key = window_hashes(np.asarray(tail[-self.length:]), self.length)[0]
+        lo = np.searchsorted(self.keys, key, "left")
+        hi = np.searchsorted(self.keys, key, "right")
+        return self.nexts[lo:hi]
+
+    def save(self, path):
+        import io
+        buf = io.BytesIO()
+        np.savez(buf, keys=self.keys, nexts=self.nexts, length=np.int64(self.length))
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path):
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["keys"], z["nexts"], int(z["length"]))
+
+
+def index_path(directory, length):
+    return os.path.join(directory, f"ngram{length}.npz")
+
+
+class CorpusMatcher:
+    """Exact substring matching against the training text (as ids), fast enough to check
+    every position of a sample: the positions of each character are kept sorted, and a
+    match is extended one character at a time by filtering those positions with numpy."""
+
+    def __init__(self, ids, vocab_size):
+        self.ids = np.asarray(ids, dtype=np.int32)
+        self.order = np.argsort(self.ids, kind="stable")
+        self.bounds = np.searchsorted(self.ids[self.order], np.arange(vocab_size + 1))
+
+    def match_length(self, seq, i):
+        """Length of the longest prefix of seq[i:] that occurs in the training text."""
+        c = seq[i]
+        if not 0 <= c < len(self.bounds) - 1:
+            return 0
+        pos = self.order[self.bounds[c]:self.bounds[c + 1]]
+        n, k = len(self.ids), 1
+        while len(pos) and i + k < len(seq):
+            nxt = pos + k
+            pos = pos[(nxt < n) & (self.ids[np.minimum(nxt, n - 1)] == seq[i + k])]
+            if len(pos):
+                k += 1
+        return k if len(self.order[self.bounds[c]:self.bounds[c + 1]]) else 0
+
+    def longest_run(self, seq):
+        """(length, start) of the longest run of seq found verbatim in the training text."""
+        best, at = 0, 0
+        for i in range(len(seq)):
+            if len(seq) - i <= best:
+                break
+            m = self.match_length(seq, i)
+            if m > best:
+                best, at = m, i
+        return best, at
+
+    def ngram_share(self, seq, n):
+        """Share of seq's n-grams that occur in the training text."""
+        total = len(seq) - n + 1
+        if total <= 0:
+            return None
+        return sum(1 for i in range(total) if self.match_length(seq[:i + n], i) >= n) / total
+
+
+def distinct_n(text, n):
+    """Distinct n-grams / all n-grams (distinct-1, distinct-2)."""
+    grams = [text[i:i + n] for i in range(len(text) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else None

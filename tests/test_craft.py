@@ -1,0 +1,251 @@
+"""Lyrics craft: rhyme groups and the rhyme re-draw, line structure, the no-copy rule
+(checked by brute force), and analysis/evaluate.py on hand-made cases."""
+import json
+import math
+import os
+import pickle
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import MADE_UP_LINES, assert_one_line_error, run
+from craft import (CorpusMatcher, NgramIndex, parse_rhyme, rhyme_group, rhyme_rate,
+                   distinct_n)
+from sample import Sampler, constrained_sample, start_ids
+from utils import UserError
+
+
+# ---------------------------------------------------------------------------- rhyme
+
+def test_rhyme_groups_of_known_pairs():
+    assert rhyme_group("天") == rhyme_group("边") == rhyme_group("年") == "言前"
+    assert rhyme_group("天") != rhyme_group("路")
+    assert rhyme_group("路") == "姑苏"
+    assert rhyme_group("风") == rhyme_group("东") == rhyme_group("星") == "中东"
+    assert rhyme_group("来") == rhyme_group("爱") == "怀来"
+    assert rhyme_group("月") == rhyme_group("学") == "乜斜"
+    assert rhyme_group("归") == rhyme_group("飞") == "灰堆"
+    assert rhyme_group("a") is None and rhyme_group(" ") is None
+
+
+def test_rhyme_option_values():
+    assert parse_rhyme("auto") == "auto"
+    assert parse_rhyme("言前") == "言前"
+    assert parse_rhyme("an") == parse_rhyme("ian") == "言前"
+    assert parse_rhyme("ui") == "灰堆" and parse_rhyme("ü") == "一七"
+    with pytest.raises(UserError) as e:
+        parse_rhyme("xyz")
+    assert e.value.code == 2
+
+
+def test_rhyme_rate_counts_consecutive_pairs():
+    assert rhyme_rate(["春天", "河边", "回来"]) == 0.5
+    assert rhyme_rate(["一行"]) is None
+
+
+class FakeSampler:
+    """A stand-in model: each line is two characters, then a space.  The first
+    character and the second are drawn from fixed distributions."""
+
+    chars = [" ", "天", "边", "路", "来"]
+
+    def __init__(self, first, second):
+        self.vocab = {c: i for i, c in enumerate(self.chars)}
+        self.space_id = 0
+        self.index = None
+        self.first, self.second = np.array(first), np.array(second)
+
+    def zero_state(self):
+        return 0
+
+    def step(self, x, state):
+        pos = 0 if x == 0 else state + 1          # characters so far in this line
+        if pos == 0:
+            return self.first, pos
+        if pos == 1:
+            return self.second, pos
+        return np.eye(len(self.chars))[0], pos
+
+
+def test_rhyme_redraw_keeps_the_models_relative_probabilities():
+    # Line ends: 天 0.2, 边 0.1 (both 言前), 路 0.7 (not).  Forcing 言前 must give 天:边 = 2:1.
+    s = FakeSampler(first=[0, 0, 0, 0, 1.0], second=[0, 0.2, 0.1, 0.7, 0])
+    ends = Counter()
+    for seed in range(40):
+        out, target = constrained_sample(s, [0], 200, rhyme="言前", lines=50, seed=seed)
+        text = "".join(s.chars[i] for i in out)
+        lines = text.split()
+        assert all(line[-1] in "天边" for line in lines)
+        assert all(line[0] == "来" for line in lines)          # the rest is untouched
+        ends.update(line[-1] for line in lines)
+        assert target == "言前"
+    ratio = ends["天"] / ends["边"]
+    assert 1.7 < ratio < 2.35, ends
+
+
+def test_rhyme_auto_takes_the_first_lines_rhyme():
+    s = FakeSampler(first=[0, 0, 0, 0, 1.0], second=[0, 0.3, 0.3, 0.4, 0])
+    for seed in range(10):
+        out, target = constrained_sample(s, [0], 200, rhyme="auto", lines=20, seed=seed)
+        lines = "".join(s.chars[i] for i in out).split()
+        assert len({rhyme_group(line[-1]) for line in lines}) == 1
+        assert target == rhyme_group(lines[0][-1])
+
+
+# ------------------------------------------------------------------ line structure
+
+@pytest.mark.parametrize("lines, lo, hi", [(6, 3, 5), (4, 7, 7), (9, 1, 2)])
+def test_lines_and_line_lengths_are_exact(trained, tmp_path, lines, lo, hi):
+    proc = run("sample.py", "--save_dir", trained("lstm"), "--lines", lines, "--line_len",
+               f"{lo}-{hi}", "--seed", "3", "--out", "", "--start", "", check=0)
+    out = proc.stdout.strip().split("\n")
+    assert len(out) == lines, out
+    assert all(lo <= len(line) <= hi for line in out), out
+
+
+def test_stanza_inserts_blank_lines(trained):
+    proc = run("sample.py", "--save_dir", trained("lstm"), "--lines", "6", "--stanza", "2",
+               "--seed", "1", "--out", "", check=0)
+    blocks = proc.stdout.strip().split("\n\n")
+    assert [len(b.split("\n")) for b in blocks] == [2, 2, 2]
+
+
+def test_rhyme_cli_reports_rate(trained):
+    proc = run("sample.py", "--save_dir", trained("gru"), "--rhyme", "auto", "--lines", "5",
+               "--seed", "2", "--out", "", check=0)
+    assert "rhyme rate" in proc.stderr
+    proc = run("sample.py", "--save_dir", trained("gru"), "--rhyme", "nope", "--out", "")
+    assert_one_line_error(proc, 2, "--rhyme")
+    proc = run("sample.py", "--save_dir", trained("gru"), "--line_len", "9-3", "--out", "")
+    assert_one_line_error(proc, 2, "--line_len")
+
+
+# -------------------------------------------------------------------------- no copy
+
+def test_ngram_index_matches_brute_force():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 4, 3000)                 # small alphabet: many repeats
+    idx = NgramIndex.build(ids, 5)
+    for _ in range(300):
+        tail = list(rng.integers(0, 4, 5))
+        want = {int(ids[i + 5]) for i in range(len(ids) - 5)
+                if list(ids[i:i + 5]) == tail}
+        assert set(idx.banned_after(tail).tolist()) == want
+
+
+def test_corpus_matcher_matches_brute_force():
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 5, 2000)
+    m = CorpusMatcher(ids, 5)
+    text = "".join("abcde"[i] for i in ids)
+    for _ in range(50):
+        seq = list(rng.integers(0, 5, 30))
+        s = "".join("abcde"[i] for i in seq)
+        best = max(j - i for i in range(30) for j in range(i + 1, 31) if s[i:j] in text)
+        assert m.longest_run(seq)[0] == best
+        share = sum(s[i:i + 4] in text for i in range(27)) / 27
+        assert m.ngram_share(seq, 4) == pytest.approx(share)
+
+
+def _brute_force_longest(text, corpus_text):
+    best = 0
+    for i in range(len(text)):
+        for j in range(i + best + 1, len(text) + 1):
+            if text[i:j] in corpus_text:
+                best = j - i
+            else:
+                break
+    return best
+
+
+@pytest.mark.parametrize("limit", [3, 5])
+def test_no_output_run_longer_than_max_copy_in_training_text(trained, limit):
+    """The tiny models have memorised ten short lines, so unconstrained they copy long
+    runs; with --max_copy L no output run longer than L is in the training text."""
+    save = trained("lstm")
+    chars = pickle.load(open(os.path.join(save, "words_vocab.pkl"), "rb"))[0]
+    corpus = "".join(chars[i] for i in np.load(os.path.join(save, "corpus.npy")))
+    free = Sampler(save, max_copy=0)
+    _, ids = start_ids("我在", free.vocab, warn=lambda m: None)
+    copied = free.decode(free.generate(ids, 150, "argmax"))
+    assert _brute_force_longest("我在" + copied, corpus) > 8       # it does tempt copying
+    s = Sampler(save, max_copy=limit)
+    for mode, seed in (("argmax", 0), ("weighted", 1), ("weighted", 2), ("combined", 3)):
+        fast = "我在" + s.decode(s.generate(ids, 150, mode, 1.0, 0, seed))
+        assert _brute_force_longest(fast, corpus) <= limit, (mode, fast)
+        slow_ids, _ = constrained_sample(s, ids, 150, mode, seed=seed, lines=12)
+        slow = "我在" + s.decode(slow_ids)
+        assert _brute_force_longest(slow, corpus) <= limit, (mode, slow)
+
+
+def test_fast_and_python_samplers_agree_on_argmax_with_no_copy(trained):
+    s = Sampler(trained("gru"), max_copy=4)
+    _, ids = start_ids("春风", s.vocab, warn=lambda m: None)
+    fast = list(s.generate(ids, 80, "argmax"))
+    slow, _ = constrained_sample(s, ids, 80, "argmax")
+    assert fast == slow
+
+
+def test_default_cli_reports_longest_copied_run(trained):
+    proc = run("sample.py", "--save_dir", trained("rnn"), "--n", "60", "--seed", "1",
+               "--out", "", check=0)
+    assert "longest run found in the training text" in proc.stderr
+    assert "no verbatim run longer than 8" in proc.stderr
+
+
+# ------------------------------------------------------------------------ evaluate
+
+def uniform_model(save_dir, chars):
+    """A checkpoint whose softmax layer is zero: every character equally likely."""
+    from utils import import_tensorflow
+    tf = import_tensorflow()
+    tf1 = tf.compat.v1
+    from seq2seq_rnn import Model
+    config = dict(vocab_size=len(chars), rnncell="gru", num_layers=1, rnn_size=8,
+                  embedding_size=4, batch_size=2, seq_length=4, attention=False,
+                  val_frac=0.05)
+    os.makedirs(save_dir, exist_ok=True)
+    g = tf.Graph()
+    with g.as_default():
+        m = Model(config)
+        saver = tf1.train.Saver()
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            sess.run([m.softmax_w.assign(tf.zeros_like(m.softmax_w)),
+                      m.softmax_b.assign(tf.zeros_like(m.softmax_b))])
+            saver.save(sess, os.path.join(save_dir, "model.ckpt"), global_step=0)
+    with open(os.path.join(save_dir, "config.pkl"), "wb") as f:
+        pickle.dump(config, f)
+    with open(os.path.join(save_dir, "words_vocab.pkl"), "wb") as f:
+        pickle.dump((chars, {c: i for i, c in enumerate(chars)}), f)
+    np.save(os.path.join(save_dir, "corpus.npy"),
+            np.array([i % len(chars) for i in range(400)], dtype=np.int32))
+
+
+def test_evaluate_uniform_model_perplexity_is_vocab_size(tmp_path):
+    chars = [" "] + sorted(set("".join(MADE_UP_LINES)))
+    uniform_model(str(tmp_path / "save"), chars)
+    text = tmp_path / "held.txt"
+    text.write_text("春风吹过小河边，ABC\n我在窗前等你回来 龘\n", encoding="utf-8")
+    proc = run("analysis/evaluate.py", "--save_dir", tmp_path / "save", "--text", text,
+               "--samples", "2", "--n", "40", check=0)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["perplexity"] == pytest.approx(len(chars), rel=1e-4)
+    assert result["cross_entropy"] == pytest.approx(math.log(len(chars)), rel=1e-5)
+    # ' 春风吹过小河边 我在窗前等你回来 龘': 龘 is unknown, ABC was cleaned away
+    assert result["unknown_chars"] == 1 and result["scored"] == 17
+    samples = result["samples"]
+    assert samples["count"] == 2 and 0 < samples["distinct_1"] <= 1
+    assert samples["longest_copied_run_max"] <= 8
+    assert "line_length_training" in samples
+
+
+def test_distinct_n():
+    assert distinct_n("abab", 1) == 0.5
+    assert distinct_n("abab", 2) == pytest.approx(2 / 3)
+
+
+def test_evaluate_without_a_model(tmp_path):
+    proc = run("analysis/evaluate.py", "--save_dir", tmp_path)
+    assert_one_line_error(proc, 1, "train")
