@@ -169,10 +169,9 @@ class Sampler:
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.model = Model(self.config, infer=True)
-            self.model.build_generator(self.space_id,
-                                       self.index.length if self.index is not None else 0)
             saver = tf1.train.Saver(tf1.global_variables())
-        self.graph.finalize()
+            if self.index is not None:
+                self.model._copy_ban(self.index.length, len(self.chars))
         self.sess = tf1.Session(graph=self.graph)
         try:
             saver.restore(self.sess, self.ckpt)
@@ -188,16 +187,28 @@ class Sampler:
             [m.probs, m.final_state], [m.input_data] + list(tf.nest.flatten(m.initial_state)))
         self._zero = self.sess.run(m.initial_state)
         self._flatten = tf.nest.flatten
+        self._generators = {}
+
+    def generator(self, mode, top_k):
+        """The in-graph sampler for this mode (built on first use: building all variants
+        up front would cost start-up time for ones never run)."""
+        key = (mode, top_k > 0)
+        if key not in self._generators:
+            with self.graph.as_default():
+                self._generators[key] = self.model.build_generator(
+                    self.space_id, self.index.length if self.index is not None else 0,
+                    mode, top_k > 0)
+        return self._generators[key]
 
     def generate(self, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0):
         """Warm up on ids, then draw n ids, all in one Session.run."""
-        m = self.model
-        feed = {m.gen_start: ids, m.gen_n: n, m.gen_mode: MODES[mode],
-                m.gen_temperature: temperature, m.gen_top_k: top_k, m.gen_seed: seed}
+        g = self.generator(mode, top_k)
+        feed = {g.start: ids, g.n: n, g.temperature: temperature, g.top_k: top_k,
+                g.seed: seed}
         if self.index is not None:
             L = self.index.length
-            feed[m.gen_tail] = ([-1] * L + list(ids))[-L:]
-        return self.sess.run(m.gen_ids, feed)
+            feed[g.tail] = ([-1] * L + list(ids))[-L:]
+        return self.sess.run(g.ids, feed)
 
     def zero_state(self):
         return self._zero

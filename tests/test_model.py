@@ -18,13 +18,13 @@ def cfg(**kw):
     return c
 
 
-def build(config, infer=False, seed=0, generator=False):
+def build(config, infer=False, seed=0, generator=None):
     g = tf.Graph()
     with g.as_default():
         tf1.set_random_seed(seed)
         m = Model(config, infer=infer)
         if generator:
-            m.build_generator(space_id=0)
+            m.gen = m.build_generator(space_id=0, mode=generator)
         init = tf1.global_variables_initializer()
         saver = tf1.train.Saver()
     g.finalize()
@@ -167,9 +167,9 @@ def test_infer_does_not_mutate_callers_config():
 
 def test_in_graph_generator_equals_step_by_step_argmax():
     c = cfg(attention=True)
-    m, sess, _ = build(c, infer=True, generator=True)
+    m, sess, _ = build(c, infer=True, generator="argmax")
     start = [3, 1, 4]
-    fast = sess.run(m.gen_ids, {m.gen_start: start, m.gen_n: 20, m.gen_mode: 0})
+    fast = sess.run(m.gen.ids, {m.gen.start: start, m.gen.n: 20})
     state = sess.run(m.initial_state)
     for s in start[:-1]:
         feed = {m.input_data: [[s]]}
