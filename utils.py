@@ -281,6 +281,28 @@ def import_tensorflow():
     return tf
 
 
+def cpu_has_bf16():
+    """True when the CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def session_config(bf16=False):
+    """ConfigProto for our sessions.  bf16: oneDNN rewrites matmuls to bfloat16 (variables,
+    and so checkpoints, stay float32)."""
+    import tensorflow as tf
+    config = tf.compat.v1.ConfigProto()
+    if bf16:
+        from tensorflow.core.protobuf import rewriter_config_pb2
+        config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = \
+            rewriter_config_pb2.RewriterConfig.ON
+    return config
+
+
 def build_weight(shape, name, initializer=None, dtype=None):
     """A trainable tf.compat.v1 variable in the current variable scope."""
     import tensorflow as tf

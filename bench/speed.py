@@ -12,6 +12,7 @@ Measures, on this machine:
   * quality at equal work: validation loss on the held-out 5 % tail after the timed steps,
     for our build and for the straightforward build (TF-cell-style [x, h] x kernel each
     step, `rnn_impl=plain`) from the same seed: the faster path must learn the same;
+    and, on CPUs with native bfloat16, the opt-in `train.py --bf16` (lstm) with its loss;
   * start-up: the whole `train.py --max_steps 1` process (import, graph, one step, save);
   * sampling: 200 characters after load (in-graph while_loop), and the whole
     `sample.py --n 200` process;
@@ -68,11 +69,11 @@ def load_ids(path):
     return chars, ids
 
 
-def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted"):
+def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted", bf16=False):
     """Median training chars/s over `steps` after `warmup`; then held-out loss."""
     import numpy as np
     from preprocess import make_batches
-    from utils import import_tensorflow
+    from utils import import_tensorflow, session_config
     tf = import_tensorflow()
     tf1 = tf.compat.v1
     from seq2seq_rnn import Model
@@ -90,7 +91,7 @@ def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted"):
         m = Model(args)
         init = tf1.global_variables_initializer()
     g.finalize()
-    sess = tf1.Session(graph=g)
+    sess = tf1.Session(graph=g, config=session_config(bf16))
     sess.run(init)
     from train import run_epoch
     times, losses = [], []
@@ -162,6 +163,8 @@ def main():
             print(f"note: no PyTorch reference ({a.torch_python or 'skipped'}); set it up "
                   f"as ../shared/bench/README.md says to get the ratios")
 
+        from utils import cpu_has_bf16
+        has_bf16 = cpu_has_bf16()
         rows = []
         for conf in configs:
             steps = a.steps if conf == "seed" else max(30, a.steps // 5)
@@ -175,6 +178,11 @@ def main():
                                        a.seed, impl="plain")
                     row.update(plain_chars_per_s=plain["chars_per_s"],
                                plain_val_loss=plain["val_loss"])
+                if cell == "lstm" and has_bf16:
+                    half = measure_tf(ids, len(chars), cell, CONFIGS[conf], steps, warm,
+                                      a.seed, bf16=True)
+                    row.update(bf16_chars_per_s=half["chars_per_s"],
+                               bf16_val_loss=half["val_loss"])
                 if torch_ok:
                     ref = measure_torch(a.torch_python, a.text, cell, CONFIGS[conf], steps,
                                         warm, a.seed)
@@ -234,6 +242,9 @@ def _row_text(r):
         s += f"  val loss {r['tf_val_loss']:.4f}"
         if r.get("plain_val_loss") is not None:
             s += f" (plain {r['plain_val_loss']:.4f})"
+    if "bf16_chars_per_s" in r:
+        s += (f"\n{'':11s}--bf16 {r['bf16_chars_per_s'] / 1000:6.1f}k chars/s, val loss "
+              f"{r['bf16_val_loss']:.4f}")
     return s
 
 

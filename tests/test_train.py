@@ -191,3 +191,16 @@ def test_plot_reads_logs_and_skips_other_files(tmp_path):
     assert out.exists()
     proc = run("analysis/plot.py", junk)
     assert_one_line_error(proc, 1, "none of the files")
+
+
+def test_bf16_trains_and_saves_float32_checkpoints(tmp_path):
+    save, proc = train_tiny(str(tmp_path), "--bf16", epochs=2)
+    assert proc.returncode == 0, proc.stderr
+    cfg, epochs = parse_log(glob.glob(str(tmp_path / "log" / "*.txt"))[0])
+    assert cfg["bf16"] == "True" and epochs[2]["validate"] < epochs[1]["validate"]
+    from utils import import_tensorflow
+    tf = import_tensorflow()
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(save))
+    assert reader.get_variable_to_dtype_map()["softmax_w"] == tf.float32
+    proc = run("sample.py", "--save_dir", save, "--n", "20", "--out", "")
+    assert proc.returncode == 0, proc.stderr
