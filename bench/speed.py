@@ -155,10 +155,14 @@ def main():
         t = time.perf_counter()
         TextParser(tmp, 32, 16, 0.05)
         result["preprocess_s"] = time.perf_counter() - t
+        # peak so far: Python + numpy + preprocessing, before TensorFlow is imported
+        result["preprocess_peak_rss_mb"] = \
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         chars, ids = load_ids(a.text)
         result.update(chars=int(len(ids)), vocab_size=len(chars))
         print(f"text {a.text}: {len(ids):,} chars, V = {len(chars):,}; preprocess "
-              f"{result['preprocess_s']:.2f} s")
+              f"{result['preprocess_s']:.2f} s (peak RSS {result['preprocess_peak_rss_mb']:.0f}"
+              f" MB)")
         if not torch_ok:
             print(f"note: no PyTorch reference ({a.torch_python or 'skipped'}); set it up "
                   f"as ../shared/bench/README.md says to get the ratios")
