@@ -442,14 +442,5 @@ def main(argv=None):
     return 0
 
 
-def fast_exit_main(argv=None):
-    """main(), then leave without TensorFlow's interpreter teardown, which takes about a
-    second and has nothing left to do: every file is written and closed by then."""
-    rc = main(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(rc or 0)
-
-
 if __name__ == "__main__":
-    run_main(fast_exit_main, "sample.py")
+    run_main(main, "sample.py", fast_exit=True)

@@ -420,14 +420,5 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
     return 0
 
 
-def fast_exit_main(argv=None):
-    """main(), then leave without TensorFlow's slow interpreter teardown: checkpoints,
-    logs and events are all written and closed by then."""
-    rc = main(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(rc or 0)
-
-
 if __name__ == "__main__":
-    run_main(fast_exit_main, "train.py")
+    run_main(main, "train.py", fast_exit=True)
