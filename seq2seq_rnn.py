@@ -24,19 +24,22 @@ where in_0 = E and in_i = H above.  Every layer has weights of its own: the arti
 `[cell] * num_layers` made all layers share one set (and needed equal sizes).
 
 The cells are written here on tf.compat.v1 variables (TensorFlow no longer ships the
-contrib cells, and the tf-keras ones are slower): each layer multiplies the inputs of all
-time steps by its input weights in one matmul outside the recurrence, so the unrolled loop
-only does the [B, H] x [H, G*H] recurrent product per step.
+contrib cells; the legacy ones would need the tf-keras package): each layer multiplies the
+inputs of all time steps by its input weights in one matmul outside the recurrence, so the
+unrolled loop only does the [B, H] x [H, G*H] recurrent product per step.  Config key
+rnn_impl='plain' computes the same thing as TF's own cells do ([x, h] x kernel at every
+step); bench/speed.py uses it as the straightforward reference.
 """
 import copy
 
 import tensorflow as tf
 
+from utils import ARCHITECTURE_KEYS  # noqa: F401  (re-exported: the checkpoint's contract)
+
 tf1 = tf.compat.v1
 nest = tf.nest
 
 CELL_TYPES = ("rnn", "gru", "lstm")
-from utils import ARCHITECTURE_KEYS  # noqa: F401  (re-exported: the checkpoint's contract)
 
 
 def _cfg(args):

@@ -227,3 +227,30 @@ def test_fused_cross_entropy_matches_tensorflow_value_and_gradient():
         a, b, ga, gb = sess.run([ours, ref, *grads])
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-6)
+
+
+def test_variable_names_and_shapes_are_the_documented_checkpoint_contract():
+    """Renaming a variable breaks every saved model: these names are fixed."""
+    c = cfg(rnncell="lstm", num_layers=2, attention=True, vocab_size=12, embedding_size=8,
+            rnn_size=16)
+    g = tf.Graph()
+    with g.as_default():
+        Model(c)
+        shapes = {v.name: v.shape.as_list() for v in tf1.global_variables()
+                  if "Adam" not in v.name and not v.name.startswith("beta")}
+    assert shapes == {
+        "word_embedding:0": [12, 8],
+        "rnn/layer_0/lstm/kernel:0": [24, 64], "rnn/layer_0/lstm/bias:0": [64],
+        "rnn/layer_1/lstm/kernel:0": [32, 64], "rnn/layer_1/lstm/bias:0": [64],
+        "attention/score_w:0": [16, 16], "attention/out_w:0": [32, 16],
+        "attention/out_b:0": [16],
+        "softmax_w:0": [16, 12], "softmax_b:0": [12],
+        "global_step:0": [], "learning_rate:0": [], "epoch:0": [], "batch_pointer:0": [],
+        "best_val_loss:0": [],
+    }
+    g = tf.Graph()
+    with g.as_default():
+        Model(cfg(rnncell="gru", num_layers=1))
+        names = {v.name for v in tf1.trainable_variables()}
+    assert {"rnn/layer_0/gru/gates/kernel:0", "rnn/layer_0/gru/gates/bias:0",
+            "rnn/layer_0/gru/candidate/kernel:0", "rnn/layer_0/gru/candidate/bias:0"} <= names
