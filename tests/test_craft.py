@@ -169,7 +169,7 @@ def test_no_output_run_longer_than_max_copy_in_training_text(trained, limit):
     free = Sampler(save, max_copy=0)
     _, ids = start_ids("我在", free.vocab, warn=lambda m: None)
     copied = free.decode(free.generate(ids, 150, "argmax"))
-    assert _brute_force_longest("我在" + copied, corpus) > 8       # it does tempt copying
+    assert _brute_force_longest("我在" + copied, corpus) > limit   # it does tempt copying
     s = Sampler(save, max_copy=limit)
     for mode, seed in (("argmax", 0), ("weighted", 1), ("weighted", 2), ("combined", 3)):
         fast = "我在" + s.decode(s.generate(ids, 150, mode, 1.0, 0, seed))
