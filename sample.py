@@ -261,6 +261,21 @@ def choose(p, weighted, rng):
     return int(rng.choice(len(p), p=p)) if weighted else int(np.argmax(p))
 
 
+def choose_where(p, weighted, rng, ok):
+    """choose(), but re-drawn without each pick for which ok() fails; if nothing passes,
+    the last pick (the rules cannot all be met, and the line end wins)."""
+    p = p.copy()
+    while True:
+        c = choose(p, weighted, rng)
+        if ok(c):
+            return c
+        p[c] = 0.0
+        total = p.sum()
+        if total <= 0:
+            return c
+        p /= total
+
+
 def shape(probs, temperature, top_k):
     """Temperature and top-k on a probability vector, as the in-graph sampler does."""
     logits = np.log(np.maximum(probs, 1e-30)) / temperature
@@ -305,6 +320,11 @@ def constrained_sample(s, ids, n, mode="weighted", temperature=1.0, top_k=0, see
     line = len(seq) - 1 - max((k for k, c in enumerate(seq) if c == space), default=-1)
     x, out, done_lines, prev = ids[-1], [], 0, None
     cap = n if lines is None else max(n, lines * ((hi or 40) + 1))
+    L = s.index.length if s.index is not None else 0
+
+    def may_end_line_after(tail, c):
+        """False when a line end right after tail + c would repeat the training text."""
+        return c == space or not L or space not in s.index.banned_after(tail[-L:] + [c])
     while len(out) < cap and (lines is None or done_lines < lines):
         probs, new_state = s.step(x, state)
         p = shape(probs, temperature, top_k)
@@ -315,7 +335,11 @@ def constrained_sample(s, ids, n, mode="weighted", temperature=1.0, top_k=0, see
         if hi is not None and line >= hi:
             p = np.eye(V)[space]
         weighted = mode == "weighted" or (mode == "combined" and x == space)
-        c = choose(p, weighted, rng)
+        if hi is not None and line == hi - 1:
+            # the next line end is forced: keep it from making a copy
+            c = choose_where(p, weighted, rng, lambda c: may_end_line_after(seq, c))
+        else:
+            c = choose(p, weighted, rng)
         if c == space and line > 0 and groups is not None:
             last = seq[-1]
             if target is None and groups[last]:
@@ -326,7 +350,8 @@ def constrained_sample(s, ids, n, mode="weighted", temperature=1.0, top_k=0, see
                 p_prev, prev_state, prev_weighted = prev
                 q = p_prev * rhyme_mask
                 if q.sum() > 0:
-                    last = choose(q / q.sum(), prev_weighted, rng)
+                    last = choose_where(q / q.sum(), prev_weighted, rng,
+                                        lambda c: may_end_line_after(seq[:-1], c))
                     seq[-1] = out[-1] = last
                     _, new_state = s.step(last, prev_state)
         prev = (p, state, weighted)

@@ -174,9 +174,12 @@ def test_no_output_run_longer_than_max_copy_in_training_text(trained, limit):
     for mode, seed in (("argmax", 0), ("weighted", 1), ("weighted", 2), ("combined", 3)):
         fast = "我在" + s.decode(s.generate(ids, 150, mode, 1.0, 0, seed))
         assert _brute_force_longest(fast, corpus) <= limit, (mode, fast)
-        slow_ids, _ = constrained_sample(s, ids, 150, mode, seed=seed, lines=12)
-        slow = "我在" + s.decode(slow_ids)
-        assert _brute_force_longest(slow, corpus) <= limit, (mode, slow)
+        for rules in (dict(lines=12), dict(lines=12, line_len=(2, 4)),
+                      dict(lines=10, rhyme="auto"), dict(lines=10, rhyme="人辰",
+                                                         line_len=(3, 6))):
+            slow_ids, _ = constrained_sample(s, ids, 150, mode, seed=seed, **rules)
+            slow = "我在" + s.decode(slow_ids)
+            assert _brute_force_longest(slow, corpus) <= limit, (mode, rules, slow)
 
 
 def test_fast_and_python_samplers_agree_on_argmax_with_no_copy(trained):
