@@ -149,12 +149,14 @@ class Progress:
         self.done = 0
 
     def update(self, step_in_epoch, loss):
-        self.done += 1
         now = time.time()
+        if self.done == 0:       # the first step includes graph set-up: time from here
+            self.start = self.last = now
+        self.done += 1
         if now - self.last < self.every:
             return
         self.last = now
-        rate = self.done * self.chars_per_step / max(now - self.start, 1e-9)
+        rate = (self.done - 1) * self.chars_per_step / max(now - self.start, 1e-9)
         eta = (self.total - step_in_epoch) * self.chars_per_step / max(rate, 1e-9)
         text = (f"epoch {self.epoch + 1}/{self.num_epochs} step {step_in_epoch}/{self.total} "
                 f"loss {loss:.3f} {rate / 1000:.1f}k chars/s ETA {int(eta) // 60}:"
