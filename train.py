@@ -295,6 +295,9 @@ def main(argv=None):
         if start_epoch >= args.num_epochs:
             raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
                             f"{start_epoch} epochs; raise --num_epochs to train more", code=2)
+        if args.max_steps and step >= args.max_steps:
+            raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
+                            f"{step} steps; raise --max_steps to train more", code=2)
     else:
         sess.run(init)
         start_epoch, start_pointer, best_val = 0, 0, float("inf")

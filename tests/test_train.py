@@ -62,6 +62,8 @@ def test_keep_continues_mid_epoch_batch_pointer(tmp_path):
     # the rest of epoch 1 only: num_batches - 10 more steps
     m = re.search(r"(\d+) training batches per epoch", proc.stdout)
     assert ckpt_step(save) == int(m.group(1))
+    _, proc = train_tiny(str(tmp_path), "--keep", "--max_steps", "10", epochs=5)
+    assert_one_line_error(proc, 2, "already trained", "--max_steps")
 
 
 def test_keep_refuses_a_different_architecture(tmp_path):
