@@ -251,7 +251,9 @@ def softmax_cross_entropy(logits, labels):
 
 
 class Model:
-    def __init__(self, args, infer=False):
+    def __init__(self, args, infer=False, training=None):
+        """infer: the batch-1, length-1 sampling graph.  training (default: not infer):
+        build the optimizer; Model(cfg, training=False) is the batch graph for scoring."""
         cfg = _cfg(args)
         # Attention at sampling time looks back as far as training windows did.
         attn_length = int(cfg.get("attn_length") or cfg["seq_length"])
@@ -314,7 +316,7 @@ class Model:
                                         tf1.assign(self.batch_pointer, self.new_pointer))
         self.best_update = tf1.assign(self.best_val_loss, self.new_best)
 
-        if not infer:
+        if (not infer) if training is None else training:
             tvars = tf1.trainable_variables()
             grads = tf.gradients(self.cost, tvars)
             grads, self.grad_norm = tf.clip_by_global_norm(grads, cfg.get("grad_clip", 5.0))

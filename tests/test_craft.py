@@ -252,3 +252,14 @@ def test_distinct_n():
 def test_evaluate_without_a_model(tmp_path):
     proc = run("analysis/evaluate.py", "--save_dir", tmp_path)
     assert_one_line_error(proc, 1, "train")
+
+
+@pytest.mark.parametrize("kind", ["gru", "attention"])
+def test_evaluate_windowed_score_equals_step_by_step(trained, kind):
+    from analysis.evaluate import cross_entropy, cross_entropy_windowed
+    s = Sampler(trained(kind))
+    ids = list(s.corpus[-300:])             # 299 targets: 4 windows of 64 and 43 steps
+    slow, n1 = cross_entropy(s, ids)
+    fast, n2 = cross_entropy_windowed(s, ids)
+    assert n1 == n2 == 299
+    assert fast == pytest.approx(slow, rel=1e-4)
