@@ -131,9 +131,14 @@ def load_saved(save_dir):
 def start_ids(start, vocab, warn=print):
     """Ids of the start text; characters the model never saw are skipped with a warning.
 
-    Line breaks count as line ends (spaces).  With nothing left, start at a line start.
+    Line breaks and sentence punctuation count as line ends (spaces), as data/parse.py
+    cleans the training text.  With nothing left, start at a line start.
     """
-    text = " ".join(start.split()) if start.strip() else ""
+    from data.parse import LINE_END_PUNCT
+    spaced = LINE_END_PUNCT.sub(" ", start)
+    text = " ".join(spaced.split())
+    if text and spaced[-1:].isspace():    # "我在。": the line has ended; go on from there
+        text += " "
     unknown = sorted({c for c in text if c not in vocab})
     if unknown:
         warn(f"sample.py: warning: skipping characters the model never saw: "

@@ -79,6 +79,9 @@ def test_unknown_start_characters_are_skipped(lstm_sampler):
     assert "X" in warnings[0] and "龘" in warnings[0]
     kept, ids = start_ids("龘龘", lstm_sampler.vocab, warn=warnings.append)
     assert kept == "" and ids == [lstm_sampler.vocab[" "]]
+    # punctuation and line breaks end a line, as in the cleaned training text
+    kept, _ = start_ids("我在，春风\n 我在。", lstm_sampler.vocab, warn=warnings.append)
+    assert kept == "我在 春风 我在 "
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "attention"])
