@@ -168,13 +168,16 @@ class CorpusMatcher:
         if not 0 <= c < len(self.bounds) - 1:
             return 0
         pos = self.order[self.bounds[c]:self.bounds[c + 1]]
+        if not len(pos):
+            return 0
         n, k = len(self.ids), 1
-        while len(pos) and i + k < len(seq):
+        while i + k < len(seq):
             nxt = pos + k
             pos = pos[(nxt < n) & (self.ids[np.minimum(nxt, n - 1)] == seq[i + k])]
-            if len(pos):
-                k += 1
-        return k if len(self.order[self.bounds[c]:self.bounds[c + 1]]) else 0
+            if not len(pos):
+                break
+            k += 1
+        return k
 
     def longest_run(self, seq):
         """(length, start) of the longest run of seq found verbatim in the training text."""

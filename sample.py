@@ -160,7 +160,6 @@ class Sampler:
                  warn=None):
         self.config, self.chars, self.vocab = load_saved(save_dir)
         self.ckpt = find_checkpoint(save_dir, ckpt, latest)
-        self.save_dir = save_dir
         self.space_id = self.vocab.get(SPACE, 0)
         self.corpus = load_corpus(save_dir, len(self.chars))
         self.index = None
@@ -456,13 +455,14 @@ def main(argv=None):
         print(note, file=sys.stderr)
     print(f"sample.py: {args.count} x {args.n if not args.lines else str(args.lines) + ' lines'}"
           f" from {sampler.ckpt} ({ms:.0f} ms each, first-run set-up included), seed {seed}"
-          + (f", no verbatim run longer than {sampler.index.length}"
-             if sampler.index is not None else ""), file=sys.stderr)
+          + (f", no-copy rule at {sampler.index.length} characters"
+             if sampler.index is not None else ", no-copy rule off"), file=sys.stderr)
     if args.out:
         header = (f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} | checkpoint {sampler.ckpt} | "
                   f"start {args.start!r} | n {args.n} | sample {args.sample} | temperature "
                   f"{args.temperature} | top_k {args.top_k} | seed {seed} | count "
-                  f"{args.count} | max_copy {max_copy}"
+                  f"{args.count} | max_copy "
+                  f"{sampler.index.length if sampler.index is not None else 0}"
                   + (f" | rhyme {args.rhyme}" if args.rhyme else "")
                   + (f" | lines {args.lines}" if args.lines else "")
                   + (f" | line_len {args.line_len[0]}-{args.line_len[1]}"

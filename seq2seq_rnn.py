@@ -35,6 +35,7 @@ import copy
 import tensorflow as tf
 
 from utils import ARCHITECTURE_KEYS  # noqa: F401  (re-exported: the checkpoint's contract)
+from utils import build_weight
 
 tf1 = tf.compat.v1
 nest = tf.nest
@@ -61,29 +62,22 @@ class Cell:
         self.kind, self.H, self.input_size = kind, num_units, input_size
         n_in = input_size + num_units
         glorot = tf1.glorot_uniform_initializer()
+        zeros, ones = tf1.zeros_initializer(), tf1.ones_initializer()
         with tf1.variable_scope(f"layer_{index}/{kind}"):
             if kind == "lstm":
-                self.kernel = tf1.get_variable("kernel", [n_in, 4 * num_units],
-                                               initializer=glorot)
-                self.bias = tf1.get_variable("bias", [4 * num_units],
-                                             initializer=tf1.zeros_initializer())
+                self.kernel = build_weight([n_in, 4 * num_units], "kernel", initializer=glorot)
+                self.bias = build_weight([4 * num_units], "bias", initializer=zeros)
             elif kind == "gru":
                 with tf1.variable_scope("gates"):
-                    self.g_kernel = tf1.get_variable("kernel", [n_in, 2 * num_units],
-                                                     initializer=glorot)
+                    self.g_kernel = build_weight([n_in, 2 * num_units], "kernel", glorot)
                     # bias 1: start with gates open (remember), as TF's GRUCell does
-                    self.g_bias = tf1.get_variable("bias", [2 * num_units],
-                                                   initializer=tf1.ones_initializer())
+                    self.g_bias = build_weight([2 * num_units], "bias", initializer=ones)
                 with tf1.variable_scope("candidate"):
-                    self.c_kernel = tf1.get_variable("kernel", [n_in, num_units],
-                                                     initializer=glorot)
-                    self.c_bias = tf1.get_variable("bias", [num_units],
-                                                   initializer=tf1.zeros_initializer())
+                    self.c_kernel = build_weight([n_in, num_units], "kernel", initializer=glorot)
+                    self.c_bias = build_weight([num_units], "bias", initializer=zeros)
             else:
-                self.kernel = tf1.get_variable("kernel", [n_in, num_units],
-                                               initializer=glorot)
-                self.bias = tf1.get_variable("bias", [num_units],
-                                             initializer=tf1.zeros_initializer())
+                self.kernel = build_weight([n_in, num_units], "kernel", initializer=glorot)
+                self.bias = build_weight([num_units], "bias", initializer=zeros)
         # Split once per graph: input part [in, G*H] and recurrent part [H, G*H].
         # (tf.split, not slicing: its gradient is one concat, not zero-padded copies.)
         if kind == "gru":
@@ -192,10 +186,9 @@ class CausalAttention:
 
     def __init__(self, num_units):
         with tf1.variable_scope("attention"):
-            self.score_w = tf1.get_variable("score_w", [num_units, num_units])
-            self.out_w = tf1.get_variable("out_w", [2 * num_units, num_units])
-            self.out_b = tf1.get_variable("out_b", [num_units],
-                                          initializer=tf1.zeros_initializer())
+            self.score_w = build_weight([num_units, num_units], "score_w")
+            self.out_w = build_weight([2 * num_units, num_units], "out_w")
+            self.out_b = build_weight([num_units], "out_b", initializer=tf1.zeros_initializer())
 
     def _combine(self, context, h):
         return tf.tanh(tf.matmul(tf.concat([context, h], -1), self.out_w) + self.out_b)
@@ -273,13 +266,13 @@ class Model:
         # 1.0 unless fed: validation and sampling run without dropout.
         self.keep_prob = tf1.placeholder_with_default(1.0, [], name="keep_prob")
 
-        self.word_embedding = tf1.get_variable("word_embedding", [V, E])
+        self.word_embedding = build_weight([V, E], "word_embedding")
         with tf1.variable_scope("rnn"):
             in_sizes = [E] + [H] * (cfg["num_layers"] - 1)
             self.cells = [Cell(cfg["rnncell"], H, n_in, i) for i, n_in in enumerate(in_sizes)]
         self.attention = CausalAttention(H) if attention else None
-        self.softmax_w = tf1.get_variable("softmax_w", [H, V])
-        self.softmax_b = tf1.get_variable("softmax_b", [V], initializer=tf1.zeros_initializer())
+        self.softmax_w = build_weight([H, V], "softmax_w")
+        self.softmax_b = build_weight([V], "softmax_b", initializer=tf1.zeros_initializer())
 
         # State: a tuple per layer (LSTM (c, h), GRU/RNN h), plus, when sampling with
         # attention, the rolling buffer (outputs [B, L, H], filled mask [B, L]).  Feed any

@@ -18,9 +18,8 @@ import time
 
 from utils import (UserError, atomic_pickle, atomic_save_npy, atomic_write_bytes,
                    count_params, cpu_has_bf16, epoch_lines, import_tensorflow,
-                   log_filename, logging, session_config,
-                   non_negative_int, positive_float, positive_int, run_main, safe_load_pickle,
-                   unit_float)
+                   log_filename, logging, non_negative_int, perplexity, positive_float,
+                   positive_int, run_main, safe_load_pickle, session_config, unit_float)
 
 ARCH_FLAGS = ("rnncell", "num_layers", "rnn_size", "embedding_size", "attention")
 # Flags whose change would make the saved batch pointer meaningless.
@@ -178,10 +177,6 @@ class Progress:
 
 class NonFinite(Exception):
     """The weights hold inf/NaN: nothing may be saved."""
-
-
-def perplexity(loss):
-    return math.exp(loss) if loss < 700 else float("inf")
 
 
 def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_step=None):

@@ -312,8 +312,14 @@ def session_config(bf16=False):
     return config
 
 
+def perplexity(loss):
+    """exp(loss), inf instead of an OverflowError for a blown-up loss."""
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
 def build_weight(shape, name, initializer=None, dtype=None):
-    """A trainable tf.compat.v1 variable in the current variable scope."""
+    """A trainable tf.compat.v1 variable in the current variable scope (the model's
+    weights all come from here; the name is the checkpoint key)."""
     import tensorflow as tf
     tf1 = tf.compat.v1
     return tf1.get_variable(name, shape=shape, dtype=dtype or tf.float32,

@@ -24,7 +24,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from utils import UserError, non_negative_int, positive_int, run_main  # noqa: E402
+from utils import (UserError, non_negative_int, perplexity, positive_int,  # noqa: E402
+                   run_main)
 
 
 def cross_entropy(sampler, ids):
@@ -139,7 +140,7 @@ def main(argv=None):
     ce, n = cross_entropy_windowed(s, ids)
     result.update(text=source, chars=total, unknown_chars=unknown,
                   unknown_share=unknown / total if total else None, scored=n,
-                  cross_entropy=ce, perplexity=math.exp(ce) if ce < 700 else float("inf"))
+                  cross_entropy=ce, perplexity=perplexity(ce))
     print(f"text: {source}")
     print(f"  {n:,} characters scored; {unknown:,} of {total:,} ({result['unknown_share']:.1%}) "
           f"outside the vocabulary, skipped")

@@ -194,7 +194,7 @@ def test_default_cli_reports_longest_copied_run(trained):
     proc = run("sample.py", "--save_dir", trained("rnn"), "--n", "60", "--seed", "1",
                "--out", "", check=0)
     assert "longest run found in the training text" in proc.stderr
-    assert "no verbatim run longer than 8" in proc.stderr
+    assert "no-copy rule at 8 characters" in proc.stderr
 
 
 # ------------------------------------------------------------------------ evaluate
