@@ -1,8 +1,15 @@
-"""Fetch the default corpus: public-domain Song ci (宋词) from the npm package
-chinese-poetry@2.0.1 (MIT licence), and write data/origin.txt.
+"""Fetch a public-domain corpus from the npm package chinese-poetry@2.0.1 (MIT licence)
+and write data/origin.txt.
 
-    python data/fetch_corpus.py            # all 21,053 ci (about 1.43 M characters)
-    python data/fetch_corpus.py --subset 300   # 宋词三百首 only, for quick runs
+    python data/fetch_corpus.py                    # Song ci, 21,053 ci (about 1.43 M chars)
+    python data/fetch_corpus.py --subset 300       # 宋词三百首 only, for quick runs
+    python data/fetch_corpus.py --corpus poetry    # the base-model corpus: every part below
+    python data/fetch_corpus.py --corpus poetry --exclude yuanqu   # hold a genre out
+    python data/fetch_corpus.py --corpus poetry --only yuanqu --output data/yuanqu/origin.txt
+
+--corpus poetry reads these parts of the tarball (PARTS below): tang 全唐诗 and song 全宋诗
+(traditional script, converted to simplified with OpenCC t2s), songci 宋词, wudai 五代词
+(花间集, 南唐二主词), yuanqu 元曲, shijing 诗经, chuci 楚辞, caocao 曹操诗集, nalan 纳兰性德.
 
 The package comes through `npm pack` (no Node code runs), is checked against a pinned
 sha512 integrity value, and is kept in data/download/ so a second run does not download
@@ -38,6 +45,23 @@ INTEGRITY = ("sha512-KtYARvV7CWNtax0na9+Jn6PlhGgSoid7PWyDzXI4KsCEm2odZcqEQyval5k
 TARBALL = f"{PACKAGE}-{VERSION}.tgz"
 ALL_CI = re.compile(r"^package/dist/songci/ci\.song\.([^/]+)\.json$")
 SUBSET_300 = "package/dist/songci/宋词三百首.json"
+# --corpus poetry: part name -> (files in the tarball, traditional script?, what it is).
+# quantangshi/error/ (flagged duplicates) and the yudingquantangshi copy of the Tang poems
+# are left out, as are the prose classics (论语, 四书五经, 蒙学).
+PARTS = {
+    "tang": (re.compile(r"^package/dist/quantangshi/poet\.tang\.(\d+)\.json$"), True,
+             "全唐诗 Tang poems"),
+    "song": (re.compile(r"^package/dist/quantangshi/poet\.song\.(\d+)\.json$"), True,
+             "全宋诗 Song poems"),
+    "songci": (ALL_CI, False, "宋词 Song ci"),
+    "wudai": (re.compile(r"^package/dist/wudaishici/(?:huajianji/huajianji-(\d+|x)-juan|"
+                         r"nantang/(poetrys))\.json$"), False, "五代词 花间集 and 南唐二主词"),
+    "yuanqu": (re.compile(r"^package/dist/yuanqu/(yuanqu)\.json$"), False, "元曲 Yuan qu"),
+    "shijing": (re.compile(r"^package/dist/shijing/(shijing)\.json$"), False, "诗经"),
+    "chuci": (re.compile(r"^package/dist/chuci/(chuci)\.json$"), False, "楚辞"),
+    "caocao": (re.compile(r"^package/dist/caocaoshiji/(caocao)\.json$"), False, "曹操诗集"),
+    "nalan": (re.compile(r"^package/dist/nalanxingde/(.+)\.json$"), False, "纳兰性德诗集"),
+}
 PHRASE_END = re.compile(r"[，。、？！；：,.?!;:]+")
 MARKER_SUFFIX = ".source"   # origin.txt.source: what this script wrote, to spot user files
 
@@ -90,44 +114,106 @@ def phrases(paragraphs):
     return out
 
 
-def _order(member_name):
-    """ci.song.0 ... ci.song.21000 in numeric order; any other file after them, by name."""
-    key = ALL_CI.match(member_name).group(1)
+def _order(pattern, member_name):
+    """Files of a part in numeric order (ci.song.0 ... ci.song.21000), others by name."""
+    m = pattern.match(member_name)
+    key = next(g for g in m.groups() if g is not None)
     return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
-def read_ci(tarball, subset=None):
-    """Yield each ci's phrase list from the tarball (no extraction to disk)."""
+def _lines_of(work):
+    """A work's lines: 'paragraphs' (most parts), 'content' (诗经, 楚辞) or 'para' (纳兰)."""
+    for key in ("paragraphs", "content", "para"):
+        value = work.get(key)
+        if value:
+            return value if isinstance(value, list) else [value]
+    return []
+
+
+def read_works(tarball, names_by_part):
+    """Yield (part, phrase list) of every work in the named files, read from the tarball
+    without extracting it.  names_by_part: [(part, [member names])]."""
     try:
         tf = tarfile.open(tarball, "r:gz")
     except (tarfile.TarError, OSError) as e:
         raise UserError(f"{tarball} is not a readable .tgz ({e}); delete it and run again")
     with tf:
-        if subset:
-            names = [SUBSET_300]
-        else:
-            names = sorted((m for m in tf.getnames() if ALL_CI.match(m)), key=_order)
-        if not names:
-            raise UserError(f"{tarball} holds no dist/songci/ci.song.*.json files")
-        for name in names:
-            try:
-                f = tf.extractfile(name)
-            except KeyError:
-                raise UserError(f"{tarball} has no {name}")
-            try:
-                data = json.load(io.TextIOWrapper(f, encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as e:
-                raise UserError(f"{name} in {tarball} is not valid JSON: {e}")
-            for ci in data:
-                ps = phrases(ci.get("paragraphs") or [])
-                if ps:
-                    yield ps
+        members = None
+        for part, names in names_by_part:
+            if callable(names):
+                if members is None:
+                    members = tf.getnames()
+                names = names(members)
+            if not names:
+                raise UserError(f"{tarball} holds no files of the part {part!r}")
+            for name in names:
+                try:
+                    f = tf.extractfile(name)
+                except KeyError:
+                    raise UserError(f"{tarball} has no {name}")
+                try:
+                    data = json.load(io.TextIOWrapper(f, encoding="utf-8"))
+                except (ValueError, UnicodeDecodeError) as e:
+                    raise UserError(f"{name} in {tarball} is not valid JSON: {e}")
+                for work in data if isinstance(data, list) else []:
+                    ps = phrases(_lines_of(work)) if isinstance(work, dict) else []
+                    if ps:
+                        yield part, ps
 
 
-def build_origin(tarball, subset=None):
-    """The origin.txt text: one phrase per line, a blank line between ci."""
-    blocks = ["\n".join(ps) for ps in read_ci(tarball, subset)]
-    return "\n\n".join(blocks) + "\n", len(blocks)
+def _part_files(part):
+    pattern = PARTS[part][0]
+    return lambda members: sorted((m for m in members if pattern.match(m)),
+                                  key=lambda m: _order(pattern, m))
+
+
+def read_ci(tarball, subset=None):
+    """Yield each Song ci's phrase list (all of them, or 宋词三百首)."""
+    names = [SUBSET_300] if subset else _part_files("songci")
+    for _, ps in read_works(tarball, [("songci", names)]):
+        yield ps
+
+
+def build_origin(tarball, subset=None, parts=None):
+    """The origin.txt text: one phrase per line, a blank line between works.
+
+    parts None: the Song ci (or 宋词三百首 with subset); else the named PARTS, in order.
+    Returns (text, {part: number of works})."""
+    counts = {}
+    if parts is None:
+        blocks = ["\n".join(ps) for ps in read_ci(tarball, subset)]
+        counts["songci"] = len(blocks)
+        return "\n\n".join(blocks) + "\n", counts
+    blocks, converter = [], None
+    for part in parts:
+        traditional = PARTS[part][1]
+        got = ["\n".join(ps) for _, ps in read_works(tarball, [(part, _part_files(part))])]
+        counts[part] = len(got)
+        if traditional and got:
+            if converter is None:
+                converter = _t2s()
+            got = converter("\n\n".join(got)).split("\n\n")
+        blocks.extend(got)
+    return "\n\n".join(blocks) + "\n", counts
+
+
+def _t2s():
+    try:
+        from opencc import OpenCC
+    except ImportError:
+        raise UserError("the Tang and Song poems need opencc-python-reimplemented to become "
+                        "simplified: pip install -r requirements.txt (or --exclude tang,song)")
+    return OpenCC("t2s").convert
+
+
+def part_list(value):
+    """--exclude / --only value: comma-separated PARTS names."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in PARTS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown part {','.join(bad) or value!r}; parts are {','.join(PARTS)}")
+    return names
 
 
 def _sha256(path):
@@ -140,13 +226,24 @@ def _sha256(path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(
-        description="Fetch the public-domain Song ci corpus (npm chinese-poetry@2.0.1) "
-                    "and write data/origin.txt, one phrase per line.",
+        description="Fetch a public-domain corpus (npm chinese-poetry@2.0.1): the Song ci, "
+                    "or with --corpus poetry the base-model corpus, and write "
+                    "data/origin.txt, one phrase per line, a blank line between works.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--output", default=os.path.join(HERE, "origin.txt"),
                    help="raw corpus file to write")
     p.add_argument("--cache_dir", default=os.path.join(HERE, "download"),
                    help="where the verified tarball is kept between runs")
+    p.add_argument("--corpus", choices=["songci", "poetry"], default="songci",
+                   help="songci: the 21,053 Song ci (1.4 M characters); poetry: every part "
+                        f"of the tarball's verse ({','.join(PARTS)}; about 20 M characters), "
+                        "the corpus of the base model")
+    p.add_argument("--exclude", type=part_list, default=[], metavar="PART,...",
+                   help="with --corpus poetry: leave these parts out (e.g. yuanqu, to hold "
+                        "a genre out of the base model for measuring)")
+    p.add_argument("--only", type=part_list, default=None, metavar="PART,...",
+                   help="with --corpus poetry: only these parts (e.g. yuanqu, as a stand-in "
+                        "for your own lyrics)")
     p.add_argument("--subset", choices=["300"], default=None,
                    help="'300': only 宋词三百首 (about 24 k characters) for quick runs")
     p.add_argument("--tarball", default=None,
@@ -156,6 +253,17 @@ def main(argv=None):
     p.add_argument("--force", action="store_true",
                    help="overwrite --output even if this script did not write it")
     args = p.parse_args(argv)
+    parts = None
+    if args.corpus == "poetry":
+        if args.subset:
+            raise UserError("--subset 300 is a part of the Song ci; drop --corpus poetry or "
+                            "--subset", code=2)
+        parts = [n for n in (args.only or PARTS) if n not in args.exclude]
+        if not parts:
+            raise UserError("--only/--exclude leave no part to fetch", code=2)
+    elif args.exclude or args.only:
+        raise UserError("--exclude and --only choose parts of --corpus poetry; add "
+                        "--corpus poetry", code=2)
 
     marker = args.output + MARKER_SUFFIX
     if os.path.exists(args.output) and not args.force:
@@ -183,18 +291,28 @@ def main(argv=None):
     if got != args.integrity:
         if not args.tarball:
             os.unlink(tarball)  # never keep (or reuse) a bad download
+            fate = "the download was damaged or tampered with and was deleted. Run again"
+        else:
+            fate = "this file is damaged or not that package (it was left as it is). Use " \
+                   "another, or drop --tarball to download it"
         raise UserError(f"{tarball} failed verification: integrity {got[:24]}... is not the "
-                        f"pinned {args.integrity[:24]}...; the download was damaged or "
-                        f"tampered with and was deleted. Run again, {BY_HAND}")
+                        f"pinned {args.integrity[:24]}...; {fate}, {BY_HAND}")
     print(f"fetch_corpus: {'downloaded' if fetched else 'using cached'} {tarball} "
           f"(integrity verified)")
 
-    text, n_ci = build_origin(tarball, args.subset)
+    if parts and any(PARTS[n][1] for n in parts):
+        print("fetch_corpus: converting the Tang and Song poems to simplified script "
+              "(about half a minute)", flush=True)
+    text, counts = build_origin(tarball, args.subset, parts)
     atomic_write_text(args.output, text)
     atomic_write_text(marker, _sha256(args.output) + "\n")
-    n_chars = sum(1 for c in text if "\u4e00" <= c <= "\u9fa5")
-    print(f"fetch_corpus: wrote {args.output}: {n_ci:,} ci, {text.count(chr(10)):,} lines, "
-          f"{n_chars:,} Chinese characters")
+    han = [c for c in text if "\u4e00" <= c <= "\u9fa5"]
+    works = sum(counts.values())
+    what = f"{works:,} ci" if parts is None else f"{works:,} works (" + ", ".join(
+        f"{n} {c:,}" for n, c in counts.items()) + ")"
+    n_lines = sum(1 for line in text.split("\n") if line)
+    print(f"fetch_corpus: wrote {args.output}: {what}, {n_lines:,} lines, {len(han):,} "
+          f"Chinese characters, {len(set(han)):,} distinct")
     return 0
 
 
