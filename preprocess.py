@@ -1,13 +1,21 @@
 """Text -> vocabulary, integer array and batches (the article's TextParser).
 
     python preprocess.py [--data_dir data] [--batch_size 32] [--seq_length 16] [--val_frac 0.05]
+    python preprocess.py --init_from save/base     # the vocabulary a fine-tuning run uses
 
 reads <data_dir>/lyrics.txt and writes
-  <data_dir>/vocab.pkl    {'chars': [...most frequent first...], 'source_sha256': ...}
+  <data_dir>/vocab.pkl    {'chars': [...most frequent first...], 'source_sha256': ...,
+                           'base_sha256': ...}
   <data_dir>/context.npy  int32 ids of ' ' + text (a leading space: the text starts at a
                           line start, as every later line does after its space)
   <data_dir>/ngram8.npz   the no-copy index sample.py uses (craft.NgramIndex, L = 8)
-They are rebuilt only when lyrics.txt changes (its sha256 is kept in vocab.pkl).
+They are rebuilt only when lyrics.txt changes (its sha256 is kept in vocab.pkl), or the
+base vocabulary does.
+
+Fine-tuning (train.py --init_from DIR) keeps the base model's vocabulary: the ids are the
+base's characters in the base's order, then the characters of this text the base never
+saw, most frequent first.  That merged vocabulary is the one written here, so data_dir
+always holds one vocabulary, the one its context array uses.
 
 Batches as the article makes them (and the TF PTB reader): the training ids are cut to
 num_batches * batch_size * seq_length, reshaped to [batch_size, -1] so each row is one
@@ -39,8 +47,12 @@ def file_sha256(path):
     return h.hexdigest()
 
 
-def build_vocab(text):
+def build_vocab(text, base_chars=None):
     """Distinct characters, most frequent first, ties by code point; and the id array.
+
+    base_chars: a base model's vocabulary. The result then starts with it, unchanged and
+    in its order, followed by this text's characters that are not in it (most frequent
+    first), so every id the base knows means the same character.
 
     Works on code points with numpy, so 1.7 M characters take well under a second.
     """
@@ -50,11 +62,22 @@ def build_vocab(text):
     uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
     # lexsort sorts by the last key first: count descending, then code point ascending.
     order = np.lexsort((uniq, -counts))
-    chars = [chr(c) for c in uniq[order]]
-    rank = np.empty(len(order), dtype=np.int32)
-    rank[order] = np.arange(len(order), dtype=np.int32)
+    if base_chars is not None:
+        base = {c: i for i, c in enumerate(base_chars)}
+        new = [int(k) for k in order if chr(uniq[k]) not in base]
+        chars = list(base_chars) + [chr(uniq[k]) for k in new]
+        rank = np.array([base.get(chr(c), -1) for c in uniq], dtype=np.int32)
+        rank[new] = np.arange(len(base_chars), len(chars), dtype=np.int32)
+    else:
+        chars = [chr(c) for c in uniq[order]]
+        rank = np.empty(len(order), dtype=np.int32)
+        rank[order] = np.arange(len(order), dtype=np.int32)
     ids = rank[inverse.reshape(-1)]
     return chars, ids
+
+
+def chars_sha256(chars):
+    return hashlib.sha256("\n".join(chars).encode("utf-8")).hexdigest()
 
 
 def make_batches(ids, batch_size, seq_length):
@@ -93,7 +116,7 @@ class TextParser:
     """Vocabulary, context array and training/validation batches for one data_dir."""
 
     def __init__(self, data_dir="data", batch_size=32, seq_length=16, val_frac=0.05,
-                 verbose=False):
+                 verbose=False, base_chars=None):
         if batch_size < 1 or seq_length < 1:
             raise UserError("--batch_size and --seq_length must be at least 1", code=2)
         if not 0.0 <= val_frac < 0.5:
@@ -106,6 +129,8 @@ class TextParser:
         self.vocab_file = os.path.join(data_dir, "vocab.pkl")
         self.context_file = os.path.join(data_dir, "context.npy")
         self.rebuilt = False
+        self.base_chars = list(base_chars) if base_chars is not None else None
+        self.base_sha = chars_sha256(self.base_chars) if base_chars is not None else None
 
         if not os.path.exists(self.input_file):
             raise UserError(f"{self.input_file} not found; make it with: "
@@ -121,6 +146,9 @@ class TextParser:
             NgramIndex.build(self.context, DEFAULT_MAX_COPY).save(self.index_file)
         self.vocab = {c: i for i, c in enumerate(self.chars)}
         self.vocab_size = len(self.chars)
+        self.source_sha256 = source
+        self.new_chars = (self.chars[len(self.base_chars):] if self.base_chars is not None
+                          else [])
         self.init_batches()
         self.reset_batch_pointer()
         if verbose:
@@ -133,7 +161,8 @@ class TextParser:
             return False
         meta = safe_load_pickle(self.vocab_file, "vocabulary file")
         return isinstance(meta, dict) and meta.get("format") == VOCAB_FORMAT \
-            and meta.get("source_sha256") == source
+            and meta.get("source_sha256") == source \
+            and meta.get("base_sha256") == self.base_sha
 
     def preprocess(self, source):
         with open(self.input_file, encoding="utf-8") as f:
@@ -142,11 +171,12 @@ class TextParser:
         text = " ".join(text.split())
         if not text:
             raise UserError(f"{self.input_file} is empty; run python data/parse.py")
-        self.chars, ids = build_vocab(" " + text)
+        self.chars, ids = build_vocab(" " + text, self.base_chars)
         self.context = ids
         atomic_save_npy(self.context_file, ids)
         atomic_pickle(self.vocab_file, {"format": VOCAB_FORMAT, "chars": self.chars,
-                                        "source_sha256": source})
+                                        "source_sha256": source,
+                                        "base_sha256": self.base_sha})
 
     def load_preprocessed(self):
         meta = safe_load_pickle(self.vocab_file, "vocabulary file")
@@ -192,6 +222,11 @@ class TextParser:
     def report(self):
         print(f"preprocess: {'rebuilt' if self.rebuilt else 'up to date'} "
               f"{self.vocab_file}, {self.context_file} and {self.index_file}")
+        if self.base_chars is not None:
+            new = "".join(self.new_chars)
+            print(f"preprocess: the base vocabulary ({len(self.base_chars):,} characters) "
+                  f"plus {len(self.new_chars):,} of this text's characters it never saw"
+                  + (f": {new[:40]}{'...' if len(new) > 40 else ''}" if new else ""))
         print(f"preprocess: vocab size {self.vocab_size:,}; train {len(self.train_data):,} "
               f"chars, validation {len(self.val_data):,} chars")
         print(f"preprocess: {self.num_batches:,} training batches per epoch and "
@@ -209,9 +244,31 @@ def main(argv=None):
     p.add_argument("--seq_length", type=int, default=16, help="characters per sequence")
     p.add_argument("--val_frac", type=float, default=0.05,
                    help="share of the text, from its end, held out for validation")
+    p.add_argument("--init_from", default=None, metavar="DIR",
+                   help="build the vocabulary a fine-tuning run from the model in DIR uses "
+                        "(train.py --init_from DIR does this by itself)")
     args = p.parse_args(argv)
-    TextParser(args.data_dir, args.batch_size, args.seq_length, args.val_frac, verbose=True)
+    base = base_vocabulary(args.init_from) if args.init_from else None
+    TextParser(args.data_dir, args.batch_size, args.seq_length, args.val_frac, verbose=True,
+               base_chars=base)
     return 0
+
+
+def base_vocabulary(model_dir):
+    """The vocabulary (list of characters) of the model train.py saved in model_dir."""
+    if not os.path.isdir(model_dir):
+        raise UserError(f"--init_from {model_dir}: no such directory; name a directory "
+                        f"train.py saved a model into, e.g. save/base", code=2)
+    path = os.path.join(model_dir, "words_vocab.pkl")
+    if not os.path.exists(path):
+        raise UserError(f"--init_from {model_dir}: no trained model there ({path} is "
+                        f"missing); train the base first: bash scripts/base.sh", code=2)
+    words = safe_load_pickle(path, "vocabulary file")
+    if not (isinstance(words, (tuple, list)) and len(words) == 2
+            and isinstance(words[0], (list, tuple))
+            and all(isinstance(c, str) and len(c) == 1 for c in words[0])):
+        raise UserError(f"{path} is not a vocabulary written by train.py")
+    return list(words[0])
 
 
 if __name__ == "__main__":
