@@ -2,6 +2,7 @@
 
     python train.py --rnncell lstm
     python train.py --keep            # resume where the last run stopped
+    python train.py --init_from save/base --save_dir save/mine   # fine-tune a base model
 
 Writes save/config.pkl, save/words_vocab.pkl, checkpoints save/model.ckpt-<step> (the last
 five, plus one an hour) and save/best.ckpt-<step> (lowest validation loss), the log
@@ -27,6 +28,13 @@ BATCH_FLAGS = ("batch_size", "seq_length", "val_frac")
 SAVED_FILES = ("config.pkl", "words_vocab.pkl", "checkpoint", "checkpoint_best",
                "corpus.npy")
 MODEL_MARKERS = ("checkpoint", "checkpoint_best")   # a trained model is there
+# Defaults that depend on the run: a fresh model, a fine-tuned one (--init_from; measured
+# on 元曲 held out of the base, README "A base model"), or a resumed one (its own values).
+DEFAULTS = {"learning_rate": 0.001, "dropout": 0.0}
+FINE_TUNE_DEFAULTS = {"learning_rate": 0.001, "dropout": 0.3}
+# Weights whose rows (embedding) or columns (softmax) are characters: a fine-tuned model
+# has more characters than its base, so only the base's part is loaded.
+PER_CHARACTER = {"word_embedding": 0, "softmax_w": 1, "softmax_b": 0}
 
 
 def build_parser():
@@ -49,14 +57,18 @@ def build_parser():
     g.add_argument("--attention", action="store_true",
                    help="causal attention over the window (and a rolling buffer when "
                         "sampling)")
-    g.add_argument("--dropout", type=unit_float, default=0.0,
-                   help="dropout rate on each layer's output while training (0 = off)")
+    g.add_argument("--dropout", type=unit_float, default=None,
+                   help=f"dropout rate on each layer's output while training (0 = off); "
+                        f"default {DEFAULTS['dropout']}, with --init_from "
+                        f"{FINE_TUNE_DEFAULTS['dropout']}, with --keep the model's own")
     g = p.add_argument_group("training")
     g.add_argument("--batch_size", type=positive_int, default=32, help="sequences per batch")
     g.add_argument("--seq_length", type=positive_int, default=16,
                    help="characters per sequence (steps of backpropagation through time)")
     g.add_argument("--num_epochs", type=positive_int, default=50, help="epochs to train")
-    g.add_argument("--learning_rate", type=positive_float, default=0.001, help="Adam rate")
+    g.add_argument("--learning_rate", type=positive_float, default=None,
+                   help=f"Adam rate; default {DEFAULTS['learning_rate']}, with --init_from "
+                        f"{FINE_TUNE_DEFAULTS['learning_rate']}, with --keep the model's own")
     g.add_argument("--decay_rate", type=positive_float, default=1.0,
                    help="learning rate x decay_rate after each epoch (1 = constant)")
     g.add_argument("--grad_clip", type=positive_float, default=5.0,
@@ -66,6 +78,10 @@ def build_parser():
                         "(0 = never stop early)")
     g.add_argument("--max_steps", type=non_negative_int, default=0,
                    help="stop after this many training steps in total (0 = no limit)")
+    g.add_argument("--max_minutes", type=positive_float, default=None,
+                   help="wall-clock budget of this run: training stops early enough for a "
+                        "last validation pass and save to end within it, and the best "
+                        "model found is kept (default: no limit)")
     g.add_argument("--seed", type=int, default=1234, help="random seed for weights and dropout")
     g = p.add_argument_group("saving and resuming")
     g.add_argument("--save_every", type=positive_int, default=1000,
@@ -74,6 +90,11 @@ def build_parser():
                    help="resume the model in --save_dir: step, epoch and batch continue")
     g.add_argument("--overwrite", action="store_true",
                    help="delete a model already in --save_dir and start afresh")
+    g.add_argument("--init_from", default=None, metavar="DIR",
+                   help="fine-tune: start from the best checkpoint of the model trained in "
+                        "DIR (e.g. save/base from scripts/base.sh), with its architecture "
+                        "and vocabulary (new characters of --data_dir's text are added); "
+                        "DIR is only read")
     g.add_argument("--cpu", action="store_true", help="use the CPU even if a GPU is visible")
     g.add_argument("--bf16", action="store_true",
                    help="CPU only: run matmuls in bfloat16 through oneDNN, for CPUs with "
@@ -103,34 +124,151 @@ def remove_other_checkpoints(save_dir, prefix, keep):
             os.unlink(os.path.join(save_dir, name))
 
 
-def check_resume(args, data):
-    """need_be_same: the saved model must match the flags and the data; returns config."""
-    cfg_path = os.path.join(args.save_dir, "config.pkl")
-    vocab_path = os.path.join(args.save_dir, "words_vocab.pkl")
-    if not os.path.exists(cfg_path) or not os.path.exists(os.path.join(args.save_dir,
-                                                                       "checkpoint")):
-        raise UserError(f"--keep: no trained model to resume in {args.save_dir}/ "
-                        f"(config.pkl and a checkpoint are needed); drop --keep to start one")
-    saved = safe_load_pickle(cfg_path, "model config")
-    if not isinstance(saved, dict):
-        raise UserError(f"{cfg_path} is not a model config; delete {args.save_dir}/ "
-                        f"or use another --save_dir")
-    for k in ARCH_FLAGS + BATCH_FLAGS:
-        if k in saved and saved[k] != getattr(args, k):
+def explicit_flags(argv):
+    """The dests of the flags given on the command line (not left at their default)."""
+    p, unset = build_parser(), object()
+    p.set_defaults(**{a.dest: unset for a in p._actions})
+    return {k for k, v in vars(p.parse_args(argv)).items() if v is not unset}
+
+
+def adopt(args, explicit, saved, keys, what, fix_hint):
+    """Take keys from a saved config; a flag given on the command line that disagrees is
+    an error (never a silent override).  what: '--keep: the model in save/'..."""
+    for k in keys:
+        if k not in saved:
+            continue
+        if k in explicit and saved[k] != getattr(args, k):
             if isinstance(saved[k], bool):
                 fix = f"--{k}" if saved[k] else f"no --{k}"
             else:
                 fix = f"--{k} {saved[k]}"
-            raise UserError(f"--keep: the model in {args.save_dir}/ has {k}={saved[k]!r} "
-                            f"but this run asks for {getattr(args, k)!r}; resume with "
-                            f"{fix}, or train a new model in another --save_dir", code=2)
-    words = safe_load_pickle(vocab_path, "vocabulary file")
-    chars = words[0] if isinstance(words, (tuple, list)) and len(words) == 2 else None
-    if list(chars or []) != list(data.chars):
-        raise UserError(f"--keep: the vocabulary in {vocab_path} differs from the one of "
-                        f"{data.input_file} (the lyrics changed); train a new model in "
-                        f"another --save_dir")
+            raise UserError(f"{what} has {k}={saved[k]!r} but this run asks for "
+                            f"{getattr(args, k)!r}; {fix_hint(fix)}", code=2)
+        setattr(args, k, saved[k])
+
+
+def read_saved_config(save_dir, what):
+    path = os.path.join(save_dir, "config.pkl")
+    saved = safe_load_pickle(path, "model config")
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} is not a model config; delete {save_dir}/ or use another "
+                        f"--save_dir")
     return saved
+
+
+def saved_chars(save_dir):
+    words = safe_load_pickle(os.path.join(save_dir, "words_vocab.pkl"), "vocabulary file")
+    return list(words[0]) if isinstance(words, (tuple, list)) and len(words) == 2 else None
+
+
+def check_resume(args, explicit):
+    """need_be_same, before the data is read: the saved config's architecture and batch
+    shape are adopted (a conflicting flag is an error).  Returns (config, base chars for
+    the vocabulary: the saved base part of a fine-tuned model, else None)."""
+    if not os.path.exists(os.path.join(args.save_dir, "config.pkl")) or not os.path.exists(
+            os.path.join(args.save_dir, "checkpoint")):
+        raise UserError(f"--keep: no trained model to resume in {args.save_dir}/ "
+                        f"(config.pkl and a checkpoint are needed); drop --keep to start one")
+    saved = read_saved_config(args.save_dir, "--keep")
+    adopt(args, explicit, saved, ARCH_FLAGS + BATCH_FLAGS,
+          f"--keep: the model in {args.save_dir}/",
+          lambda fix: f"resume with {fix}, or train a new model in another --save_dir")
+    base = None
+    if saved.get("base_vocab_size"):
+        base = (saved_chars(args.save_dir) or [])[:saved["base_vocab_size"]]
+    return saved, base
+
+
+def check_resume_data(args, saved, data):
+    """need_be_same, after: the text must be the one the model was trained on."""
+    vocab_path = os.path.join(args.save_dir, "words_vocab.pkl")
+    if saved_chars(args.save_dir) != list(data.chars) or saved.get(
+            "text_sha256", data.source_sha256) != data.source_sha256:
+        raise UserError(f"--keep: {data.input_file} is not the text the model in "
+                        f"{args.save_dir}/ was trained on (the lyrics changed"
+                        f"{'' if saved_chars(args.save_dir) == list(data.chars) else ', and so did the vocabulary in ' + vocab_path}"
+                        f"); train a new model in another --save_dir, or fine-tune this "
+                        f"one on the new text with --init_from {args.save_dir}")
+
+
+def read_base(args, explicit):
+    """--init_from DIR: the base's config and checkpoint, its architecture adopted into
+    args (a conflicting flag is an error).  Reads only; returns (config, chars, ckpt)."""
+    from preprocess import base_vocabulary
+    from sample import find_checkpoint, load_saved
+    d = args.init_from
+    if args.keep:
+        raise UserError("--init_from starts a fine-tuning run and --keep resumes one: to "
+                        "go on fine-tuning, use --keep alone", code=2)
+    if os.path.isdir(args.save_dir) and os.path.isdir(d) and os.path.samefile(d,
+                                                                              args.save_dir):
+        raise UserError(f"--init_from {d} is --save_dir too: the base is never written "
+                        f"to; fine-tune into another --save_dir", code=2)
+    chars = base_vocabulary(d)          # a directory with a vocabulary, or a clear error
+    try:
+        config, chars, _ = load_saved(d)
+        ckpt = find_checkpoint(d)
+    except UserError as e:
+        raise UserError(f"--init_from {d}: {e}", code=2)
+    adopt(args, explicit, config, ARCH_FLAGS, f"--init_from {d}: the base model",
+          lambda fix: f"a fine-tuned model keeps its base's architecture: drop the flag "
+                      f"(or give {fix})")
+    return config, chars, ckpt
+
+
+def read_base_weights(tf, ckpt, variables):
+    """{name: array} of the base checkpoint for each of `variables`, checked against their
+    shapes (a fine-tuned model may have more characters).  Raises UserError when the
+    checkpoint is unreadable or does not fit."""
+    import numpy as np
+    try:
+        reader = tf.train.load_checkpoint(ckpt)
+        shapes = reader.get_variable_to_shape_map()
+        out = {}
+        for v in variables:
+            name = v.op.name
+            if name not in shapes:
+                raise UserError(f"--init_from: {ckpt} has no {name}: it was not made by "
+                                f"train.py with this model's architecture")
+            value = reader.get_tensor(name)
+            want = v.shape.as_list()
+            axis = PER_CHARACTER.get(name)
+            fits = value.ndim == len(want) and all(
+                a == b or (k == axis and a <= b) for k, (a, b) in
+                enumerate(zip(value.shape, want)))
+            if not fits or not np.all(np.isfinite(value)):
+                raise UserError(f"--init_from: {name} in {ckpt} has shape {value.shape}"
+                                f"{'' if fits else ', not ' + str(tuple(want))}"
+                                f"{' and inf/NaN values' if fits else ''}: the checkpoint "
+                                f"does not belong to its config.pkl; retrain the base")
+            out[name] = value
+        return out
+    except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError) as e:
+        # a truncated .data file surfaces as IndexError ("Read less bytes than requested")
+        first = (str(getattr(e, "message", e)).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"--init_from: cannot read the base checkpoint {ckpt} "
+                        f"({type(e).__name__}: {first}); the files are damaged: retrain "
+                        f"the base or copy it again")
+
+
+def load_base_weights(sess, variables, weights):
+    """Put the base's weights into the new model.  Characters the base never saw keep
+    their fresh embedding rows and softmax columns; their output bias starts at the
+    base's lowest one, so a new character starts as a rare one, not an average one."""
+    for v in variables:
+        value = weights[v.op.name]
+        axis = PER_CHARACTER.get(v.op.name)
+        if axis is not None and value.shape[axis] < v.shape[axis]:
+            full = sess.run(v)
+            n = value.shape[axis]
+            if axis == 0:
+                full[:n] = value
+                if v.op.name == "softmax_b":
+                    full[n:] = value.min()
+            else:
+                full[:, :n] = value
+            value = full
+        v.load(value, sess)
 
 
 # ---------------------------------------------------------------------------- progress
@@ -207,47 +345,42 @@ def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_s
 
 
 def main(argv=None):
+    start_time = time.time()
     args = build_parser().parse_args(argv)
+    args.start_time = start_time
+    explicit = explicit_flags(argv)
     if args.keep and args.overwrite:
         raise UserError("--keep resumes and --overwrite starts afresh: pick one", code=2)
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 
+    # What this run starts from, read before anything is written: a saved model to resume
+    # (--keep), a base model to fine-tune (--init_from), or nothing.
+    saved = base_chars = None
+    if args.init_from:
+        base_config, base_chars, base_ckpt = read_base(args, explicit)
+    elif args.keep:
+        saved, base_chars = check_resume(args, explicit)
+    defaults = saved if saved is not None else (
+        FINE_TUNE_DEFAULTS if args.init_from else DEFAULTS)
+    for k in DEFAULTS:
+        if getattr(args, k) is None:
+            setattr(args, k, defaults.get(k, DEFAULTS[k]))
+
     from preprocess import TextParser
     data = TextParser(args.data_dir, args.batch_size, args.seq_length, args.val_frac,
-                      verbose=True)
+                      verbose=True, base_chars=base_chars)
     args.vocab_size = data.vocab_size
-
-    os.makedirs(args.save_dir, exist_ok=True)
-    if args.keep:
-        check_resume(args, data)
-    elif existing_model(args.save_dir):
-        if not args.overwrite:
-            raise UserError(f"{args.save_dir}/ already holds a trained model; resume it with "
-                            f"--keep, train into another --save_dir, or pass --overwrite to "
-                            f"replace it", code=2)
-        clear_model(args.save_dir)
+    if saved is not None:
+        check_resume_data(args, saved, data)
+    elif existing_model(args.save_dir) and not args.overwrite:
+        raise UserError(f"{args.save_dir}/ already holds a trained model; resume it with "
+                        f"--keep, train into another --save_dir, or pass --overwrite to "
+                        f"replace it", code=2)
 
     tf = import_tensorflow()
     from seq2seq_rnn import Model
     tf1 = tf.compat.v1
-
-    gpus = tf.config.list_physical_devices("GPU")
-    device = (f"GPU ({', '.join(g.name for g in gpus)})" if gpus else
-              "CPU (--cpu)" if args.cpu else "CPU (no GPU visible)")
-    print(f"train: device {device}")
-
-    config = {k: v for k, v in vars(args).items() if k not in ("keep", "overwrite", "cpu")}
-    config["format"] = 1
-    atomic_pickle(os.path.join(args.save_dir, "config.pkl"), config)
-    atomic_pickle(os.path.join(args.save_dir, "words_vocab.pkl"),
-                  (list(data.chars), dict(data.vocab)))
-    # The training text (as ids) and its no-copy index travel with the model, so sample.py
-    # can keep generated lyrics from repeating it, wherever save/ is copied to.
-    atomic_save_npy(os.path.join(args.save_dir, "corpus.npy"), data.context)
-    with open(data.index_file, "rb") as f:
-        atomic_write_bytes(os.path.join(args.save_dir, os.path.basename(data.index_file)),
-                           f.read())
 
     graph = tf.Graph()
     with graph.as_default():
@@ -258,8 +391,42 @@ def main(argv=None):
                                 keep_checkpoint_every_n_hours=1, save_relative_paths=True)
         best_saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=1,
                                      save_relative_paths=True)
+        weights = tf1.trainable_variables()
         n_params = count_params()
     graph.finalize()          # any op created from here on (in the loop) is a bug
+    if args.init_from:        # read and checked before save_dir is touched
+        base_weights = read_base_weights(tf, base_ckpt, weights)
+
+    gpus = tf.config.list_physical_devices("GPU")
+    device = (f"GPU ({', '.join(g.name for g in gpus)})" if gpus else
+              "CPU (--cpu)" if args.cpu else "CPU (no GPU visible)")
+    print(f"train: device {device}")
+
+    # From here on save_dir is written.
+    os.makedirs(args.save_dir, exist_ok=True)
+    if args.overwrite and not args.keep and existing_model(args.save_dir):
+        clear_model(args.save_dir)
+    config = {k: v for k, v in vars(args).items()
+              if k not in ("keep", "overwrite", "cpu", "start_time")}
+    config["format"] = 1
+    config["text_sha256"] = data.source_sha256
+    if args.init_from:
+        config.update(init_from=os.path.abspath(args.init_from),
+                      init_checkpoint=os.path.abspath(base_ckpt),
+                      base_vocab_size=len(base_chars))
+    elif saved is not None:   # a resumed fine-tuning run still came from its base
+        for k in ("init_from", "init_checkpoint", "base_vocab_size"):
+            if k in saved:
+                config[k] = saved[k]
+    atomic_pickle(os.path.join(args.save_dir, "config.pkl"), config)
+    atomic_pickle(os.path.join(args.save_dir, "words_vocab.pkl"),
+                  (list(data.chars), dict(data.vocab)))
+    # The training text (as ids) and its no-copy index travel with the model, so sample.py
+    # can keep generated lyrics from repeating it, wherever save/ is copied to.
+    atomic_save_npy(os.path.join(args.save_dir, "corpus.npy"), data.context)
+    with open(data.index_file, "rb") as f:
+        atomic_write_bytes(os.path.join(args.save_dir, os.path.basename(data.index_file)),
+                           f.read())
 
     if args.bf16 and gpus:
         print("train: --bf16 is for CPUs; ignored on the GPU")
@@ -296,6 +463,13 @@ def main(argv=None):
     else:
         sess.run(init)
         start_epoch, start_pointer, best_val = 0, 0, float("inf")
+        if args.init_from:
+            load_base_weights(sess, weights, base_weights)
+            new = "".join(data.new_chars)
+            print(f"train: fine-tuning from {base_ckpt}: every weight loaded from the base; "
+                  f"{len(data.new_chars):,} characters of {data.input_file} are new to it"
+                  + (f" ({new[:30]}{'...' if len(new) > 30 else ''}): their embedding rows "
+                     f"and softmax columns start untrained" if new else ""))
 
     os.makedirs(args.log_dir, exist_ok=True)
     log_path = log_filename(args.log_dir)
@@ -344,6 +518,21 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
     chars_per_step = args.batch_size * args.seq_length
     bad_epochs, stopped, path = 0, None, None
     step = int(sess.run(model.global_step))
+    # --max_minutes: training stops at `deadline`, leaving time for the validation pass
+    # that follows (estimated from the step time: a forward pass is about a third of a
+    # training step) and the saves.
+    deadline = None if args.max_minutes is None else args.start_time + args.max_minutes * 60
+    step_times = []
+
+    def out_of_time():
+        if deadline is None:
+            return False
+        now = time.time()
+        step_times.append(now)
+        per_step = ((step_times[-1] - step_times[0]) / (len(step_times) - 1)
+                    if len(step_times) > 1 else 0.0)
+        stop["time"] = now + data.num_val_batches * per_step / 3 + 5 >= deadline
+        return stop["time"]
     for epoch in range(start_epoch, args.num_epochs):
         lr = args.learning_rate * args.decay_rate ** epoch
         model.set_lr(sess, lr)
@@ -358,7 +547,8 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
             progress.update(i + 1, loss)
             if step % args.save_every == 0:
                 save(epoch, i + 1)
-            if stop["signal"] or (args.max_steps and step >= args.max_steps):
+            if stop["signal"] or (args.max_steps and step >= args.max_steps) \
+                    or out_of_time():
                 pointer = i + 1
                 return True
             return False
@@ -409,6 +599,10 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
             remove_other_checkpoints(args.save_dir, "best.ckpt-", best)
         if args.max_steps and step >= args.max_steps:
             stopped = f"--max_steps {args.max_steps}"
+            break
+        if stop.get("time"):
+            stopped = (f"--max_minutes {args.max_minutes:g} (after "
+                       f"{(time.time() - args.start_time) / 60:.1f} minutes)")
             break
         if args.patience and bad_epochs >= args.patience:
             stopped = f"no validation improvement for {args.patience} epochs (--patience)"
