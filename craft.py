@@ -146,6 +146,77 @@ class NgramIndex:
             return cls(z["keys"], z["nexts"], int(z["length"]))
 
 
+# ------------------------------------------------------------------------ loop guard
+#
+# A weak model (or argmax) falls into loops: "不不不不", or the same line over and over.
+# Two rules, both about the sample itself (start text included), not the training text:
+#   max_run M:     a character may not come more than M times in a row;
+#   repeat_ngram N: a run of N characters (line ends included) may come at most
+#                  REPEAT_LIMIT = 2 times, so a refrain line may come back once, a loop
+#                  cannot.  With N = 5 a line of 3+ characters and its line ends is such
+#                  a run, so no such line comes three times; a shorter line is checked
+#                  as itself (line end, its characters, line end), so none does;
+#   and (with either on) no line end right after a line end: cleaned text has no empty
+#   lines, so a model that emits them is looping.
+# This function is the rule's definition; the in-graph sampler (seq2seq_rnn) computes the
+# same bans inside its while_loop, and tests check both against this one.
+
+DEFAULT_MAX_RUN = 3
+DEFAULT_REPEAT_NGRAM = 5
+REPEAT_LIMIT = 2
+
+
+def _followers(seq, m):
+    """Ids that followed earlier occurrences of the last m ids of seq (one per
+    occurrence)."""
+    if m == 0:
+        return seq
+    win = np.lib.stride_tricks.sliding_window_view(seq[:-1], m)   # windows seq[j:j+m]
+    return seq[m:][(win == seq[len(seq) - m:]).all(1)]
+
+
+def loop_banned(seq, repeat_ngram=DEFAULT_REPEAT_NGRAM, max_run=DEFAULT_MAX_RUN,
+                space_id=None):
+    """Ids that may not come next after seq (start text + generated ids)."""
+    seq = np.asarray(seq, dtype=np.int64)
+    banned = []
+    if space_id is not None and (repeat_ngram or max_run) and len(seq) \
+            and seq[-1] == space_id:
+        banned.append(int(space_id))
+    if max_run and len(seq) >= max_run and (seq[-max_run:] == seq[-1]).all():
+        banned.append(int(seq[-1]))
+    m = repeat_ngram - 1
+    if repeat_ngram and len(seq) > m:
+        ids, counts = np.unique(_followers(seq, m), return_counts=True)
+        banned.extend(int(i) for i in ids[counts >= REPEAT_LIMIT])
+    if repeat_ngram and space_id is not None:
+        # lines too short for an n-gram to hold them with both line ends: a line end
+        # after k characters may not close the same short line a third time
+        for k in range(1, repeat_ngram - 2):
+            tail = seq[len(seq) - k - 1:]
+            if len(seq) > k + 1 and tail[0] == space_id and (tail[1:] != space_id).all() \
+                    and (_followers(seq, k + 1) == space_id).sum() >= REPEAT_LIMIT:
+                banned.append(int(space_id))
+    return np.array(sorted(set(banned)), dtype=np.int64)
+
+
+def longest_char_run(text):
+    """Length of the longest run of one character repeated (spaces included)."""
+    best = run = 0
+    for k, c in enumerate(text):
+        run = run + 1 if k and text[k - 1] == c else 1
+        best = max(best, run)
+    return best
+
+
+def max_line_repeats(text):
+    """How often the most repeated line of text comes (lines ended by a line end: the
+    last one of a sample cut at --n characters is not a line yet)."""
+    from collections import Counter
+    counts = Counter(line for line in text.split(" ")[:-1] if line)
+    return max(counts.values(), default=0)
+
+
 def index_path(directory, length):
     return os.path.join(directory, f"ngram{length}.npz")
 

@@ -20,6 +20,8 @@ import numpy as np
 from utils import (ARCHITECTURE_KEYS, UserError, atomic_write_text, import_tensorflow,
                    non_negative_int, positive_float, positive_int, run_main, safe_load_pickle)
 
+from craft import DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM
+
 MODES = {"argmax": 0, "weighted": 1, "combined": 2}
 DEFAULT_MAX_COPY = 8
 SPACE = " "
@@ -67,6 +69,14 @@ def build_parser():
                    help="keep each line between MIN and MAX characters, e.g. 5-9")
     g.add_argument("--stanza", type=non_negative_int, default=0,
                    help="print a blank line after every this many lines (0 = never)")
+    g.add_argument("--max_run", type=non_negative_int, default=DEFAULT_MAX_RUN,
+                   help="loop guard: a character may not come more than this many times in "
+                        "a row, as in 不不不不 (0 = off)")
+    g.add_argument("--repeat_ngram", type=ngram_size, default=DEFAULT_REPEAT_NGRAM,
+                   metavar="N",
+                   help="loop guard: a run of N characters (line ends included) may come at "
+                        "most twice in a sample, so a refrain line may come back once but "
+                        "the same line cannot loop (0 = off)")
     return p
 
 
@@ -193,20 +203,21 @@ class Sampler:
         self._flatten = tf.nest.flatten
         self._generators = {}
 
-    def generator(self, mode, top_k):
-        """The in-graph sampler for this mode (built on first use: building all variants
-        up front would cost start-up time for ones never run)."""
-        key = (mode, top_k > 0)
+    def generator(self, mode, top_k, repeat_ngram, max_run):
+        """The in-graph sampler for this mode and rules (built on first use: building all
+        variants up front would cost start-up time for ones never run)."""
+        key = (mode, top_k > 0, repeat_ngram, max_run)
         if key not in self._generators:
             with self.graph.as_default():
                 self._generators[key] = self.model.build_generator(
                     self.space_id, self.index.length if self.index is not None else 0,
-                    mode, top_k > 0)
+                    mode, top_k > 0, repeat_ngram, max_run)
         return self._generators[key]
 
-    def generate(self, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0):
+    def generate(self, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0,
+                 repeat_ngram=DEFAULT_REPEAT_NGRAM, max_run=DEFAULT_MAX_RUN):
         """Warm up on ids, then draw n ids, all in one Session.run."""
-        g = self.generator(mode, top_k)
+        g = self.generator(mode, top_k, repeat_ngram, max_run)
         feed = {g.start: ids, g.n: n, g.temperature: temperature, g.top_k: top_k,
                 g.seed: seed}
         if self.index is not None:
@@ -281,8 +292,10 @@ def choose_where(p, weighted, rng, ok):
 
 
 def shape(probs, temperature, top_k):
-    """Temperature and top-k on a probability vector, as the in-graph sampler does."""
-    logits = np.log(np.maximum(probs, 1e-30)) / temperature
+    """Temperature and top-k on a probability vector, as the in-graph sampler does.
+    A probability of 0 (a character a rule masked) stays 0 at any temperature."""
+    with np.errstate(divide="ignore"):
+        logits = np.log(probs) / temperature
     if 0 < top_k < len(logits):
         kth = np.partition(logits, -top_k)[-top_k]
         logits = np.where(logits < kth, -np.inf, logits)
@@ -301,12 +314,14 @@ def masked(p, banned):
 
 
 def constrained_sample(s, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0,
-                       rhyme=None, lines=None, line_len=None):
+                       rhyme=None, lines=None, line_len=None,
+                       repeat_ngram=DEFAULT_REPEAT_NGRAM, max_run=DEFAULT_MAX_RUN):
     """Generate step by step in Python, for the rules a while_loop does not hold:
     rhyme (a line's last character re-drawn among rhyming ones, state rolled back one
     step), --lines and --line_len; and the no-copy rule, as the fast path has it.
 
     Returns (generated ids, rhyme target group or None)."""
+    from craft import loop_banned
     rng = np.random.default_rng(seed)
     space = s.space_id
     V = len(s.chars)
@@ -330,10 +345,13 @@ def constrained_sample(s, ids, n, mode="weighted", temperature=1.0, top_k=0, see
         """False when a line end right after tail + c would repeat the training text."""
         return c == space or not L or space not in s.index.banned_after(tail[-L:] + [c])
     while len(out) < cap and (lines is None or done_lines < lines):
-        probs, new_state = s.step(x, state)
-        p = shape(probs, temperature, top_k)
+        p, new_state = s.step(x, state)
+        # the rules first, then temperature and top-k among the allowed characters
         if s.index is not None:
             p = masked(p, s.index.banned_after(seq))
+        if repeat_ngram or max_run:
+            p = masked(p, loop_banned(seq, repeat_ngram, max_run, space))
+        p = shape(p, temperature, top_k)
         if line < lo:
             p = masked(p, [space])
         if hi is not None and line >= hi:
@@ -393,6 +411,13 @@ def append_result(path, header, body):
     atomic_write_text(path, old + header + "\n" + body.rstrip("\n") + "\n\n")
 
 
+def ngram_size(value):
+    v = non_negative_int(value)
+    if v == 1:
+        raise argparse.ArgumentTypeError("must be 0 (off) or at least 2, not 1")
+    return v
+
+
 def line_range(value):
     try:
         lo, hi = (int(v) for v in value.split("-"))
@@ -430,10 +455,10 @@ def main(argv=None):
         if python_path:
             out, target = constrained_sample(
                 sampler, ids, args.n, args.sample, args.temperature, args.top_k, seed + k,
-                rhyme, args.lines, args.line_len)
+                rhyme, args.lines, args.line_len, args.repeat_ngram, args.max_run)
         else:
             out = sampler.generate(ids, args.n, args.sample, args.temperature, args.top_k,
-                                   seed + k)
+                                   seed + k, args.repeat_ngram, args.max_run)
         text = (kept + sampler.decode(out)).strip()
         texts.append(text)
         print(show(text, args.raw, args.stanza) + ("\n" if k + 1 < args.count else ""),
@@ -463,6 +488,7 @@ def main(argv=None):
                   f"{args.temperature} | top_k {args.top_k} | seed {seed} | count "
                   f"{args.count} | max_copy "
                   f"{sampler.index.length if sampler.index is not None else 0}"
+                  + f" | max_run {args.max_run} | repeat_ngram {args.repeat_ngram}"
                   + (f" | rhyme {args.rhyme}" if args.rhyme else "")
                   + (f" | lines {args.lines}" if args.lines else "")
                   + (f" | line_len {args.line_len[0]}-{args.line_len[1]}"

@@ -336,7 +336,8 @@ class Model:
         logits = tf.matmul(tf.reshape(hs, [-1, H]), self.softmax_w) + self.softmax_b
         return logits, (final_rnn, attn_state)
 
-    def build_generator(self, space_id, copy_length=0, mode="weighted", top_k=False):
+    def build_generator(self, space_id, copy_length=0, mode="weighted", top_k=False,
+                        repeat_ngram=0, max_run=0):
         """In-graph sampler (infer=True only): warm up on a start text, then draw n
         characters in one tf.while_loop, so one Session.run makes a whole sample.
 
@@ -352,6 +353,11 @@ class Model:
         text is pushed down before drawing, so argmax falls back to the next best.  Load
         the index once with load_copy_index(); feed tail, the last L start ids padded on
         the left with -1.
+
+        repeat_ngram, max_run > 0 add the loop guard (craft.loop_banned is its definition):
+        the whole sequence so far (start text + drawn ids) is carried in the loop, and a
+        character that would make an n-gram come a third time, or a character its
+        max_run-th time in a row, is pushed down the same way.
         """
         from types import SimpleNamespace
         assert self.infer, "the generator is part of the inference graph"
@@ -374,6 +380,10 @@ class Model:
                                             for i in range(parts)], axis=1)
         penalty = tf.constant(1e4)            # loop invariants: built once, outside
         k = tf.clip_by_value(g.top_k, 1, V)
+        loop_guard = self._loop_ban(V, repeat_ngram, max_run, space_id) \
+            if (repeat_ngram or max_run) else None
+        S = tf.shape(g.start)[0]
+        history = tf.concat([g.start, tf.fill([g.n], -1)], 0)   # [S + n], -1 = not yet
 
         def step(x, state):
             """One character, the lean way: no [B, T] reshapes and transposes."""
@@ -397,18 +407,21 @@ class Model:
             lambda i, st: (i + 1, step(warm[i], st)[1]),
             (tf.constant(0), self.initial_state), parallel_iterations=1)
 
-        def body(i, x, st, tail, ta):
+        def body(i, x, st, tail, hist, ta):
             logits, st = step(x, st)
             if mode != "argmax":
                 logits = logits / g.temperature
+            # The rules before top-k, so top-k chooses among allowed characters.  A banned
+            # character drops by 1e4: never drawn while anything else is left, yet in the
+            # model's order if every character is banned (the rules then yield, as they
+            # must when they cannot be met).
+            if ban is not None:
+                logits = ban(logits, tail, penalty)
+            if loop_guard is not None:
+                logits = loop_guard(logits, hist, S + i, penalty)
             if top_k:
                 kth = tf.math.top_k(logits, k).values[-1]
                 logits = tf.where(logits < kth, logits - 1e30, logits)
-            if ban is not None:
-                # A banned character drops by 1e4: never drawn while anything else is
-                # left, yet in the model's order if top-k left nothing else (the rule
-                # then yields, as it must when it cannot be met).
-                logits = ban(logits, tail, penalty)
             if mode != "argmax":
                 drawn = tf.random.stateless_categorical(
                     logits[None], 1,
@@ -419,12 +432,15 @@ class Model:
                    "combined": lambda: tf.where(tf.equal(x, space_id), drawn, best)}[mode]()
             if L > 0:
                 tail = tf.concat([tail[1:], nxt[None]], 0)
-            return i + 1, nxt, st, tail, ta.write(i, nxt)
+            if loop_guard is not None:
+                hist = tf.tensor_scatter_nd_update(hist, [[S + i]], nxt[None])
+            return i + 1, nxt, st, tail, hist, ta.write(i, nxt)
 
         ta = tf.TensorArray(tf.int32, size=g.n)
-        _, _, _, _, ta = tf.while_loop(
-            lambda i, x, st, tail, ta: i < g.n, body,
-            (tf.constant(0), g.start[-1], state, g.tail, ta), parallel_iterations=1)
+        _, _, _, _, _, ta = tf.while_loop(
+            lambda i, x, st, tail, hist, ta: i < g.n, body,
+            (tf.constant(0), g.start[-1], state, g.tail, history, ta),
+            parallel_iterations=1)
         g.ids = ta.stack()
         return g
 
@@ -457,6 +473,53 @@ class Model:
             return tf.tensor_scatter_nd_sub(logits, hit[:, None],
                                             tf.fill(tf.shape(hit), penalty))
         return ban
+
+    @staticmethod
+    def _loop_ban(V, repeat_ngram, max_run, space_id):
+        """(logits, hist [S+n], pos, penalty) -> logits with the loop guard's bans pushed
+        down; hist[:pos] is the sequence so far.  The same rule as craft.loop_banned."""
+        from craft import REPEAT_LIMIT
+        m = repeat_ngram - 1
+
+        def last(hist, pos, r):
+            """hist[pos-r:pos], with -2 (matches nothing) before the start."""
+            at = pos - r + tf.range(r)
+            return tf.where(at >= 0, tf.gather(hist, tf.maximum(at, 0)), -2)
+
+        def followers(hist, pos, r):
+            """hist[j+r] after each earlier window hist[j:j+r] equal to the last r ids,
+            -1 where there is none (craft._followers)."""
+            M = tf.maximum(tf.shape(hist)[0] - r, 0)    # windows hist[j:j+r], j < M
+            match = tf.ones([M], tf.bool)
+            tail = last(hist, pos, r)
+            for k in range(r):
+                match &= tf.equal(hist[k:k + M], tail[k])
+            follower = hist[r:r + M]                    # -1 where not drawn yet
+            return tf.where(match, follower, -1), tail
+
+        def guard(logits, hist, pos, penalty):
+            prev = last(hist, pos, 1)[0]
+            space = tf.equal(prev, space_id)
+            if repeat_ngram:
+                f, _ = followers(hist, pos, m)
+                hits = tf.boolean_mask(f, f >= 0)
+                counts = tf.math.unsorted_segment_sum(tf.ones_like(hits), hits, V)
+                banned = tf.cast(counts >= REPEAT_LIMIT, tf.float32)
+                for k in range(1, repeat_ngram - 2):     # short lines, line ends included
+                    f, tail = followers(hist, pos, k + 1)
+                    short = tf.equal(tail[0], space_id) & tf.reduce_all(
+                        tf.not_equal(tail[1:], space_id)) & (tail[1] >= 0)
+                    again = tf.reduce_sum(tf.cast(tf.equal(f, space_id), tf.int32))
+                    space |= short & (again >= REPEAT_LIMIT)
+            else:
+                banned = tf.zeros([V], tf.float32)
+            banned += tf.one_hot(space_id, V) * tf.cast(space, tf.float32)
+            if max_run:
+                run = last(hist, pos, max_run)
+                same = tf.reduce_all(tf.equal(run, run[-1])) & (run[-1] >= 0)
+                banned += tf.one_hot(run[-1], V) * tf.cast(same, tf.float32)
+            return logits - penalty * tf.minimum(banned, 1.0)
+        return guard
 
     def load_copy_index(self, sess, index):
         """Put a craft.NgramIndex of length copy_length into the generator (once)."""
