@@ -1,11 +1,16 @@
 """Honest quality numbers for a trained model.
 
     python analysis/evaluate.py [--save_dir save] [--text my_heldout_lyrics.txt] [--samples 20]
+    python analysis/evaluate.py --save_dir save/scratch save/finetuned --text held.txt
 
 * Cross-entropy per character (nats) and perplexity on a text: --text (raw lyrics, cleaned
   the same way as data/parse.py does), or by default the held-out validation tail of the
-  training text.  Characters outside the vocabulary are counted and reported: they are
-  skipped, never silently treated as known.
+  (first) model's training text.  Several --save_dir models are scored on the same text,
+  even when their vocabularies differ: every character of the text is counted.  One
+  outside a model's vocabulary cannot be predicted by it; it is charged OOV_NATS =
+  ln(20,902), a uniform guess over the CJK characters data/parse.py keeps (generous: a
+  model's own rare characters usually cost more), and is skipped as the next input.  The
+  perplexity over the known characters only is reported beside it.
 * For --samples generated samples (sample.py's sampler, its default no-copy rule unless
   --max_copy 0): the longest run found verbatim in the training text, the share of 4- and
   8-grams found there, distinct-1/2, rhyme rate, and the line-length distribution next to
@@ -24,8 +29,12 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from utils import (UserError, non_negative_int, perplexity, positive_int,  # noqa: E402
-                   run_main)
+from utils import (UserError, non_negative_int, perplexity, positive_float,  # noqa: E402
+                   positive_int, run_main)
+
+# The cost of a character outside a model's vocabulary: ln of the number of characters
+# data/parse.py keeps (U+4E00-U+9FA5), i.e. a uniform guess among them.
+OOV_NATS = math.log(0x9FA5 - 0x4E00 + 1)
 
 
 def cross_entropy(sampler, ids):
@@ -74,13 +83,32 @@ def cross_entropy_windowed(sampler, ids, window=64):
     return (total / n if n else float("nan")), n
 
 
-def text_ids(path, vocab, encoding="auto"):
-    """Clean a raw text like data/parse.py; ids of known characters and the unknown count."""
+def read_text(path, encoding="auto"):
+    """A raw text cleaned like data/parse.py, with the leading line start."""
     from data.parse import parse_file
     text, _ = parse_file(path, encoding)
-    text = " " + text
+    return " " + text
+
+
+def text_ids(text, vocab):
+    """Ids of the characters of text the model knows, and how many predictions (targets
+    after the first character) fall on a character it does not know."""
     ids = [vocab[c] for c in text if c in vocab]
-    return ids, len(text) - len(ids), len(text)
+    unknown = sum(1 for c in text[1:] if c not in vocab)
+    return ids, unknown
+
+
+def score(sampler, text):
+    """Cross-entropy of the whole text (unknown characters charged OOV_NATS) and of the
+    known ones only; see the module docstring."""
+    ids, unknown = text_ids(text, sampler.vocab)
+    ce_known, n = cross_entropy_windowed(sampler, ids)
+    total = n + unknown
+    ce = (ce_known * n + unknown * OOV_NATS) / total if total else float("nan")
+    return dict(chars=len(text), scored=total, unknown_chars=unknown,
+                unknown_share=unknown / total if total else None,
+                cross_entropy=ce, perplexity=perplexity(ce),
+                cross_entropy_known=ce_known, perplexity_known=perplexity(ce_known))
 
 
 def line_lengths(text):
@@ -95,111 +123,150 @@ def length_summary(lengths):
             "median": float(np.median(a)), "p90": float(np.percentile(a, 90))}
 
 
+def held_out_text(sampler, save_dir):
+    """The held-out validation tail of the model's training text, as characters."""
+    if sampler.corpus is None:
+        raise UserError(f"{save_dir}/corpus.npy is missing, so there is no held-out text "
+                        f"to score; pass --text")
+    val_frac = float(sampler.config.get("val_frac", 0.05))
+    n_val = int(len(sampler.corpus) * val_frac)
+    if n_val < 2:
+        raise UserError("the model was trained without a validation split; pass --text")
+    return sampler.decode(sampler.corpus[-n_val:]), \
+        f"held-out tail of {save_dir}'s training text ({val_frac:.0%})"
+
+
+def sample_numbers(s, args):
+    """Copying, diversity, rhyme and line-length numbers of args.samples samples."""
+    from sample import start_ids
+    from craft import (CorpusMatcher, distinct_n, longest_char_run, max_line_repeats,
+                       rhyme_rate)
+    V = len(s.chars)
+    matcher = CorpusMatcher(s.corpus, V) if s.corpus is not None else None
+    _, start = start_ids(args.start, s.vocab, warn=lambda m: None)
+    rows = []
+    for k in range(args.samples):
+        out = s.generate(start, args.n, "weighted", args.temperature, 0, args.seed + k)
+        text = (args.start + s.decode(out)).strip()
+        seq = [s.vocab[c] for c in text if c in s.vocab]
+        row = {"distinct_1": distinct_n(text.replace(" ", ""), 1),
+               "distinct_2": distinct_n(text.replace(" ", ""), 2),
+               "rhyme_rate": rhyme_rate(text.split(" ")),
+               "longest_char_run": longest_char_run(text),
+               "max_line_repeats": max_line_repeats(text),
+               "lines": line_lengths(text)}
+        if matcher is not None:
+            row["longest_copied_run"] = matcher.longest_run(seq)[0]
+            row["share_4grams_in_training"] = matcher.ngram_share(seq, 4)
+            row["share_8grams_in_training"] = matcher.ngram_share(seq, 8)
+        rows.append(row)
+
+    def mean(key):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        return float(np.mean(vals)) if vals else None
+    gen_lengths = [x for r in rows for x in r["lines"]]
+    summary = {k: mean(k) for k in ("distinct_1", "distinct_2", "rhyme_rate",
+                                     "share_4grams_in_training",
+                                     "share_8grams_in_training")}
+    summary["longest_char_run_max"] = max(r["longest_char_run"] for r in rows)
+    summary["max_line_repeats"] = max(r["max_line_repeats"] for r in rows)
+    if matcher is not None:
+        summary["longest_copied_run_max"] = max(r["longest_copied_run"] for r in rows)
+        summary["longest_copied_run_mean"] = mean("longest_copied_run")
+    summary["line_length_samples"] = length_summary(gen_lengths)
+    if s.corpus is not None:
+        train_text = s.decode(s.corpus[:200000])
+        summary["line_length_training"] = length_summary(line_lengths(train_text))
+    print(f"  {args.samples} samples of {args.n} characters (temperature "
+          f"{args.temperature}, max_copy {args.max_copy}):")
+    for key, label in (("longest_copied_run_max", "longest verbatim run (max)"),
+                       ("longest_copied_run_mean", "longest verbatim run (mean)"),
+                       ("share_4grams_in_training", "4-grams found in training"),
+                       ("share_8grams_in_training", "8-grams found in training"),
+                       ("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"),
+                       ("rhyme_rate", "rhyme rate"),
+                       ("longest_char_run_max", "one character in a row (max)"),
+                       ("max_line_repeats", "same line (most times)")):
+        v = summary.get(key)
+        if v is not None:
+            print(f"    {label:30s} {v:.3f}" if isinstance(v, float) else
+                  f"    {label:30s} {v}")
+    for key, label in (("line_length_samples", "line length, samples"),
+                       ("line_length_training", "line length, training")):
+        d = summary.get(key)
+        if d:
+            print(f"    {label:30s} mean {d['mean']:.1f}, median {d['median']:.0f}, "
+                  f"p10-p90 {d['p10']:.0f}-{d['p90']:.0f}")
+    return dict(count=args.samples, n=args.n, temperature=args.temperature,
+                max_copy=args.max_copy, **summary)
+
+
+def json_safe(obj):
+    """NaN/inf are not JSON: they become null (a perplexity that overflowed, say)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
-        description="Cross-entropy, perplexity and copying/diversity/rhyme numbers for a "
-                    "trained model.",
+        description="Cross-entropy, perplexity and copying/diversity/rhyme numbers for "
+                    "one or more trained models, on the same text.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--save_dir", default="save", help="directory train.py saved into")
+    p.add_argument("--save_dir", nargs="+", default=["save"], metavar="DIR",
+                   help="directories train.py saved into; several are compared on the same "
+                        "text (e.g. a model trained from scratch and a fine-tuned one)")
     p.add_argument("--text", default=None,
                    help="text to score (raw lyrics, cleaned like data/parse.py); default: "
-                        "the held-out tail of the training text")
+                        "the held-out tail of the first model's training text")
     p.add_argument("--encoding", default="auto", help="encoding of --text")
     p.add_argument("--samples", type=non_negative_int, default=10,
                    help="generated samples to measure (0 = none)")
     p.add_argument("--n", type=positive_int, default=200, help="characters per sample")
     p.add_argument("--start", default="", help="start text of the samples")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--temperature", type=positive_float, default=1.0,
+                   help="sampling temperature")
     p.add_argument("--max_copy", type=non_negative_int, default=8,
                    help="sample.py's no-copy rule while sampling (0 = off, to measure the "
                         "raw model)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first sample")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first sample")
     p.add_argument("--latest", action="store_true", help="use the latest checkpoint")
     args = p.parse_args(argv)
 
-    from sample import Sampler, start_ids
-    from craft import CorpusMatcher, distinct_n, rhyme_rate
-    s = Sampler(args.save_dir, latest=args.latest, max_copy=args.max_copy,
-                warn=lambda m: print(m, file=sys.stderr))
-    V = len(s.chars)
-    result = {"checkpoint": s.ckpt, "vocab_size": V}
+    from sample import Sampler
 
-    if args.text:
-        ids, unknown, total = text_ids(args.text, s.vocab, args.encoding)
-        source = args.text
-    else:
-        if s.corpus is None:
-            raise UserError(f"{args.save_dir}/corpus.npy is missing, so there is no held-out "
-                            f"text to score; pass --text")
-        val_frac = float(s.config.get("val_frac", 0.05))
-        n_val = int(len(s.corpus) * val_frac)
-        if n_val < 2:
-            raise UserError("the model was trained without a validation split; pass --text")
-        ids, unknown, total = list(s.corpus[-n_val:]), 0, n_val
-        source = f"held-out tail of the training text ({val_frac:.0%})"
-    ce, n = cross_entropy_windowed(s, ids)
-    result.update(text=source, chars=total, unknown_chars=unknown,
-                  unknown_share=unknown / total if total else None, scored=n,
-                  cross_entropy=ce, perplexity=perplexity(ce))
-    print(f"text: {source}")
-    print(f"  {n:,} characters scored; {unknown:,} of {total:,} ({result['unknown_share']:.1%}) "
-          f"outside the vocabulary, skipped")
-    print(f"  cross-entropy {ce:.4f} nats/char, perplexity {result['perplexity']:.1f} "
-          f"(uniform would be {V:,})")
-
-    if args.samples:
-        matcher = CorpusMatcher(s.corpus, V) if s.corpus is not None else None
-        _, start = start_ids(args.start, s.vocab, warn=lambda m: None)
-        rows = []
-        for k in range(args.samples):
-            out = s.generate(start, args.n, "weighted", args.temperature, 0, args.seed + k)
-            text = (args.start + s.decode(out)).strip()
-            seq = [s.vocab[c] for c in text if c in s.vocab]
-            row = {"distinct_1": distinct_n(text.replace(" ", ""), 1),
-                   "distinct_2": distinct_n(text.replace(" ", ""), 2),
-                   "rhyme_rate": rhyme_rate(text.split(" ")),
-                   "lines": line_lengths(text)}
-            if matcher is not None:
-                row["longest_copied_run"] = matcher.longest_run(seq)[0]
-                row["share_4grams_in_training"] = matcher.ngram_share(seq, 4)
-                row["share_8grams_in_training"] = matcher.ngram_share(seq, 8)
-            rows.append(row)
-
-        def mean(key):
-            vals = [r[key] for r in rows if r.get(key) is not None]
-            return float(np.mean(vals)) if vals else None
-        gen_lengths = [x for r in rows for x in r["lines"]]
-        summary = {k: mean(k) for k in ("distinct_1", "distinct_2", "rhyme_rate",
-                                         "share_4grams_in_training",
-                                         "share_8grams_in_training")}
-        if matcher is not None:
-            summary["longest_copied_run_max"] = max(r["longest_copied_run"] for r in rows)
-            summary["longest_copied_run_mean"] = mean("longest_copied_run")
-        summary["line_length_samples"] = length_summary(gen_lengths)
-        if s.corpus is not None:
-            train_text = s.decode(s.corpus[:200000])
-            summary["line_length_training"] = length_summary(line_lengths(train_text))
-        result["samples"] = dict(count=args.samples, n=args.n, temperature=args.temperature,
-                                 max_copy=args.max_copy, **summary)
-        print(f"{args.samples} samples of {args.n} characters (temperature "
-              f"{args.temperature}, max_copy {args.max_copy}):")
-        for key, label in (("longest_copied_run_max", "longest verbatim run (max)"),
-                           ("longest_copied_run_mean", "longest verbatim run (mean)"),
-                           ("share_4grams_in_training", "4-grams found in training"),
-                           ("share_8grams_in_training", "8-grams found in training"),
-                           ("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"),
-                           ("rhyme_rate", "rhyme rate")):
-            v = summary.get(key)
-            if v is not None:
-                print(f"  {label:30s} {v:.3f}" if isinstance(v, float) else
-                      f"  {label:30s} {v}")
-        for key, label in (("line_length_samples", "line length, samples"),
-                           ("line_length_training", "line length, training")):
-            d = summary.get(key)
-            if d:
-                print(f"  {label:30s} mean {d['mean']:.1f}, median {d['median']:.0f}, "
-                      f"p10-p90 {d['p10']:.0f}-{d['p90']:.0f}")
-    print(json.dumps(result, ensure_ascii=False))
+    text = read_text(args.text, args.encoding) if args.text else None
+    source = args.text
+    results = []
+    for save_dir in args.save_dir:
+        s = Sampler(save_dir, latest=args.latest, max_copy=args.max_copy,
+                    warn=lambda m: print(m, file=sys.stderr))
+        if text is None:
+            text, source = held_out_text(s, save_dir)
+        result = {"save_dir": save_dir, "checkpoint": s.ckpt, "vocab_size": len(s.chars),
+                  "text": source}
+        result.update(score(s, text))
+        print(f"{save_dir} ({s.ckpt}, vocabulary {len(s.chars):,}) on {source}:")
+        print(f"  {result['scored']:,} characters scored; {result['unknown_chars']:,} "
+              f"({result['unknown_share']:.1%}) outside the vocabulary, charged "
+              f"{OOV_NATS:.2f} nats each")
+        print(f"  cross-entropy {result['cross_entropy']:.4f} nats/char, perplexity "
+              f"{result['perplexity']:.1f} (known characters only: "
+              f"{result['perplexity_known']:.1f}; uniform would be {len(s.chars):,})")
+        if args.samples:
+            result["samples"] = sample_numbers(s, args)
+        results.append(result)
+    if len(results) > 1:
+        print("comparison on the same text (every character counted):")
+        for r in sorted(results, key=lambda r: r["cross_entropy"]):
+            print(f"  {r['save_dir']:30s} perplexity {r['perplexity']:8.1f}  cross-entropy "
+                  f"{r['cross_entropy']:.4f}  unknown {r['unknown_chars']:,}")
+    out = results[0] if len(results) == 1 else {"text": source, "models": results}
+    print(json.dumps(json_safe(out), ensure_ascii=False))
     return 0
 
 
