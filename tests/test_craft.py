@@ -73,7 +73,8 @@ def test_rhyme_redraw_keeps_the_models_relative_probabilities():
     s = FakeSampler(first=[0, 0, 0, 0, 1.0], second=[0, 0.2, 0.1, 0.7, 0])
     ends = Counter()
     for seed in range(40):
-        out, target = constrained_sample(s, [0], 200, rhyme="言前", lines=50, seed=seed)
+        out, target = constrained_sample(s, [0], 200, rhyme="言前", lines=50, seed=seed,
+                                         repeat_ngram=0, max_run=0)   # loops on purpose
         text = "".join(s.chars[i] for i in out)
         lines = text.split()
         assert all(line[-1] in "天边" for line in lines)
@@ -87,7 +88,8 @@ def test_rhyme_redraw_keeps_the_models_relative_probabilities():
 def test_rhyme_auto_takes_the_first_lines_rhyme():
     s = FakeSampler(first=[0, 0, 0, 0, 1.0], second=[0, 0.3, 0.3, 0.4, 0])
     for seed in range(10):
-        out, target = constrained_sample(s, [0], 200, rhyme="auto", lines=20, seed=seed)
+        out, target = constrained_sample(s, [0], 200, rhyme="auto", lines=20, seed=seed,
+                                         repeat_ngram=0, max_run=0)
         lines = "".join(s.chars[i] for i in out).split()
         assert len({rhyme_group(line[-1]) for line in lines}) == 1
         assert target == rhyme_group(lines[0][-1])
@@ -234,10 +236,13 @@ def test_evaluate_uniform_model_perplexity_is_vocab_size(tmp_path):
     proc = run("analysis/evaluate.py", "--save_dir", tmp_path / "save", "--text", text,
                "--samples", "2", "--n", "40", check=0)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["perplexity"] == pytest.approx(len(chars), rel=1e-4)
-    assert result["cross_entropy"] == pytest.approx(math.log(len(chars)), rel=1e-5)
-    # ' 春风吹过小河边 我在窗前等你回来 龘': 龘 is unknown, ABC was cleaned away
-    assert result["unknown_chars"] == 1 and result["scored"] == 17
+    assert result["perplexity_known"] == pytest.approx(len(chars), rel=1e-4)
+    assert result["cross_entropy_known"] == pytest.approx(math.log(len(chars)), rel=1e-5)
+    # ' 春风吹过小河边 我在窗前等你回来 龘': 18 targets; 龘 is unknown (counted, charged
+    # ln 20902), ABC was cleaned away
+    assert result["unknown_chars"] == 1 and result["scored"] == 18
+    assert result["cross_entropy"] == pytest.approx(
+        (17 * math.log(len(chars)) + math.log(20902)) / 18, rel=1e-5)
     samples = result["samples"]
     assert samples["count"] == 2 and 0 < samples["distinct_1"] <= 1
     assert samples["longest_copied_run_max"] <= 8

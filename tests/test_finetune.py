@@ -1,0 +1,258 @@
+"""Fine-tuning a base model (train.py --init_from): the merged vocabulary, the loaded
+weights, the untouched base, what a fine-tuned model can do afterwards, and every bad
+input; and train.py --max_minutes."""
+import hashlib
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from conftest import MADE_UP_LINES, assert_one_line_error, made_up_text, run
+from preprocess import TextParser, build_vocab
+from utils import safe_load_pickle
+
+BASE = ["--rnn_size", "32", "--num_layers", "2", "--embedding_size", "16",
+        "--batch_size", "8", "--seq_length", "8", "--learning_rate", "0.01",
+        "--patience", "0", "--save_every", "1000"]
+# The "user's lyrics": the base's lines in another order, with lines of new characters.
+NEW_LINES = ["蝴蝶飞舞彩虹桥", "琴键敲醒黎明"]
+
+
+def user_text(n_lines=300, seed=7):
+    import random
+    rng = random.Random(seed)
+    return " ".join(rng.choice(MADE_UP_LINES + NEW_LINES) for _ in range(n_lines))
+
+
+def write(d, text):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "lyrics.txt"), "w", encoding="utf-8") as f:
+        f.write(text)
+    return d
+
+
+def train(tmp, data, save, *extra):
+    return run("train.py", "--data_dir", data, "--save_dir", save, "--log_dir",
+               os.path.join(tmp, "log"), *extra)
+
+
+def tree_digest(d):
+    """sha256 of every file below d, by relative path."""
+    out = {}
+    for root, _, files in os.walk(d):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, d)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny base model trained on the made-up lines."""
+    tmp = str(tmp_path_factory.mktemp("base"))
+    data = write(os.path.join(tmp, "data"), made_up_text())
+    save = os.path.join(tmp, "base")
+    proc = train(tmp, data, save, *BASE, "--num_epochs", "4")
+    assert proc.returncode == 0, proc.stderr
+    return save
+
+
+def ckpt_weights(prefix):
+    from utils import import_tensorflow
+    tf = import_tensorflow()
+    reader = tf.train.load_checkpoint(prefix)
+    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+            if "Adam" not in n}
+
+
+def best_prefix(save):
+    with open(os.path.join(save, "checkpoint_best")) as f:
+        return os.path.join(save, re.search(r'model_checkpoint_path: "(.*)"', f.read()).group(1))
+
+
+# ------------------------------------------------------------------ vocabulary merge
+
+def test_merged_vocabulary_keeps_base_ids_and_appends_new_characters():
+    base = ["春", " ", "风", "月"]                      # a base's order, not this text's
+    chars, ids = build_vocab(" 月月新风 新字", base_chars=base)
+    assert chars[:4] == base                              # base ids unchanged
+    assert chars[4:] == ["新", "字"]                      # new ones, most frequent first
+    assert "".join(chars[i] for i in ids) == " 月月新风 新字"
+
+
+def test_data_dir_holds_one_vocabulary_rebuilt_when_the_base_changes(tmp_path):
+    write(str(tmp_path), "春风 新月 新")
+    own = TextParser(str(tmp_path), 1, 2, 0.0)
+    merged = TextParser(str(tmp_path), 1, 2, 0.0, base_chars=["月", " ", "春"])
+    assert merged.rebuilt and merged.chars[:3] == ["月", " ", "春"]
+    assert merged.new_chars == [c for c in merged.chars[3:]] and "新" in merged.new_chars
+    meta = safe_load_pickle(str(tmp_path / "vocab.pkl"))
+    context = np.load(str(tmp_path / "context.npy"))
+    assert meta["chars"] == merged.chars            # what is on disk is what is used
+    assert "".join(meta["chars"][i] for i in context) == " 春风 新月 新"
+    again = TextParser(str(tmp_path), 1, 2, 0.0)   # back to the text's own vocabulary
+    assert again.rebuilt and again.chars == own.chars
+
+
+# ----------------------------------------------------------------------- fine-tuning
+
+@pytest.fixture(scope="module")
+def finetuned(base, tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("ft"))
+    data = write(os.path.join(tmp, "data"), user_text())
+    before = tree_digest(base)
+    save = os.path.join(tmp, "ft")
+    # lr 1e-9: the one Adam step moves no weight by more than ~1e-9, so the checkpoint
+    # shows what was loaded
+    proc = train(tmp, data, save, "--init_from", base, "--batch_size", "8",
+                 "--seq_length", "8", "--max_steps", "1", "--learning_rate", "1e-9",
+                 "--patience", "0")
+    assert proc.returncode == 0, proc.stderr
+    return dict(tmp=tmp, data=data, save=save, proc=proc, before=before)
+
+
+def test_fine_tuning_loads_every_base_weight_and_adds_new_characters(base, finetuned):
+    proc, save = finetuned["proc"], finetuned["save"]
+    base_chars = safe_load_pickle(os.path.join(base, "words_vocab.pkl"))[0]
+    chars, vocab = safe_load_pickle(os.path.join(save, "words_vocab.pkl"))
+    new = [c for c in chars if c not in base_chars]
+    assert chars[:len(base_chars)] == base_chars and set(new) == set("蝴蝶飞舞彩虹桥琴键敲醒黎明")
+    assert f"{len(new)} characters of" in proc.stdout and "new to it" in proc.stdout
+    b = ckpt_weights(best_prefix(base))
+    f = ckpt_weights(os.path.join(save, "model.ckpt-1"))
+    Vb = len(base_chars)
+    for name, value in b.items():
+        if name in ("global_step", "epoch", "batch_pointer", "best_val_loss",
+                    "learning_rate") or name.endswith("_power"):
+            continue
+        got = f[name]
+        if name in ("word_embedding", "softmax_b"):
+            got = got[:Vb]
+        elif name == "softmax_w":
+            got = got[:, :Vb]
+        np.testing.assert_allclose(got, value, atol=1e-6, err_msg=name)
+    assert f["word_embedding"].shape[0] == f["softmax_w"].shape[1] == len(chars)
+    # new characters start as rare ones: the base's lowest output bias
+    np.testing.assert_allclose(f["softmax_b"][Vb:], b["softmax_b"].min(), atol=1e-6)
+    assert int(f["global_step"]) == 1            # a new run: its own step count
+
+
+def test_base_is_byte_identical_and_config_records_it(base, finetuned):
+    assert tree_digest(base) == finetuned["before"]
+    config = safe_load_pickle(os.path.join(finetuned["save"], "config.pkl"))
+    assert config["init_from"] == os.path.abspath(base)
+    assert config["init_checkpoint"].startswith(os.path.abspath(base))
+    base_config = safe_load_pickle(os.path.join(base, "config.pkl"))
+    for k in ("rnncell", "num_layers", "rnn_size", "embedding_size", "attention"):
+        assert config[k] == base_config[k]
+    assert config["dropout"] == 0.3               # the fine-tuning default
+
+
+def test_a_fine_tuned_model_is_a_normal_model(base, finetuned):
+    tmp, data, save = finetuned["tmp"], finetuned["data"], finetuned["save"]
+    before = tree_digest(base)
+    # --keep resumes the fine-tuning: same merged vocabulary, architecture from config
+    proc = train(tmp, data, save, "--keep", "--max_steps", "30", "--batch_size", "8",
+                 "--seq_length", "8")
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed" in proc.stdout
+    assert tree_digest(base) == before
+    proc = run("sample.py", "--save_dir", save, "--start", "蝴蝶", "--n", "40", "--out", "",
+               "--seed", "1", check=0)
+    assert "no-copy rule at 8 characters" in proc.stderr
+    # the no-copy index is of the new text (the one whose copies matter), in merged ids
+    from sample import Sampler
+    s = Sampler(save, max_copy=8)
+    corpus = s.decode(s.corpus)
+    with open(os.path.join(data, "lyrics.txt"), encoding="utf-8") as f:
+        assert corpus == " " + f.read()
+    proc = run("analysis/evaluate.py", "--save_dir", save, base, "--samples", "0", check=0)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    ft, b = result["models"]
+    assert ft["scored"] == b["scored"] and ft["unknown_chars"] == 0
+    assert b["unknown_chars"] > 0                 # the new characters, counted for the base
+
+
+def test_fine_tuning_beats_scratch_at_equal_steps(base, tmp_path):
+    """The user's text is the base's lines plus two new ones: 60 steps from the base
+    must end far below 60 steps from random weights."""
+    data = write(str(tmp_path / "data"), user_text())
+    arch = ["--rnn_size", "32", "--num_layers", "2", "--embedding_size", "16"]
+    common = ["--batch_size", "8", "--seq_length", "8", "--max_steps", "60",
+              "--learning_rate", "0.01", "--dropout", "0", "--patience", "0"]
+    ft = train(str(tmp_path), data, str(tmp_path / "ft"), "--init_from", base, *common)
+    scratch = train(str(tmp_path), data, str(tmp_path / "scratch"), *arch, *common)
+    assert ft.returncode == 0 and scratch.returncode == 0, ft.stderr + scratch.stderr
+
+    def best(proc):
+        return float(re.search(r"best validation loss ([0-9.]+)", proc.stdout).group(1))
+    assert best(ft) < 0.6 * best(scratch), (best(ft), best(scratch))
+
+
+# ------------------------------------------------------------------------- bad input
+
+def test_bad_init_from_is_one_clear_line_and_writes_nothing(base, tmp_path):
+    data = write(str(tmp_path / "data"), user_text())
+    save = str(tmp_path / "ft")
+    before = tree_digest(base)
+
+    def attempt(*extra, code=2, needles=()):
+        proc = train(str(tmp_path), data, save, *extra)
+        assert_one_line_error(proc, code, *needles)
+        assert not os.path.exists(save) or os.listdir(save) == []
+        assert tree_digest(base) == before
+
+    attempt("--init_from", str(tmp_path / "nowhere"), needles=["no such directory"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    attempt("--init_from", str(empty), needles=["no trained model", "scripts/base.sh"])
+    attempt("--init_from", base, "--keep", needles=["--keep"])
+    attempt("--init_from", base, "--rnn_size", "64",
+            needles=["rnn_size=32", "64", "drop the flag"])
+    attempt("--init_from", base, "--rnncell", "gru", needles=["rnncell='lstm'"])
+    # the architecture flags may be repeated when they agree
+    proc = train(str(tmp_path), data, str(tmp_path / "ok"), "--init_from", base,
+                 "--rnn_size", "32", "--max_steps", "1", "--batch_size", "8",
+                 "--seq_length", "8")
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bitflip"])
+def test_corrupt_base_checkpoint_is_refused_before_anything_is_written(base, tmp_path,
+                                                                      damage):
+    import shutil
+    broken = str(tmp_path / "base")
+    shutil.copytree(base, broken)
+    data_file = best_prefix(broken) + ".data-00000-of-00001"
+    raw = bytearray(open(data_file, "rb").read())
+    if damage == "truncate":
+        raw = raw[:len(raw) // 2]
+    else:
+        raw[len(raw) // 2] ^= 0x40
+    with open(data_file, "wb") as f:
+        f.write(raw)
+    before = tree_digest(broken)
+    save = str(tmp_path / "ft")
+    proc = train(str(tmp_path), write(str(tmp_path / "data"), user_text()), save,
+                 "--init_from", broken, "--batch_size", "8", "--seq_length", "8")
+    assert_one_line_error(proc, 1, "base checkpoint", "damaged")
+    assert not os.path.exists(save)
+    assert tree_digest(broken) == before
+
+
+# ---------------------------------------------------------------------- --max_minutes
+
+def test_max_minutes_stops_in_time_and_keeps_the_best_model(tmp_path):
+    data = write(str(tmp_path / "data"), made_up_text(4000))
+    save = str(tmp_path / "save")
+    proc = train(str(tmp_path), data, save, *BASE, "--num_epochs", "1000",
+                 "--max_minutes", "0.25")
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped: --max_minutes 0.25" in proc.stdout
+    assert "best validation loss" in proc.stdout
+    assert os.path.exists(os.path.join(save, "checkpoint_best"))
+    m = re.search(r"after ([0-9.]+) minutes", proc.stdout)
+    assert float(m.group(1)) <= 0.25

@@ -1,0 +1,122 @@
+"""The loop guard (craft.loop_banned): its definition, the in-graph sampler computing the
+same bans, and a weak model that loops without it and does not with it, in both the
+in-graph and the Python sampler."""
+import os
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, run, train_tiny
+from craft import loop_banned, longest_char_run, max_line_repeats
+
+SPACE = 0
+
+
+def ids(text, chars=" 我爱你啦不是天地"):
+    return [chars.index(c) for c in text]
+
+
+def test_rule_allows_a_refrain_once_and_bans_the_third_time():
+    assert list(loop_banned(ids(" 我爱你 天地 我爱你 天地 "), 5, 3, SPACE)) == [SPACE]
+    # the third 我爱你 may not end there (我爱你啦 may go on); the second one could
+    assert list(loop_banned(ids(" 我爱你 天地 我爱你 天地 我爱你"), 5, 3, SPACE)) == [SPACE]
+    assert list(loop_banned(ids(" 我爱你 天地 我爱你"), 5, 3, SPACE)) == []
+    # short lines too: a third 天地 line, a third 啦 line
+    assert list(loop_banned(ids(" 天地 我爱你 天地 是 天地"), 5, 3, SPACE)) == [SPACE]
+    assert list(loop_banned(ids(" 啦 不 啦 是 啦"), 5, 3, SPACE)) == [SPACE]
+    assert list(loop_banned(ids(" 啦 不 啦"), 5, 3, SPACE)) == []
+    assert list(loop_banned(ids("不是不不不"), 5, 3, SPACE)) == ids("不")
+    assert list(loop_banned(ids("不是不不"), 5, 3, SPACE)) == []
+    assert list(loop_banned(ids("不是不不不 "), 0, 0, SPACE)) == []       # off
+
+
+def test_ordinary_lyrics_are_left_alone():
+    """Made-up lines with shared words and one refrain repeated: nothing banned at any
+    point of the text but where a line would come a third time."""
+    text = " 天地我爱你 我爱你天地 是你是我 天地我爱你 不是我 爱你不是啦 "
+    chars = sorted(set(text))
+    seq = [chars.index(c) for c in text]
+    for i in range(1, len(seq)):
+        assert seq[i] not in loop_banned(seq[:i], 5, 3, chars.index(" ")), text[:i + 1]
+
+
+def graph_bans(sequences, repeat_ngram, max_run, V=9):
+    """The in-graph guard's bans for each (sequence, padding) as id sets."""
+    from utils import import_tensorflow
+    tf = import_tensorflow()
+    tf1 = tf.compat.v1
+    from seq2seq_rnn import Model
+    g = tf.Graph()
+    with g.as_default():
+        hist = tf1.placeholder(tf.int32, [None])
+        pos = tf1.placeholder(tf.int32, [])
+        guard = Model._loop_ban(V, repeat_ngram, max_run, SPACE)
+        out = guard(tf.zeros([V]), hist, pos, tf.constant(1.0))
+    out_sets = []
+    with tf1.Session(graph=g) as sess:
+        for seq, pad in sequences:
+            row = sess.run(out, {hist: list(seq) + [-1] * pad, pos: len(seq)})
+            out_sets.append(sorted(np.nonzero(row < 0)[0].tolist()))
+    return out_sets
+
+
+@pytest.mark.parametrize("repeat_ngram, max_run", [(5, 3), (3, 2), (2, 0), (0, 1), (6, 4)])
+def test_in_graph_guard_bans_exactly_what_the_definition_bans(repeat_ngram, max_run):
+    rng = np.random.default_rng(repeat_ngram * 10 + max_run)
+    cases = []
+    for k in range(150):
+        n = int(rng.integers(1, 40))
+        # few distinct ids, so repeats and runs are common
+        cases.append((rng.integers(0, 4 if k % 2 else 9, n).tolist(), int(rng.integers(0, 5))))
+    got = graph_bans(cases, repeat_ngram, max_run)
+    for (seq, _), bans in zip(cases, got):
+        assert bans == loop_banned(seq, repeat_ngram, max_run, SPACE).tolist(), seq
+
+
+@pytest.fixture(scope="module")
+def weak(tmp_path_factory):
+    """A model trained 3 steps: it repeats its favourite characters forever."""
+    save, proc = train_tiny(str(tmp_path_factory.mktemp("weak")), "--max_steps", "3",
+                            epochs=1)
+    assert proc.returncode == 0, proc.stderr
+    return save
+
+
+def test_weak_model_loops_without_the_guard_and_not_with_it(weak):
+    from sample import Sampler, constrained_sample, start_ids
+    s = Sampler(weak)
+    _, start = start_ids("我", s.vocab, warn=lambda m: None)
+    looped = False
+    for mode in ("argmax", "combined"):
+        off = s.decode(s.generate(start, 200, mode, 1.0, 0, 1, repeat_ngram=0, max_run=0))
+        looped |= longest_char_run(off) >= 4 or max_line_repeats(off) > 2
+        fast = s.generate(start, 200, mode, 1.0, 0, 1)
+        slow, _ = constrained_sample(s, start, 200, mode, seed=1)
+        for out in (fast, slow):
+            text = s.decode(out)
+            assert longest_char_run(text) <= 3 and "  " not in text, (mode, text)
+            assert max_line_repeats(text) <= 2, (mode, text)
+            seq = list(start) + list(out)
+            for i in range(len(start), len(seq)):
+                assert seq[i] not in loop_banned(seq[:i], 5, 3, s.space_id) or \
+                    len(loop_banned(seq[:i], 5, 3, s.space_id)) == len(s.chars)
+        if mode == "argmax":       # one rule, two samplers: the same characters
+            assert list(fast) == list(slow)
+    assert looped, "the weak model should loop without the guard (else this proves nothing)"
+
+
+def test_cli_flags(weak):
+    proc = run("sample.py", "--save_dir", weak, "--sample", "argmax", "--n", "80",
+               "--out", "", "--raw", "--max_run", "0", "--repeat_ngram", "0", check=0)
+    off = proc.stdout.strip()
+    assert not off or longest_char_run(off) >= 4      # off: it loops (or says nothing)
+    proc = run("sample.py", "--save_dir", weak, "--sample", "argmax", "--n", "80",
+               "--out", "", "--raw", check=0)
+    on = proc.stdout.strip()
+    assert len(on) > 40 and longest_char_run(on) <= 3 and "  " not in on
+    proc = run("sample.py", "--save_dir", weak, "--repeat_ngram", "1")
+    assert_one_line_error(proc, 2, "--repeat_ngram")
+    help_text = run("sample.py", "--help", check=0).stdout
+    assert "--max_run" in help_text and "--repeat_ngram" in help_text and \
+        "refrain" in help_text
+    assert os.path.exists(weak)
