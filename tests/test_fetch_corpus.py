@@ -18,10 +18,12 @@ CI_C = {"author": "丙", "rhythmic": "调三", "paragraphs": ["山高水长。"]
 
 
 def make_tarball(path, files):
+    """files: {name: data}; a name without a '/' goes under dist/songci/."""
     with tarfile.open(path, "w:gz") as tf:
         for name, data in files.items():
             raw = json.dumps(data, ensure_ascii=False).encode("utf-8")
-            info = tarfile.TarInfo("package/dist/songci/" + name)
+            info = tarfile.TarInfo("package/dist/" + (name if "/" in name
+                                                      else "songci/" + name))
             info.size = len(raw)
             tf.addfile(info, io.BytesIO(raw))
     return str(path)
@@ -132,3 +134,72 @@ def test_bad_download_is_deleted(tmp_path):
     assert_one_line_error(proc, 1, "failed verification")
     assert not (cache / TARBALL).exists()
     assert not (tmp_path / "origin.txt").exists()
+
+
+# ---------------------------------------------------------------- --corpus poetry
+
+@pytest.fixture
+def poetry_tarball(tmp_path):
+    """One work per part, in each part's own JSON shape; Tang and Song poems are in
+    traditional script, as in the package."""
+    return make_tarball(tmp_path / TARBALL, {
+        "ci.song.0.json": [CI_A],
+        "quantangshi/poet.tang.1000.json": [{"paragraphs": ["長風破浪會有時，直掛雲帆濟滄海。"]}],
+        "quantangshi/poet.tang.0.json": [{"paragraphs": ["床前明月光，疑是地上霜。"]}],
+        "quantangshi/poet.song.0.json": [{"paragraphs": ["春眠不覺曉。"]}],
+        "quantangshi/error/poet.tang.0.json": [{"paragraphs": ["不该出现"]}],
+        "yuanqu/yuanqu.json": [{"paragraphs": ["枯藤老树昏鸦，小桥流水人家。"]}],
+        "shijing/shijing.json": [{"content": ["关关雎鸠，在河之洲。"]}],
+        "nalanxingde/纳兰性德诗集.json": [{"para": ["人生若只如初见"]}],
+        "wudaishici/huajianji/huajianji-1-juan.json": [{"paragraphs": ["小山重叠金明灭。"]}],
+        "chuci/chuci.json": [{"content": ["帝高阳之苗裔兮。"]}],
+        "caocaoshiji/caocao.json": [{"paragraphs": ["天地间，人为贵。"]}],
+    })
+
+
+def fetch(tmp_path, tarball, *extra):
+    out = tmp_path / "origin.txt"
+    proc = run("data/fetch_corpus.py", "--tarball", tarball, "--integrity",
+               integrity_of(tarball), "--output", out, "--force", "--corpus", "poetry",
+               *extra)
+    return proc, out
+
+
+def test_poetry_reads_every_part_in_simplified_script(tmp_path, poetry_tarball):
+    proc, out = fetch(tmp_path, poetry_tarball)
+    assert proc.returncode == 0, proc.stderr
+    works = out.read_text(encoding="utf-8").split("\n\n")
+    # Tang first (files in numeric order), then Song poems, Song ci, 元曲, 诗经, 纳兰
+    assert works == ["床前明月光\n疑是地上霜", "长风破浪会有时\n直挂云帆济沧海", "春眠不觉晓",
+                     "春水绿\n小桥东\n风过处\n花影重\n问君何日归", "小山重叠金明灭",
+                     "枯藤老树昏鸦\n小桥流水人家", "关关雎鸠\n在河之洲", "帝高阳之苗裔兮",
+                     "天地间\n人为贵", "人生若只如初见\n"]
+    assert "不该出现" not in out.read_text(encoding="utf-8")   # quantangshi/error/ is left out
+    assert "10 works (tang 2, song 1, songci 1, wudai 1" in proc.stdout and "yuanqu 1" in proc.stdout
+    assert "Chinese characters" in proc.stdout and "distinct" in proc.stdout
+
+
+def test_a_genre_can_be_held_out_and_fetched_alone(tmp_path, poetry_tarball):
+    proc, out = fetch(tmp_path, poetry_tarball, "--exclude", "yuanqu,tang")
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text(encoding="utf-8")
+    assert "枯藤" not in text and "明月" not in text and "春眠" in text
+    proc, out = fetch(tmp_path, poetry_tarball, "--only", "yuanqu")
+    assert out.read_text(encoding="utf-8") == "枯藤老树昏鸦\n小桥流水人家\n"
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (("--exclude", "opera"), "unknown part"),
+    (("--only", "yuanqu", "--exclude", "yuanqu"), "leave no part"),
+    (("--subset", "300"), "--subset"),
+])
+def test_bad_part_choices_are_usage_errors(tmp_path, poetry_tarball, extra, needle):
+    proc, out = fetch(tmp_path, poetry_tarball, *extra)
+    assert_one_line_error(proc, 2, needle)
+    assert not out.exists()
+
+
+def test_parts_need_corpus_poetry(tmp_path, tarball):
+    proc = run("data/fetch_corpus.py", "--tarball", tarball, "--integrity",
+               integrity_of(tarball), "--output", tmp_path / "o.txt", "--exclude", "tang")
+    assert_one_line_error(proc, 2, "--corpus poetry")
