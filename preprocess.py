@@ -165,8 +165,13 @@ class TextParser:
             and meta.get("base_sha256") == self.base_sha
 
     def preprocess(self, source):
-        with open(self.input_file, encoding="utf-8") as f:
-            text = f.read()
+        try:
+            with open(self.input_file, encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError as e:
+            raise UserError(f"{self.input_file} is not UTF-8 (byte {e.start}); make it with "
+                            f"python data/parse.py, which reads GBK, Big5, UTF-16 and "
+                            f"more and writes UTF-8")
         # lyrics.txt is one line; be forgiving with hand-made ones that have newlines.
         text = " ".join(text.split())
         if not text:

@@ -11,14 +11,15 @@ result/sequence under a header saying how it was made.
 """
 import argparse
 import os
-import re
 import sys
 import time
+import zipfile
 
 import numpy as np
 
-from utils import (ARCHITECTURE_KEYS, UserError, atomic_write_text, import_tensorflow,
-                   non_negative_int, positive_float, positive_int, run_main, safe_load_pickle)
+from utils import (ARCHITECTURE_KEYS, UserError, checkpoint_candidates,
+                   first_intact_checkpoint, import_tensorflow, non_negative_int,
+                   positive_float, positive_int, run_main, safe_load_pickle, seed_int)
 
 from craft import DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM
 
@@ -42,7 +43,7 @@ def build_parser():
                    help="below 1 more conservative, above 1 more adventurous")
     p.add_argument("--top_k", type=non_negative_int, default=0,
                    help="draw only among the k most probable characters (0 = all)")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=seed_int, default=None,
                    help="random seed for reproducible output (default: a fresh one, shown "
                         "in the result header)")
     p.add_argument("--count", type=positive_int, default=1, help="number of samples")
@@ -83,35 +84,24 @@ def build_parser():
 # --------------------------------------------------------------------- saved model
 
 
-def read_checkpoint_state(save_dir, state_file):
-    """The model_checkpoint_path in save_dir/<state_file>, or None (no TensorFlow)."""
-    path = os.path.join(save_dir, state_file)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        m = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', f.read(), re.M)
-    if not m:
-        return None
-    ckpt = m.group(1)
-    return ckpt if os.path.isabs(ckpt) else os.path.join(save_dir, ckpt)
-
-
-def find_checkpoint(save_dir, ckpt=None, latest=False):
-    """Pick the checkpoint to restore: --ckpt, else best (unless --latest), else latest."""
+def find_checkpoints(save_dir, ckpt=None, latest=False):
+    """The checkpoints to try, in order: --ckpt alone; else the best-validation one (unless
+    --latest), the latest, then the others newest first (a damaged one is skipped)."""
     if ckpt:
         if not os.path.exists(ckpt + ".index"):
             raise UserError(f"--ckpt {ckpt}: no such checkpoint ({ckpt}.index is missing); "
                             f"pass a prefix like {os.path.join(save_dir, 'model.ckpt-1000')}")
-        return ckpt
-    found = None
-    if not latest:
-        found = read_checkpoint_state(save_dir, "checkpoint_best")
-    if found is None or not os.path.exists(found + ".index"):
-        found = read_checkpoint_state(save_dir, "checkpoint")
-    if found is None or not os.path.exists(found + ".index"):
+        return [ckpt]
+    found = checkpoint_candidates(save_dir, prefer_best=not latest)
+    if not found:
         raise UserError(f"no trained model in {save_dir}/: train one first, e.g. "
                         f"python train.py --rnncell lstm --save_dir {save_dir}")
     return found
+
+
+def find_checkpoint(save_dir, ckpt=None, latest=False):
+    """The first checkpoint to try (see find_checkpoints)."""
+    return find_checkpoints(save_dir, ckpt, latest)[0]
 
 
 def load_saved(save_dir):
@@ -169,7 +159,7 @@ class Sampler:
     def __init__(self, save_dir="save", ckpt=None, latest=False, cpu=False, max_copy=0,
                  warn=None):
         self.config, self.chars, self.vocab = load_saved(save_dir)
-        self.ckpt = find_checkpoint(save_dir, ckpt, latest)
+        candidates = find_checkpoints(save_dir, ckpt, latest)
         self.space_id = self.vocab.get(SPACE, 0)
         self.corpus = load_corpus(save_dir, len(self.chars))
         self.index = None
@@ -186,14 +176,13 @@ class Sampler:
             saver = tf1.train.Saver(tf1.global_variables())
             if self.index is not None:
                 self.model._copy_ban(self.index.length, len(self.chars))
+            variables = tf1.global_variables()
+        self.ckpt, skipped = first_intact_checkpoint(candidates, variables, save_dir)
+        for prefix, why in skipped:
+            print(f"sample.py: warning: {prefix} is {why}; using {self.ckpt}",
+                  file=sys.stderr)
         self.sess = tf1.Session(graph=self.graph)
-        try:
-            saver.restore(self.sess, self.ckpt)
-        except tf.errors.OpError as e:
-            first = str(e.message).strip().splitlines()[0][:160]
-            raise UserError(f"checkpoint {self.ckpt} does not match {save_dir}/config.pkl "
-                            f"({type(e).__name__}: {first}); pick a checkpoint of this "
-                            f"model with --ckpt, or retrain")
+        saver.restore(self.sess, self.ckpt)
         if self.index is not None:
             self.model.load_copy_index(self.sess, self.index)
         m = self.model
@@ -259,9 +248,11 @@ def copy_index(save_dir, corpus, length, warn):
     path = index_path(save_dir, length)
     if os.path.exists(path):
         try:
-            return NgramIndex.load(path)
-        except (ValueError, OSError, KeyError):
-            pass                                # rebuild from the corpus below
+            index = NgramIndex.load(path)
+            if index.length == length and len(index.keys) == len(index.nexts):
+                return index
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile):
+            pass                                # damaged: rebuild from the corpus below
     if corpus is None:
         if warn is None:
             raise UserError(f"--max_copy needs the training text, {save_dir}/corpus.npy, "
@@ -403,12 +394,22 @@ def show(text, raw, stanza=0):
 
 
 def append_result(path, header, body):
-    """Append header + body to path by rewriting it whole (temp file, then rename)."""
-    old = ""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            old = f.read()
-    atomic_write_text(path, old + header + "\n" + body.rstrip("\n") + "\n\n")
+    """Append header + body to path.  Only appended: what the file holds already (in any
+    encoding) is never read or rewritten."""
+    if os.path.isdir(path):
+        raise UserError(f"--out {path} is a directory; name a file, or --out '' for none",
+                        code=2)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    block = (header + "\n" + body.rstrip("\n") + "\n\n").encode("utf-8")
+    try:
+        with open(path, "ab") as f:
+            f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        e.filename = e.filename or path        # a failed write() names no file
+        raise
 
 
 def ngram_size(value):

@@ -17,7 +17,8 @@ import sys
 import time
 
 
-from utils import (UserError, atomic_pickle, atomic_save_npy, atomic_write_bytes,
+from utils import (DirLock, UserError, atomic_pickle, checkpoint_candidates, checkpoint_step,
+                   first_intact_checkpoint, atomic_save_npy, atomic_write_bytes,
                    count_params, cpu_has_bf16, epoch_lines, import_tensorflow,
                    log_filename, logging, non_negative_int, perplexity, positive_float,
                    positive_int, run_main, safe_load_pickle, session_config, unit_float)
@@ -165,8 +166,8 @@ def check_resume(args, explicit):
     """need_be_same, before the data is read: the saved config's architecture and batch
     shape are adopted (a conflicting flag is an error).  Returns (config, base chars for
     the vocabulary: the saved base part of a fine-tuned model, else None)."""
-    if not os.path.exists(os.path.join(args.save_dir, "config.pkl")) or not os.path.exists(
-            os.path.join(args.save_dir, "checkpoint")):
+    if not os.path.exists(os.path.join(args.save_dir, "config.pkl")) or not \
+            checkpoint_candidates(args.save_dir):
         raise UserError(f"--keep: no trained model to resume in {args.save_dir}/ "
                         f"(config.pkl and a checkpoint are needed); drop --keep to start one")
     saved = read_saved_config(args.save_dir, "--keep")
@@ -189,6 +190,29 @@ def check_resume_data(args, saved, data):
                         f"{'' if saved_chars(args.save_dir) == list(data.chars) else ', and so did the vocabulary in ' + vocab_path}"
                         f"); train a new model in another --save_dir, or fine-tune this "
                         f"one on the new text with --init_from {args.save_dir}")
+
+
+def resume_checkpoint(save_dir, variables):
+    """--keep: the newest intact checkpoint.  Damaged newer ones are renamed to
+    damaged-<name> (kept to look at, out of the way of later runs), with what that costs
+    said."""
+    candidates = checkpoint_candidates(save_dir)
+    try:
+        ckpt, skipped = first_intact_checkpoint(candidates, variables, save_dir)
+    except UserError as e:
+        raise UserError(f"--keep: {e}")
+    for prefix, why in skipped:
+        print(f"train: warning: {prefix} is {why}; it is renamed to "
+              f"damaged-{os.path.basename(prefix)}.*")
+        for name in os.listdir(save_dir):
+            if name.startswith(os.path.basename(prefix) + "."):
+                os.replace(os.path.join(save_dir, name),
+                           os.path.join(save_dir, "damaged-" + name))
+    if skipped:
+        lost = max(checkpoint_step(p) for p, _ in skipped) - checkpoint_step(ckpt)
+        print(f"train: resuming from {ckpt}, the newest intact checkpoint: "
+              f"{max(lost, 0):,} steps of training are lost")
+    return ckpt
 
 
 def read_base(args, explicit):
@@ -314,7 +338,13 @@ class Progress:
 
 
 class NonFinite(Exception):
-    """The weights hold inf/NaN: nothing may be saved."""
+    """The weights hold inf/NaN, or the loss diverged: nothing may be saved."""
+
+
+def divergence_limit(vocab_size):
+    """A loss this far above ln(V) (uniform guessing) is divergence, not learning."""
+    uniform = math.log(max(vocab_size, 2))
+    return max(3 * uniform, uniform + 10)
 
 
 def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_step=None):
@@ -392,6 +422,7 @@ def main(argv=None):
         best_saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=1,
                                      save_relative_paths=True)
         weights = tf1.trainable_variables()
+        all_variables = tf1.global_variables()
         n_params = count_params()
     graph.finalize()          # any op created from here on (in the loop) is a bug
     if args.init_from:        # read and checked before save_dir is touched
@@ -402,12 +433,15 @@ def main(argv=None):
               "CPU (--cpu)" if args.cpu else "CPU (no GPU visible)")
     print(f"train: device {device}")
 
-    # From here on save_dir is written.
+    # From here on save_dir is written, by this process only.
     os.makedirs(args.save_dir, exist_ok=True)
+    args.lock = DirLock(args.save_dir, "train.py")
+    if args.keep:             # chosen before config.pkl is rewritten: a failure changes nothing
+        ckpt = resume_checkpoint(args.save_dir, all_variables)
     if args.overwrite and not args.keep and existing_model(args.save_dir):
         clear_model(args.save_dir)
     config = {k: v for k, v in vars(args).items()
-              if k not in ("keep", "overwrite", "cpu", "start_time")}
+              if k not in ("keep", "overwrite", "cpu", "start_time", "lock")}
     config["format"] = 1
     config["text_sha256"] = data.source_sha256
     if args.init_from:
@@ -435,23 +469,16 @@ def main(argv=None):
               "may be slower than float32")
     sess = tf1.Session(graph=graph, config=session_config(args.bf16 and not gpus))
     if args.keep:
-        ckpt = tf1.train.latest_checkpoint(args.save_dir)
-        if ckpt is None:
-            raise UserError(f"--keep: the checkpoint listed in {args.save_dir}/checkpoint is "
-                            f"missing; drop --keep to start afresh")
-        try:
-            saver.restore(sess, ckpt)
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError,
-                tf.errors.DataLossError) as e:
-            raise UserError(f"--keep: cannot restore {ckpt} with this configuration "
-                            f"({type(e).__name__}); it was made by another model")
+        saver.restore(sess, ckpt)
         step, start_epoch, start_pointer, best_val = sess.run(
             [model.global_step, model.epoch, model.batch_pointer, model.best_val_loss])
         start_epoch, start_pointer = int(start_epoch), int(start_pointer)
         if start_pointer >= data.num_batches:
             start_epoch, start_pointer = start_epoch + 1, 0
-        state = tf1.train.get_checkpoint_state(args.save_dir)
-        saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+        # the Saver forgets across runs: tell it which of ours to rotate out later
+        saver.recover_last_checkpoints(sorted(
+            (p for p in checkpoint_candidates(args.save_dir)
+             if os.path.basename(p).startswith("model.ckpt-")), key=checkpoint_step))
         print(f"train: resumed {ckpt} at step {step}, epoch {start_epoch + 1}, batch "
               f"{start_pointer}")
         if start_epoch >= args.num_epochs:
@@ -483,13 +510,27 @@ def main(argv=None):
         return fit(args, data, sess, model, saver, best_saver, log_path, tb,
                    start_epoch, start_pointer, best_val)
     except NonFinite as e:
-        print(f"train: error: {e}; stopped without saving, the last good checkpoint in "
-              f"{args.save_dir}/ is kept. Lower --learning_rate or --grad_clip.",
+        print(f"train: error: {e}; stopped without saving: the checkpoints saved before in "
+              f"{args.save_dir}/ are kept. Lower --learning_rate (now {args.learning_rate:g}) "
+              f"or --grad_clip.",
               file=sys.stderr)
         return 1
     finally:
         tb.close()
         sess.close()
+
+
+def checked_save(saver, sess, prefix, **kw):
+    """saver.save, with a failed write (full or read-only disk) as one clear line."""
+    import tensorflow as tf
+    try:
+        return saver.save(sess, prefix, **kw)
+    except (tf.errors.OpError, OSError) as e:
+        first = (str(getattr(e, "message", e)).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"could not save a checkpoint in {os.path.dirname(prefix)}/ "
+                        f"({type(e).__name__}: {first}); is the disk full or read-only? "
+                        f"The checkpoints saved before are intact: free space and resume "
+                        f"with --keep")
 
 
 def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
@@ -508,14 +549,25 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
     ckpt_prefix = os.path.join(args.save_dir, "model.ckpt")
     best_prefix = os.path.join(args.save_dir, "best.ckpt")
 
+    # Before each save the weights must be finite and still predict: a step's loss is
+    # measured before its update, so an exploding update shows only here (one forward
+    # pass on the first training batch, from the zero state).
+    probe = {model.input_data: data.x_batches[0], model.targets: data.y_batches[0]}
+
     def save(epoch, pointer):
         if not sess.run(model.weights_finite):
             raise NonFinite(f"the weights hold inf/NaN at step {step}")
+        probe_loss = float(sess.run(model.cost, probe))
+        if not probe_loss <= too_high:
+            raise NonFinite(f"the loss reached {probe_loss:.4g} at step {step}, far above "
+                            f"ln(vocabulary) = {math.log(data.vocab_size):.2f} of uniform "
+                            f"guessing: the training diverged")
         model.set_progress(sess, epoch, pointer)
-        return saver.save(sess, ckpt_prefix, global_step=model.global_step,
-                          write_meta_graph=False)
+        return checked_save(saver, sess, ckpt_prefix, global_step=model.global_step,
+                            write_meta_graph=False)
 
     chars_per_step = args.batch_size * args.seq_length
+    too_high = divergence_limit(data.vocab_size)
     bad_epochs, stopped, path = 0, None, None
     step = int(sess.run(model.global_step))
     # --max_minutes: training stops at `deadline`, leaving time for the validation pass
@@ -544,6 +596,10 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
             step += 1
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 raise NonFinite(f"the loss became {loss} at step {step} (epoch {epoch + 1})")
+            if loss > too_high:
+                raise NonFinite(f"the loss reached {loss:.4g} at step {step}, far above "
+                                f"ln(vocabulary) = {math.log(data.vocab_size):.2f} of "
+                                f"uniform guessing: the training diverged")
             progress.update(i + 1, loss)
             if step % args.save_every == 0:
                 save(epoch, i + 1)
@@ -568,8 +624,8 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
         val_loss = None
         if data.num_val_batches:
             val_loss, _ = run_epoch(sess, model, data.val_x_batches, data.val_y_batches)
-            if not math.isfinite(val_loss):
-                raise NonFinite(f"the validation loss became {val_loss} after epoch "
+            if not math.isfinite(val_loss) or val_loss > too_high:
+                raise NonFinite(f"the validation loss became {val_loss:.4g} after epoch "
                                 f"{epoch + 1}")
         for line in epoch_lines(epoch + 1, train_loss, val_loss, seconds):
             logging(log_path, line)
@@ -594,8 +650,8 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
         done = pointer >= data.num_batches
         path = save(epoch + 1 if done else epoch, 0 if done else pointer)
         if improved:
-            best = best_saver.save(sess, best_prefix, global_step=model.global_step,
-                                   latest_filename="checkpoint_best", write_meta_graph=False)
+            best = checked_save(best_saver, sess, best_prefix, global_step=model.global_step,
+                                latest_filename="checkpoint_best", write_meta_graph=False)
             remove_other_checkpoints(args.save_dir, "best.ckpt-", best)
         if args.max_steps and step >= args.max_steps:
             stopped = f"--max_steps {args.max_steps}"

@@ -39,6 +39,9 @@ def run_main(main, prog=None, fast_exit=False):
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(e.code)
+    except OSError as e:          # a full or read-only disk, a path that is a directory...
+        print(f"{prog}: error: {os_error_text(e)}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -47,6 +50,52 @@ def run_main(main, prog=None, fast_exit=False):
         sys.stderr.flush()
         os._exit(rc or 0)
     sys.exit(rc or 0)
+
+
+def os_error_text(e, doing="cannot write or read"):
+    """One line for an OSError, with what to do for the usual causes."""
+    import errno
+    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    hint = {errno.ENOSPC: "free some disk space (or use a path on another disk) and run "
+                          "again; files already saved are intact",
+            errno.EROFS: "the file system is read-only: choose a writable path",
+            errno.EACCES: "no permission: choose a path you may write to",
+            errno.EISDIR: "that path is a directory: name a file",
+            errno.ENOTDIR: "a part of that path is a file, not a directory",
+            errno.EDQUOT: "over the disk quota: free some space"}.get(e.errno, "")
+    return f"{doing}{where}: {e.strerror or e}" + (f"; {hint}" if hint else "")
+
+
+def seed_int(s):
+    """argparse type of a random seed: a whole number 0 .. 2**62."""
+    v = int(s) if s.isdigit() else None
+    if v is None or v > 2 ** 62:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2**62, not {s!r}")
+    return v
+
+
+class DirLock:
+    """An exclusive lock on a directory, held until the process ends: a second train.py on
+    the same --save_dir is refused instead of racing the first.  flock() locks are
+    released by the operating system when the process dies, so a killed run never leaves
+    the directory locked (on systems without fcntl, e.g. Windows, there is no lock)."""
+
+    def __init__(self, directory, what):
+        try:
+            import fcntl
+        except ImportError:
+            return
+        path = os.path.join(directory, ".lock")
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip()
+            raise UserError(f"{directory}/ is in use by another {what} (process "
+                            f"{other or '?'}); wait for it to finish or stop it, or use "
+                            f"another directory")
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
 
 
 # Model fields a checkpoint depends on: resuming or sampling must use the same values.
@@ -105,7 +154,11 @@ def atomic_write_bytes(path, data):
     temporary file is renamed over `path` (rename is atomic on POSIX and on Windows).
     """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except FileExistsError:          # a part of the path is a file
+        import errno
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), directory)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
     try:
@@ -113,6 +166,15 @@ def atomic_write_bytes(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file 0600: give it the mode the old file had, else the one a
+        # plain open() would (0666 less the umask)
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -288,6 +350,105 @@ def import_tensorflow():
     tf.get_logger().setLevel("ERROR")
     tf.compat.v1.disable_eager_execution()
     return tf
+
+
+# ------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_step(prefix):
+    """The step number of a prefix like save/model.ckpt-1200 (-1 if it has none)."""
+    tail = prefix.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def state_checkpoint(save_dir, state_file):
+    """The model_checkpoint_path in save_dir/<state_file>, or None (read without
+    TensorFlow; a damaged state file reads as none)."""
+    import re
+    path = os.path.join(save_dir, state_file)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            m = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', f.read(), re.M)
+    except OSError:
+        return None
+    if not m:
+        return None
+    ckpt = m.group(1)
+    return ckpt if os.path.isabs(ckpt) else os.path.join(save_dir, ckpt)
+
+
+def checkpoint_candidates(save_dir, prefer_best=False):
+    """Every checkpoint in save_dir whose .index file is there, the one to try first
+    first: the best-validation one (prefer_best) or the newest, then the rest newest
+    first.  The directory is scanned too, so a state file that names a deleted
+    checkpoint still leaves the others."""
+    found = set()
+    try:
+        names = os.listdir(save_dir)
+    except OSError:
+        names = []
+    for name in names:
+        if name.endswith(".index") and name.startswith(("model.ckpt-", "best.ckpt-")):
+            found.add(os.path.join(save_dir, name[:-len(".index")]))
+    best = state_checkpoint(save_dir, "checkpoint_best")
+    latest = state_checkpoint(save_dir, "checkpoint")
+    newest_first = sorted(found, key=lambda p: (checkpoint_step(p),
+                                                os.path.basename(p).startswith("model")),
+                          reverse=True)
+    first = [p for p in ((best, latest) if prefer_best else (latest,)) if p in found]
+    return list(dict.fromkeys(first + newest_first))
+
+
+def checkpoint_problem(prefix, variables):
+    """None when the checkpoint at prefix holds each of `variables` with its shape and
+    every tensor reads back intact (checksums included); else why not, starting with
+    'damaged' or 'made by another model'."""
+    import tensorflow as tf
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes = reader.get_variable_to_shape_map()
+    except Exception as e:                  # not an sstable, truncated index, ...
+        return f"damaged ({_short(e)})"
+    for v in variables:
+        name = v.op.name
+        if name not in shapes:
+            return f"made by another model (it has no {name})"
+        if list(shapes[name]) != v.shape.as_list():
+            return (f"made by another model ({name} is {list(shapes[name])}, this model's "
+                    f"is {v.shape.as_list()})")
+    try:
+        for name in shapes:
+            reader.get_tensor(name)
+    except Exception as e:                  # a checksum mismatch, a truncated .data file
+        return f"damaged ({_short(e)})"
+    return None
+
+
+def _short(e):
+    text = (str(getattr(e, "message", e)).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {text[:90]}"
+
+
+def first_intact_checkpoint(candidates, variables, save_dir):
+    """(prefix, [(skipped prefix, reason)]) of the first intact candidate.  A checkpoint
+    made by another model stops the search (the others are from the same run); when none
+    is intact, a UserError says so."""
+    skipped = []
+    for prefix in candidates:
+        problem = checkpoint_problem(prefix, variables)
+        if problem is None:
+            return prefix, skipped
+        if problem.startswith("made by another model"):
+            raise UserError(f"checkpoint {prefix} was {problem}: it does not match "
+                            f"{save_dir}/config.pkl; restore the files of one model, or "
+                            f"retrain")
+        skipped.append((prefix, problem))
+    if not skipped:
+        raise UserError(f"no checkpoint in {save_dir}/ (no model.ckpt-*.index or "
+                        f"best.ckpt-*.index file); train one first")
+    raise UserError(f"no intact checkpoint in {save_dir}/: " + "; ".join(
+        f"{os.path.basename(p)} is {why}" for p, why in skipped) +
+        "; train afresh (train.py --overwrite) or copy the model again")
 
 
 def cpu_has_bf16():

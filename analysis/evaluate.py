@@ -29,7 +29,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from utils import (UserError, non_negative_int, perplexity, positive_float,  # noqa: E402
+from utils import (UserError, non_negative_int, perplexity, positive_float, seed_int,  # noqa: E402,E501
                    positive_int, run_main)
 
 # The cost of a character outside a model's vocabulary: ln of the number of characters
@@ -233,7 +233,7 @@ def main(argv=None):
     p.add_argument("--max_copy", type=non_negative_int, default=8,
                    help="sample.py's no-copy rule while sampling (0 = off, to measure the "
                         "raw model)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first sample")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the first sample")
     p.add_argument("--latest", action="store_true", help="use the latest checkpoint")
     args = p.parse_args(argv)
 

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from matplotlib.ticker import MaxNLocator  # noqa: E402  (no pyplot: backend chosen later)
 
-from utils import UserError, parse_log, run_main  # noqa: E402
+from utils import UserError, atomic_write_bytes, parse_log, run_main  # noqa: E402
 
 TITLE_KEYS = ("rnncell", "num_layers", "rnn_size", "embedding_size", "batch_size",
               "seq_length", "learning_rate", "attention", "dropout")
@@ -59,8 +59,16 @@ def plot_one(plt, path, config, epochs, out):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out)
     return fig
+
+
+def save_figure(fig, out):
+    """Render to memory, then write atomically: a failed write leaves no 0-byte PNG."""
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
+    atomic_write_bytes(out, buf.getvalue())
 
 
 def plot_compare(plt, logs, out):
@@ -80,7 +88,7 @@ def plot_compare(plt, logs, out):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out)
     return fig
 
 

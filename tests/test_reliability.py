@@ -1,0 +1,230 @@
+"""Failures a user meets: two runs on one save_dir, a divergent run, full disks and
+paths that are directories, damaged side files, odd seeds.  Each is one clear line and
+nothing already saved is lost or changed."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, TINY, assert_one_line_error, made_up_text, run, train_tiny
+from utils import UserError, atomic_write_text
+
+
+def snapshot(d):
+    return {n: open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))
+            if os.path.isfile(os.path.join(d, n))}
+
+
+def test_a_second_train_on_the_same_save_dir_is_refused_and_a_killed_one_leaves_no_lock(
+        tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    save = tmp_path / "save"
+    args = [sys.executable, os.path.join(ROOT, "train.py"), "--data_dir", str(data),
+            "--save_dir", str(save), "--log_dir", str(tmp_path / "log"), *TINY,
+            "--num_epochs", "1000"]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (save / "checkpoint").exists():        # the first one is training
+            assert first.poll() is None and time.time() < deadline, first.communicate()
+            time.sleep(0.2)
+        second = run("train.py", "--data_dir", data, "--save_dir", save, "--log_dir",
+                     tmp_path / "log", *TINY, "--keep", "--num_epochs", "1000")
+        assert_one_line_error(second, 1, "in use by another train.py",
+                              f"process {first.pid}")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # killed: the operating system released the lock, --keep goes on
+    proc = run("train.py", "--data_dir", data, "--save_dir", save, "--log_dir",
+               tmp_path / "log", *TINY, "--keep", "--num_epochs", "1000", "--max_steps",
+               "100000", "--max_minutes", "0.1")
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed" in proc.stdout
+
+
+def test_divergence_stops_and_keeps_the_good_checkpoints(tmp_path):
+    save, proc = train_tiny(str(tmp_path), epochs=1)
+    assert proc.returncode == 0, proc.stderr
+    before = snapshot(save)
+    _, proc = train_tiny(str(tmp_path), "--keep", "--learning_rate", "1e9",
+                         "--save_every", "1", epochs=3)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "diverged" in proc.stderr and "Lower --learning_rate (now 1e+09)" in proc.stderr
+    after = snapshot(save)
+    for name in before:            # checkpoints and their index are untouched
+        if name.startswith(("model.ckpt", "best.ckpt", "checkpoint")):
+            assert after[name] == before[name], name
+    assert not [n for n in after if n not in before and "ckpt" in n]
+
+
+def test_sample_out_only_appends_and_keeps_bytes_and_mode(trained, tmp_path):
+    out = tmp_path / "sequence"
+    gbk = "我的旧歌词\n".encode("gbk")
+    out.write_bytes(gbk)
+    os.chmod(out, 0o644)
+    run("sample.py", "--save_dir", trained("gru"), "--n", "20", "--out", out, check=0)
+    data = out.read_bytes()
+    assert data.startswith(gbk) and b"=== " in data
+    assert (os.stat(out).st_mode & 0o777) == 0o644
+    proc = run("sample.py", "--save_dir", trained("gru"), "--n", "20", "--out", tmp_path)
+    assert_one_line_error(proc, 2, "is a directory")
+
+
+def test_disk_full_is_one_line(trained, tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    proc = run("sample.py", "--save_dir", trained("gru"), "--n", "20", "--out", "/dev/full")
+    assert_one_line_error(proc, 1, "/dev/full", "free some disk space")
+
+
+def test_output_paths_that_cannot_be_files_are_one_line(tmp_path):
+    (tmp_path / "origin.txt").write_text("春风\n", encoding="utf-8")
+    proc = run("data/parse.py", "--input", tmp_path / "origin.txt", "--output", tmp_path)
+    assert_one_line_error(proc, 1, "directory")
+    (tmp_path / "afile").write_text("x")
+    proc = run("data/parse.py", "--input", tmp_path / "origin.txt", "--output",
+               tmp_path / "afile" / "lyrics.txt")
+    assert_one_line_error(proc, 1, "not a directory")
+
+
+def test_plot_to_a_directory_leaves_no_empty_png(tmp_path):
+    save, proc = train_tiny(str(tmp_path), epochs=2)
+    logs = sorted((tmp_path / "log").glob("*.txt"))
+    again = tmp_path / "log" / "again.txt"
+    again.write_text(logs[0].read_text(encoding="utf-8"), encoding="utf-8")
+    target = tmp_path / "compare_dir"
+    target.mkdir()
+    proc = run("analysis/plot.py", logs[0], again, "--out", target)
+    assert_one_line_error(proc, 1, "directory")
+    assert not [p for p in tmp_path.rglob("*.png") if p.stat().st_size == 0]
+
+
+def test_atomic_writes_keep_the_users_umask_and_an_existing_mode(tmp_path):
+    fresh = tmp_path / "fresh.txt"
+    atomic_write_text(str(fresh), "a")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (os.stat(fresh).st_mode & 0o777) == 0o666 & ~umask
+    os.chmod(fresh, 0o640)
+    atomic_write_text(str(fresh), "b")
+    assert (os.stat(fresh).st_mode & 0o777) == 0o640
+
+
+def test_failed_checkpoint_save_is_one_clear_line():
+    from utils import import_tensorflow
+    tf = import_tensorflow()
+    from train import checked_save
+
+    class FullDisk:
+        def save(self, *a, **kw):
+            raise tf.errors.ResourceExhaustedError(None, None, "save/model.ckpt: No space")
+    with pytest.raises(UserError, match="disk full or read-only.*--keep"):
+        checked_save(FullDisk(), None, "save/model.ckpt")
+
+
+def test_damaged_no_copy_index_is_rebuilt(trained, tmp_path):
+    import shutil
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    index = save / "ngram8.npz"
+    index.write_bytes(index.read_bytes()[:1000])           # truncated
+    proc = run("sample.py", "--save_dir", save, "--n", "30", "--out", "")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "no-copy rule at 8 characters" in proc.stderr
+
+
+def test_non_utf8_lyrics_txt_says_use_parse(tmp_path):
+    (tmp_path / "lyrics.txt").write_bytes("春风吹过小河边".encode("gbk"))
+    proc = run("preprocess.py", "--data_dir", tmp_path)
+    assert_one_line_error(proc, 1, "not UTF-8", "data/parse.py")
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999"])
+def test_out_of_range_seeds_are_usage_errors(tmp_path, seed):
+    assert_one_line_error(run("sample.py", "--save_dir", tmp_path, "--seed", seed), 2,
+                          "--seed")
+    assert_one_line_error(run("analysis/evaluate.py", "--save_dir", tmp_path, "--seed",
+                              seed), 2, "--seed")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_evaluate_temperature_must_be_positive(tmp_path, value):
+    proc = run("analysis/evaluate.py", "--save_dir", tmp_path, "--temperature", value)
+    assert_one_line_error(proc, 2, "--temperature")
+
+
+# ------------------------------------------------------------- damaged checkpoints
+
+def damage(prefix, how):
+    data = prefix + ".data-00000-of-00001"
+    if how == "truncate":
+        os.truncate(data, os.path.getsize(data) // 2)
+    elif how == "bitflip":
+        raw = bytearray(open(data, "rb").read())
+        raw[len(raw) // 2] ^= 0x10
+        open(data, "wb").write(raw)
+    elif how == "garbage_index":
+        open(prefix + ".index", "wb").write(b"not an index" * 20)
+    elif how == "deleted":
+        os.unlink(data)
+        os.unlink(prefix + ".index")
+
+
+def newest(save):
+    import re
+    steps = [int(m.group(1)) for n in os.listdir(save)
+             for m in [re.match(r"model\.ckpt-(\d+)\.index$", n)] if m]
+    return max(steps), sorted(steps)
+
+
+@pytest.mark.parametrize("how", ["truncate", "bitflip", "garbage_index", "deleted"])
+def test_keep_falls_back_to_the_newest_intact_checkpoint(tmp_path, how):
+    save, proc = train_tiny(str(tmp_path), "--max_steps", "120", "--save_every", "40",
+                            epochs=50)
+    assert proc.returncode == 0, proc.stderr
+    top, steps = newest(save)
+    damage(os.path.join(save, f"model.ckpt-{top}"), how)
+    _, proc = train_tiny(str(tmp_path), "--keep", "--max_steps", "160",
+                         "--save_every", "40", epochs=50)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    if how != "deleted":
+        assert f"model.ckpt-{top} is damaged" in proc.stdout
+        assert os.path.exists(os.path.join(save, f"damaged-model.ckpt-{top}.index"))
+    older = steps[-2]
+    # resumed from the previous model checkpoint, or best.ckpt if it is newer
+    assert "resumed" in proc.stdout and "steps of training are lost" in proc.stdout \
+        or how == "deleted"
+    assert f"model.ckpt-{older}" in proc.stdout or "best.ckpt-" in proc.stdout
+    # and sampling works on what is there afterwards
+    assert run("sample.py", "--save_dir", save, "--n", "20", "--out", "").returncode == 0
+
+
+@pytest.mark.parametrize("latest", [False, True])
+def test_sample_skips_a_damaged_checkpoint_with_a_warning(trained, tmp_path, latest):
+    import shutil
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    from utils import checkpoint_candidates
+    first = checkpoint_candidates(str(save), prefer_best=not latest)[0]
+    damage(first, "bitflip")
+    proc = run("sample.py", "--save_dir", save, "--n", "20", "--out", "",
+               *(["--latest"] if latest else []))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{first} is damaged" in proc.stderr and "using" in proc.stderr
+
+
+def test_every_checkpoint_damaged_is_one_line_naming_the_way_out(trained, tmp_path):
+    import shutil
+    save = tmp_path / "save"
+    shutil.copytree(trained("gru"), save)
+    for name in os.listdir(save):
+        if name.endswith(".index"):
+            damage(str(save / name[:-len(".index")]), "garbage_index")
+    proc = run("sample.py", "--save_dir", save, "--n", "20", "--out", "")
+    assert_one_line_error(proc, 1, "no intact checkpoint", "--overwrite")
