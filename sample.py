@@ -441,6 +441,10 @@ def main(argv=None):
 
     explicit_copy = args.max_copy is not None
     max_copy = args.max_copy if explicit_copy else DEFAULT_MAX_COPY
+    if max_copy in (1, 2):
+        warn(f"sample.py: warning: --max_copy {max_copy} bans nearly every character that "
+             f"ever followed the last {max_copy} in the training text; expect short or "
+             f"empty output (4 or more keeps words, 0 turns the rule off)")
     sampler = Sampler(args.save_dir, args.ckpt, args.latest, args.cpu, max_copy,
                       warn=None if explicit_copy else warn)
     kept, ids = start_ids(args.start, sampler.vocab, warn=warn)
@@ -462,6 +466,11 @@ def main(argv=None):
                                    seed + k, args.repeat_ngram, args.max_run)
         text = (kept + sampler.decode(out)).strip()
         texts.append(text)
+        if args.lines and text.count(SPACE) + 1 < args.lines:
+            warn(f"sample.py: warning: sample {k + 1} has {text.count(SPACE) + 1} of "
+                 f"{args.lines} lines: generation stops at {max(args.n, args.lines * 41)} "
+                 f"characters (--n, or 41 per line); bound the lines with --line_len "
+                 f"MIN-MAX or raise --n")
         print(show(text, args.raw, args.stanza) + ("\n" if k + 1 < args.count else ""),
               flush=True)
         note = []

@@ -247,8 +247,9 @@ def _row_text(r):
         if r.get("plain_val_loss") is not None:
             s += f" (plain {r['plain_val_loss']:.4f})"
     if "bf16_chars_per_s" in r:
-        s += (f"\n{'':11s}--bf16 {r['bf16_chars_per_s'] / 1000:6.1f}k chars/s, val loss "
-              f"{r['bf16_val_loss']:.4f}")
+        s += f"\n{'':11s}--bf16 {r['bf16_chars_per_s'] / 1000:6.1f}k chars/s"
+        if r.get("bf16_val_loss") is not None:     # None: no full validation batch
+            s += f", val loss {r['bf16_val_loss']:.4f}"
     return s
 
 

@@ -114,7 +114,7 @@ def decode_bytes(raw, encoding="auto"):
     """
     if encoding != "auto":
         try:
-            return raw.decode(encoding), encoding
+            text = raw.decode(encoding)
         except LookupError:
             raise UserError(f"unknown encoding {encoding!r}; try utf-8, gb18030, big5 "
                             f"or utf-16", code=2)
@@ -122,6 +122,11 @@ def decode_bytes(raw, encoding="auto"):
             line = raw.count(b"\n", 0, e.start) + 1
             raise UserError(f"the file is not valid {encoding}: byte {e.start} (line {line}) "
                             f"{raw[e.start:e.start + 4]!r}; try --encoding auto")
+        if _plausible_share(text) < 0.5:
+            raise UserError(f"decoded as {encoding} the file does not read as text (most "
+                            f"characters are neither Chinese, ASCII nor punctuation): it is "
+                            f"in another encoding; try --encoding auto")
+        return text, encoding
     for bom, name in BOMS:
         if raw.startswith(bom):
             try:

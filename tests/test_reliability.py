@@ -228,3 +228,56 @@ def test_every_checkpoint_damaged_is_one_line_naming_the_way_out(trained, tmp_pa
             damage(str(save / name[:-len(".index")]), "garbage_index")
     proc = run("sample.py", "--save_dir", save, "--n", "20", "--out", "")
     assert_one_line_error(proc, 1, "no intact checkpoint", "--overwrite")
+
+
+# ------------------------------------------------------------------------ smaller
+
+def test_forced_encoding_that_gives_nonsense_is_refused(tmp_path):
+    src = tmp_path / "origin.txt"
+    src.write_bytes("春风吹过小河边\n我在窗前等你回\n".encode("utf-8"))   # even length
+    out = tmp_path / "lyrics.txt"
+    proc = run("data/parse.py", "--input", src, "--output", out, "--encoding", "utf-16")
+    assert_one_line_error(proc, 1, "does not read as text", "--encoding auto")
+    assert not out.exists()
+
+
+def test_sample_warns_about_too_small_max_copy_and_missing_lines(trained):
+    proc = run("sample.py", "--save_dir", trained("lstm"), "--max_copy", "1", "--n", "20",
+               "--out", "", check=0)
+    assert "--max_copy 1 bans nearly every character" in proc.stderr
+    proc = run("sample.py", "--save_dir", trained("lstm"), "--lines", "3", "--n", "1",
+               "--line_len", "2-3", "--out", "", check=0)
+    assert "warning: sample 1 has" not in proc.stderr         # 3 lines were made
+    lines = [line for line in proc.stdout.splitlines() if line]
+    assert len(lines) == 3
+
+
+def test_ckpt_of_another_model_is_one_line(trained, tmp_path):
+    import glob
+    other = glob.glob(os.path.join(trained("gru"), "model.ckpt-*.index"))[0][:-len(".index")]
+    proc = run("sample.py", "--save_dir", trained("lstm"), "--ckpt", other, "--out", "")
+    assert_one_line_error(proc, 1, "made by another model", "does not match")
+
+
+def test_tensorboard_reads_the_training_events(tmp_path):
+    """README promises `tensorboard --logdir log`: the package is installed with the
+    project and reads our scalars."""
+    import glob
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    _, proc = train_tiny(str(tmp_path), epochs=2)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = [d for d in glob.glob(str(tmp_path / "log" / "*")) if os.path.isdir(d)][0]
+    acc = EventAccumulator(run_dir)
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"loss/train", "loss/validation", "learning_rate"} <= set(tags)
+    assert len(acc.Scalars("loss/train")) == 2
+
+
+def test_bench_row_without_validation_loss_formats():
+    from bench.speed import _row_text
+    row = {"config": "large", "rnncell": "lstm", "tf_chars_per_s": 5000.0,
+           "tf_val_loss": None, "plain_chars_per_s": 4000.0, "plain_val_loss": None,
+           "bf16_chars_per_s": 9000.0, "bf16_val_loss": None}
+    text = _row_text(row)
+    assert "--bf16" in text and "val loss" not in text
