@@ -281,3 +281,34 @@ def test_bench_row_without_validation_loss_formats():
            "bf16_chars_per_s": 9000.0, "bf16_val_loss": None}
     text = _row_text(row)
     assert "--bf16" in text and "val loss" not in text
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.2 MB tmpfs (root only; skipped elsewhere)."""
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(mnt)],
+                          capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_training_onto_a_full_disk_is_one_line_and_keeps_what_was_saved(tmp_path,
+                                                                        small_disk):
+    save = small_disk / "save"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    proc = run("train.py", "--data_dir", data, "--save_dir", save, "--log_dir",
+               tmp_path / "log", *TINY, "--save_every", "5", "--num_epochs", "50")
+    assert_one_line_error(proc, 1, "could not save a checkpoint", "disk full")
+    from utils import checkpoint_candidates, import_tensorflow
+    tf = import_tensorflow()
+    saved = checkpoint_candidates(str(save))
+    assert saved                                    # the earlier ones are there, intact
+    reader = tf.train.load_checkpoint(saved[0])
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)
