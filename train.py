@@ -17,7 +17,8 @@ import sys
 import time
 
 
-from utils import (DirLock, UserError, atomic_pickle, checkpoint_candidates, checkpoint_step,
+from utils import (DirLock, UserError, atomic_pickle, check_dir_flag, checkpoint_candidates,
+                   checkpoint_step,
                    first_intact_checkpoint, atomic_save_npy, atomic_write_bytes,
                    count_params, cpu_has_bf16, epoch_lines, import_tensorflow,
                    log_filename, logging, non_negative_int, perplexity, positive_float,
@@ -381,6 +382,8 @@ def main(argv=None):
     explicit = explicit_flags(argv)
     if args.keep and args.overwrite:
         raise UserError("--keep resumes and --overwrite starts afresh: pick one", code=2)
+    check_dir_flag(args.save_dir, "--save_dir")
+    check_dir_flag(args.log_dir, "--log_dir")
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 

@@ -62,8 +62,23 @@ def os_error_text(e, doing="cannot write or read"):
             errno.EACCES: "no permission: choose a path you may write to",
             errno.EISDIR: "that path is a directory: name a file",
             errno.ENOTDIR: "a part of that path is a file, not a directory",
+            errno.EEXIST: "a file is in the way where a directory is needed",
             errno.EDQUOT: "over the disk quota: free some space"}.get(e.errno, "")
     return f"{doing}{where}: {e.strerror or e}" + (f"; {hint}" if hint else "")
+
+
+def check_dir_flag(path, flag):
+    """A directory flag (--save_dir, --log_dir) must name a directory or a path where one
+    can be made: refused up front, before anything is written anywhere."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    if not os.path.isdir(p):
+        raise UserError(f"{flag} {path}: {p} is a file, not a directory; name a directory",
+                        code=2)
 
 
 def seed_int(s):

@@ -312,3 +312,26 @@ def test_training_onto_a_full_disk_is_one_line_and_keeps_what_was_saved(tmp_path
     reader = tf.train.load_checkpoint(saved[0])
     for name in reader.get_variable_to_shape_map():
         reader.get_tensor(name)
+
+
+@pytest.mark.parametrize("flag", ["--save_dir", "--log_dir"])
+def test_directory_flags_naming_a_file_are_refused_before_writing(tmp_path, flag):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    dirs = {"--save_dir": tmp_path / "save", "--log_dir": tmp_path / "log"}
+    dirs[flag] = afile / "sub" if flag == "--log_dir" else afile
+    proc = run("train.py", "--data_dir", data, "--save_dir", dirs["--save_dir"],
+               "--log_dir", dirs["--log_dir"], *TINY)
+    assert_one_line_error(proc, 2, flag, "is a file")
+    assert not (tmp_path / "save").exists() and afile.read_text() == "x"
+
+
+def test_evaluate_json_has_null_not_nan():
+    import json
+    from analysis.evaluate import json_safe
+    out = json.dumps(json_safe({"perplexity": float("inf"), "x": [float("nan"), 1.5]}))
+    assert json.loads(out) == {"perplexity": None, "x": [None, 1.5]}
+    assert "NaN" not in out and "Infinity" not in out
