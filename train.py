@@ -441,6 +441,17 @@ def main(argv=None):
     args.lock = DirLock(args.save_dir, "train.py")
     if args.keep:             # chosen before config.pkl is rewritten: a failure changes nothing
         ckpt = resume_checkpoint(args.save_dir, all_variables)
+        reader = tf.train.load_checkpoint(ckpt)
+        step, start_epoch, start_pointer = (int(reader.get_tensor(n)) for n in
+                                            ("global_step", "epoch", "batch_pointer"))
+        if start_pointer >= data.num_batches:
+            start_epoch, start_pointer = start_epoch + 1, 0
+        if start_epoch >= args.num_epochs:
+            raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
+                            f"{start_epoch} epochs; raise --num_epochs to train more", code=2)
+        if args.max_steps and step >= args.max_steps:
+            raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
+                            f"{step} steps; raise --max_steps to train more", code=2)
     if args.overwrite and not args.keep and existing_model(args.save_dir):
         clear_model(args.save_dir)
     config = {k: v for k, v in vars(args).items()
@@ -473,23 +484,13 @@ def main(argv=None):
     sess = tf1.Session(graph=graph, config=session_config(args.bf16 and not gpus))
     if args.keep:
         saver.restore(sess, ckpt)
-        step, start_epoch, start_pointer, best_val = sess.run(
-            [model.global_step, model.epoch, model.batch_pointer, model.best_val_loss])
-        start_epoch, start_pointer = int(start_epoch), int(start_pointer)
-        if start_pointer >= data.num_batches:
-            start_epoch, start_pointer = start_epoch + 1, 0
+        best_val = float(sess.run(model.best_val_loss))
         # the Saver forgets across runs: tell it which of ours to rotate out later
         saver.recover_last_checkpoints(sorted(
             (p for p in checkpoint_candidates(args.save_dir)
              if os.path.basename(p).startswith("model.ckpt-")), key=checkpoint_step))
         print(f"train: resumed {ckpt} at step {step}, epoch {start_epoch + 1}, batch "
               f"{start_pointer}")
-        if start_epoch >= args.num_epochs:
-            raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
-                            f"{start_epoch} epochs; raise --num_epochs to train more", code=2)
-        if args.max_steps and step >= args.max_steps:
-            raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
-                            f"{step} steps; raise --max_steps to train more", code=2)
     else:
         sess.run(init)
         start_epoch, start_pointer, best_val = 0, 0, float("inf")
