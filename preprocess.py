@@ -33,7 +33,8 @@ import os
 import numpy as np
 
 from craft import NgramIndex, index_path
-from utils import UserError, atomic_pickle, atomic_save_npy, run_main, safe_load_pickle
+from utils import (HelpFormatter, UserError, atomic_pickle, atomic_save_npy, run_main,
+                   safe_load_pickle)
 
 VOCAB_FORMAT = 1
 DEFAULT_MAX_COPY = 8     # sample.py --max_copy default; its index is built here, once
@@ -243,7 +244,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(
         description="Build the vocabulary, the id array and the batches from "
                     "<data_dir>/lyrics.txt.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--data_dir", default="data", help="directory holding lyrics.txt")
     p.add_argument("--batch_size", type=int, default=32, help="sequences per batch")
     p.add_argument("--seq_length", type=int, default=16, help="characters per sequence")

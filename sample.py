@@ -17,7 +17,7 @@ import zipfile
 
 import numpy as np
 
-from utils import (ARCHITECTURE_KEYS, UserError, checkpoint_candidates,
+from utils import (ARCHITECTURE_KEYS, HelpFormatter, UserError, checkpoint_candidates,
                    first_intact_checkpoint, import_tensorflow, non_negative_int,
                    positive_float, positive_int, run_main, safe_load_pickle, seed_int)
 
@@ -31,7 +31,7 @@ SPACE = " "
 def build_parser():
     p = argparse.ArgumentParser(
         description="Generate lyrics from a model trained by train.py.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--save_dir", default="save", help="directory train.py saved into")
     p.add_argument("--start", default="",
                    help="start text the lyrics continue (empty: start at a line start)")

@@ -17,8 +17,8 @@ import sys
 import time
 
 
-from utils import (DirLock, UserError, atomic_pickle, check_dir_flag, checkpoint_candidates,
-                   checkpoint_step,
+from utils import (DirLock, HelpFormatter, UserError, atomic_pickle, check_dir_flag,
+                   checkpoint_candidates, checkpoint_step,
                    first_intact_checkpoint, atomic_save_npy, atomic_write_bytes,
                    count_params, cpu_has_bf16, epoch_lines, import_tensorflow,
                    log_filename, logging, non_negative_int, perplexity, positive_float,
@@ -42,7 +42,7 @@ PER_CHARACTER = {"word_embedding": 0, "softmax_w": 1, "softmax_b": 0}
 def build_parser():
     p = argparse.ArgumentParser(
         description="Train the character-level lyrics model (TF1-style graph + Session).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data_dir", default="data", help="directory with lyrics.txt")
     g.add_argument("--save_dir", default="save", help="checkpoints, config and vocabulary")
@@ -184,13 +184,13 @@ def check_resume(args, explicit):
 def check_resume_data(args, saved, data):
     """need_be_same, after: the text must be the one the model was trained on."""
     vocab_path = os.path.join(args.save_dir, "words_vocab.pkl")
-    if saved_chars(args.save_dir) != list(data.chars) or saved.get(
-            "text_sha256", data.source_sha256) != data.source_sha256:
+    same_vocab = saved_chars(args.save_dir) == list(data.chars)
+    if not same_vocab or saved.get("text_sha256", data.source_sha256) != data.source_sha256:
+        also = "" if same_vocab else f", and so did the vocabulary in {vocab_path}"
         raise UserError(f"--keep: {data.input_file} is not the text the model in "
-                        f"{args.save_dir}/ was trained on (the lyrics changed"
-                        f"{'' if saved_chars(args.save_dir) == list(data.chars) else ', and so did the vocabulary in ' + vocab_path}"
-                        f"); train a new model in another --save_dir, or fine-tune this "
-                        f"one on the new text with --init_from {args.save_dir}")
+                        f"{args.save_dir}/ was trained on (the lyrics changed{also}); train "
+                        f"a new model in another --save_dir, or fine-tune this one on the "
+                        f"new text with --init_from {args.save_dir}")
 
 
 def resume_checkpoint(save_dir, variables):

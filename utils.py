@@ -117,6 +117,16 @@ class DirLock:
 ARCHITECTURE_KEYS = ("vocab_size", "rnncell", "num_layers", "rnn_size", "embedding_size",
                      "attention")
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's default in --help, except None (a default that depends on the run
+    is said in the flag's own help text instead of as 'default: None')."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 # ------------------------------------------------------------- argparse value types
 # argparse turns an ArgumentTypeError into "error: argument --x: ..." and exit code 2.
 

@@ -29,8 +29,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from utils import (UserError, non_negative_int, perplexity, positive_float, seed_int,  # noqa: E402,E501
-                   positive_int, run_main)
+from utils import (HelpFormatter, UserError, non_negative_int,  # noqa: E402
+                   perplexity, positive_float, positive_int, run_main, seed_int)
 
 # The cost of a character outside a model's vocabulary: ln of the number of characters
 # data/parse.py keeps (U+4E00-U+9FA5), i.e. a uniform guess among them.
@@ -216,7 +216,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(
         description="Cross-entropy, perplexity and copying/diversity/rhyme numbers for "
                     "one or more trained models, on the same text.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--save_dir", nargs="+", default=["save"], metavar="DIR",
                    help="directories train.py saved into; several are compared on the same "
                         "text (e.g. a model trained from scratch and a fine-tuned one)")

@@ -36,7 +36,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from utils import UserError, atomic_write_text, run_main  # noqa: E402
+from utils import HelpFormatter, UserError, atomic_write_text, run_main  # noqa: E402
 
 PACKAGE = "chinese-poetry"
 VERSION = "2.0.1"
@@ -231,7 +231,7 @@ def main(argv=None):
         description="Fetch a public-domain corpus (npm chinese-poetry@2.0.1): the Song ci, "
                     "or with --corpus poetry the base-model corpus, and write "
                     "data/origin.txt, one phrase per line, a blank line between works.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--output", default=os.path.join(HERE, "origin.txt"),
                    help="raw corpus file to write")
     p.add_argument("--cache_dir", default=os.path.join(HERE, "download"),
