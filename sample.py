@@ -429,6 +429,77 @@ def line_range(value):
     return lo, hi
 
 
+def write_one(sampler, args, ids, kept, seed, rhyme=None, matcher=None):
+    """One sample as the CLI makes it (and serve.py, which must make the same): returns
+    a dict with the text, the rhyme target, and the figures sample.py prints."""
+    if rhyme or args.lines or args.line_len:
+        out, target = constrained_sample(
+            sampler, ids, args.n, args.sample, args.temperature, args.top_k, seed, rhyme,
+            args.lines, args.line_len, args.repeat_ngram, args.max_run)
+    else:
+        out = sampler.generate(ids, args.n, args.sample, args.temperature, args.top_k,
+                               seed, args.repeat_ngram, args.max_run)
+        target = None
+    text = (kept + sampler.decode(out)).strip()
+    result = {"text": text, "seed": seed, "target": target, "rhyme_rate": None,
+              "longest_run": None, "longest_run_text": None}
+    if matcher is not None:
+        run, at = matcher.longest_run([sampler.vocab[c] for c in text])
+        result.update(longest_run=run, longest_run_text=text[at:at + run])
+    if rhyme:
+        from craft import rhyme_rate
+        result["rhyme_rate"] = rhyme_rate(text.split(SPACE))
+    return result
+
+
+def notes_of(result, rhyme):
+    """The figures of one sample in sample.py's words."""
+    note = []
+    if result["longest_run"] is not None:
+        note.append(f"longest run found in the training text {result['longest_run']} "
+                    f"({result['longest_run_text'].replace(SPACE, '/')})")
+    if rhyme:
+        rate = result["rhyme_rate"]
+        note.append("rhyme rate " + ("n/a (one line)" if rate is None else f"{rate:.0%}")
+                    + (f" ({result['target']})" if result["target"] else ""))
+    return note
+
+
+def copy_warning(max_copy):
+    if max_copy in (1, 2):
+        return (f"--max_copy {max_copy} bans nearly every character that ever followed the "
+                f"last {max_copy} in the training text; expect short or empty output (4 or "
+                f"more keeps words, 0 turns the rule off)")
+    return None
+
+
+def lines_warning(args, text):
+    if args.lines and text.count(SPACE) + 1 < args.lines:
+        return (f"{text.count(SPACE) + 1} of {args.lines} lines: generation stops at "
+                f"{max(args.n, args.lines * 41)} characters (--n, or 41 per line); bound the "
+                f"lines with --line_len MIN-MAX or raise --n")
+    return None
+
+
+def command_of(args, seed):
+    """The sample.py command line that makes the same sample."""
+    import shlex
+    parts = ["python", "sample.py", "--save_dir", args.save_dir]
+    if args.start:
+        parts += ["--start", args.start]
+    parts += ["--lines", str(args.lines)] if args.lines else ["--n", str(args.n)]
+    defaults = build_parser().parse_args([])
+    for flag in ("sample", "temperature", "top_k", "max_copy", "max_run", "repeat_ngram",
+                 "rhyme", "stanza"):
+        value = getattr(args, flag)
+        if value is not None and value != getattr(defaults, flag):
+            parts += [f"--{flag}", str(value)]
+    if args.line_len:
+        parts += ["--line_len", f"{args.line_len[0]}-{args.line_len[1]}"]
+    parts += ["--seed", str(seed)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     rhyme = None
@@ -441,15 +512,12 @@ def main(argv=None):
 
     explicit_copy = args.max_copy is not None
     max_copy = args.max_copy if explicit_copy else DEFAULT_MAX_COPY
-    if max_copy in (1, 2):
-        warn(f"sample.py: warning: --max_copy {max_copy} bans nearly every character that "
-             f"ever followed the last {max_copy} in the training text; expect short or "
-             f"empty output (4 or more keeps words, 0 turns the rule off)")
+    if copy_warning(max_copy):
+        warn("sample.py: warning: " + copy_warning(max_copy))
     sampler = Sampler(args.save_dir, args.ckpt, args.latest, args.cpu, max_copy,
                       warn=None if explicit_copy else warn)
     kept, ids = start_ids(args.start, sampler.vocab, warn=warn)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    python_path = bool(rhyme or args.lines or args.line_len)
     matcher = None
     if sampler.corpus is not None:
         from craft import CorpusMatcher
@@ -457,32 +525,14 @@ def main(argv=None):
     texts, notes = [], []
     t0 = time.perf_counter()
     for k in range(args.count):
-        if python_path:
-            out, target = constrained_sample(
-                sampler, ids, args.n, args.sample, args.temperature, args.top_k, seed + k,
-                rhyme, args.lines, args.line_len, args.repeat_ngram, args.max_run)
-        else:
-            out = sampler.generate(ids, args.n, args.sample, args.temperature, args.top_k,
-                                   seed + k, args.repeat_ngram, args.max_run)
-        text = (kept + sampler.decode(out)).strip()
+        result = write_one(sampler, args, ids, kept, seed + k, rhyme, matcher)
+        text = result["text"]
         texts.append(text)
-        if args.lines and text.count(SPACE) + 1 < args.lines:
-            warn(f"sample.py: warning: sample {k + 1} has {text.count(SPACE) + 1} of "
-                 f"{args.lines} lines: generation stops at {max(args.n, args.lines * 41)} "
-                 f"characters (--n, or 41 per line); bound the lines with --line_len "
-                 f"MIN-MAX or raise --n")
+        if lines_warning(args, text):
+            warn(f"sample.py: warning: sample {k + 1} has " + lines_warning(args, text))
         print(show(text, args.raw, args.stanza) + ("\n" if k + 1 < args.count else ""),
               flush=True)
-        note = []
-        if matcher is not None:
-            run, at = matcher.longest_run([sampler.vocab[c] for c in text])
-            note.append(f"longest run found in the training text {run} "
-                        f"({text[at:at + run].replace(SPACE, '/')})")
-        if rhyme:
-            from craft import rhyme_rate
-            rate = rhyme_rate(text.split(SPACE))
-            note.append("rhyme rate " + ("n/a (one line)" if rate is None else f"{rate:.0%}")
-                        + (f" ({target})" if target else ""))
+        note = notes_of(result, rhyme)
         if note:
             notes.append(f"sample.py: sample {k + 1}: " + "; ".join(note))
     ms = (time.perf_counter() - t0) * 1000 / args.count

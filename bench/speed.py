@@ -14,7 +14,8 @@ Measures, on this machine:
     step, `rnn_impl=plain`) from the same seed: the faster path must learn the same;
     and, on CPUs with native bfloat16, the opt-in `train.py --bf16` (lstm) with its loss;
   * start-up: the whole `train.py --max_steps 1` process (import, graph, one step, save);
-  * sampling: 200 characters after load (in-graph while_loop), and the whole
+  * sampling: 200 characters after load (in-graph while_loop), one serve.py request
+    for 200 characters over HTTP, and the whole
     `sample.py --n 200` process;
   * preprocessing of the text from scratch; peak memory (RSS).
 
@@ -222,15 +223,52 @@ def main():
         procs = [timed([sys.executable, "sample.py", "--save_dir", save, "--start", "从前",
                         "--n", "200", "--out", ""]) for _ in range(3)]
         result["sample_process_s"] = float(np.median(procs))
+        result["serve_request_200_s"] = serve_request_time(save)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["peak_rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"start-up (train.py, 1 step + save): {result['startup_s']:.2f} s; 200 chars after "
           f"load: {result['sample_200_s'] * 1000:.1f} ms; whole sample.py --n 200: "
-          f"{result['sample_process_s']:.2f} s; peak RSS {result['peak_rss_mb']:.0f} MB "
+          f"{result['sample_process_s']:.2f} s; serve.py request for 200 chars: "
+          f"{result['serve_request_200_s'] * 1000:.1f} ms; peak RSS {result['peak_rss_mb']:.0f} MB "
           f"(children {result['peak_rss_children_mb']:.0f} MB)")
     print(json.dumps(result, ensure_ascii=False))
+
+
+def serve_request_time(save, repeats=20):
+    """Median wall time of one serve.py request for 200 characters (plain weighted, the
+    default rules) over HTTP on loopback, after the model is loaded and warmed up."""
+    import re
+    import urllib.request
+    import numpy as np
+    proc = subprocess.Popen([sys.executable, "serve.py", "--save_dir", save, "--port", "0"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        url = None
+        for line in proc.stdout:
+            m = re.search(r"open (http://[^ ]+/)", line)
+            if m:
+                url = m.group(1) + "api/generate"
+                break
+        if url is None:
+            raise SystemExit(f"bench: serve.py did not start: {proc.stderr.read()[-300:]}")
+        name = os.path.basename(os.path.abspath(save))
+
+        def once(seed):
+            body = json.dumps({"model": name, "start": "从前", "n": 200, "seed": seed})
+            req = urllib.request.Request(url, data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+            t = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=60) as r:
+                r.read()
+            return time.perf_counter() - t
+        once(0)                                      # builds the sampler's loop
+        return float(np.median([once(k + 1) for k in range(repeats)]))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def _row_text(r):

@@ -1,0 +1,309 @@
+"""A local web page for writing lyrics with the models in save/.
+
+    python serve.py [--save_dir save] [--host 127.0.0.1] [--port 8000]
+
+Loads the first model once, prints the URL, and serves one page (no assets from the
+internet) plus a small JSON API:
+  GET  /                the page
+  GET  /api/models      every trained model under --save_dir, with what it is
+  POST /api/generate    {"model": name, "start": ..., "n" or "lines": ..., "sample": ...,
+                         "temperature", "top_k", "rhyme", "line_len", "stanza",
+                         "max_copy", "seed"} -> the lyrics and sample.py's figures
+A request is checked by sample.py's own argument parser, so a bad value gets the message
+the command line gives (and a 400 naming the field); generation runs through sample.py's
+write_one(), so the rules (no-copy, loop guard, rhyme, line structure) are the same code.
+A model is chosen by its name in /api/models, never by a path.
+
+Built on the standard library's ThreadingHTTPServer: nothing to install, and the start-up
+is the model's (about 2 s), not a framework's.
+"""
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from utils import HelpFormatter, UserError, positive_int, run_main
+
+MAX_N = 2000            # characters per request
+MAX_LINES = 100
+MAX_START = 100         # characters of start text
+MAX_BODY = 16 * 1024    # bytes of request body
+FIELDS = ("start", "n", "lines", "sample", "temperature", "top_k", "rhyme", "line_len",
+          "stanza", "max_copy", "seed")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description="Serve a local page for writing lyrics with the models in --save_dir.",
+        formatter_class=HelpFormatter)
+    p.add_argument("--save_dir", default="save",
+                   help="directory whose trained models (it and its subdirectories, e.g. "
+                        "save/demo, save/base) the page offers")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (anything but loopback lets other machines "
+                        "use the page)")
+    p.add_argument("--port", type=int, default=8000, help="port (0 = any free one)")
+    p.add_argument("--max_concurrent", type=positive_int, default=4,
+                   help="generation requests served at once; more get 503 'busy'")
+    return p
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def find_models(save_dir):
+    """{name: directory} of every trained model at or below save_dir; the name is the
+    path relative to save_dir's parent (save, save/demo, ...)."""
+    from utils import checkpoint_candidates
+    models = {}
+    root = os.path.abspath(save_dir)
+    base = os.path.dirname(root)
+    for d, subdirs, files in os.walk(root):
+        subdirs.sort()
+        if "config.pkl" in files and checkpoint_candidates(d):
+            models[os.path.relpath(d, base).replace(os.sep, "/")] = d
+    return models
+
+
+def describe(name, directory):
+    """What the model picker shows: cell, size, text, vocabulary, best held-out
+    perplexity, and what it was fine-tuned from."""
+    import numpy as np
+    from utils import perplexity, safe_load_pickle, state_checkpoint
+    cfg = safe_load_pickle(os.path.join(directory, "config.pkl"), "model config")
+    info = {"name": name, "rnncell": cfg.get("rnncell"), "num_layers": cfg.get("num_layers"),
+            "rnn_size": cfg.get("rnn_size"), "vocab_size": cfg.get("vocab_size"),
+            "fine_tuned_from": os.path.basename(cfg["init_from"]) if cfg.get("init_from")
+            else None, "text_chars": None, "best_perplexity": None}
+    try:
+        info["text_chars"] = int(np.load(os.path.join(directory, "corpus.npy"),
+                                         mmap_mode="r").shape[0])
+    except (OSError, ValueError):
+        pass
+    best = state_checkpoint(directory, "checkpoint_best")
+    if best:
+        try:
+            import tensorflow as tf
+            loss = float(tf.train.load_checkpoint(best).get_tensor("best_val_loss"))
+            if np.isfinite(loss):
+                info["best_perplexity"] = round(perplexity(loss), 1)
+        except Exception:               # a damaged checkpoint: the picker shows no figure
+            pass
+    return info
+
+
+class Models:
+    """Samplers made on first use and kept, one per (model, no-copy length); each with a
+    lock, because a sampler builds its graph lazily and is one TensorFlow session."""
+
+    def __init__(self, save_dir):
+        self.save_dir = save_dir
+        self.dirs = find_models(save_dir)
+        self.info = {name: describe(name, d) for name, d in self.dirs.items()}
+        self.samplers = {}
+        self.lock = threading.Lock()
+
+    def sampler(self, name, max_copy):
+        from sample import Sampler
+        key = (name, max_copy)
+        with self.lock:
+            if key not in self.samplers:
+                s = Sampler(self.dirs[name], max_copy=max_copy, warn=lambda m: None)
+                if s.corpus is not None:
+                    from craft import CorpusMatcher
+                    s.matcher = CorpusMatcher(s.corpus, len(s.chars))
+                else:
+                    s.matcher = None
+                s.lock = threading.Lock()
+                self.samplers[key] = s
+            return self.samplers[key]
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class BadRequest(Exception):
+    def __init__(self, message, field=None, status=400):
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+def sample_args(req, model_dir):
+    """The request as sample.py's arguments, checked by sample.py's own parser: the page
+    gets the command line's message for a bad value."""
+    from sample import build_parser as sample_parser
+    if not isinstance(req, dict):
+        raise BadRequest("the request must be a JSON object")
+    unknown = sorted(set(req) - set(FIELDS) - {"model"})
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+    argv = ["--save_dir", model_dir]
+    for field in FIELDS:
+        value = req.get(field)
+        if value is None or value == "":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise BadRequest(f"{field}: must be a number or text", field)
+        argv += [f"--{field}", str(value)]
+    parser = sample_parser()
+
+    def error(message):
+        raise BadRequest(message)
+    parser.error = error
+    try:
+        args = parser.parse_args(argv)
+    except BadRequest as e:
+        import re
+        m = re.match(r"argument --(\w+)", str(e))
+        raise BadRequest(str(e), m.group(1) if m and m.group(1) in FIELDS else None)
+    if args.lines and args.lines > MAX_LINES:
+        raise BadRequest(f"argument --lines: at most {MAX_LINES} here", "lines")
+    if args.n > MAX_N:
+        raise BadRequest(f"argument --n: at most {MAX_N} here", "n")
+    if len(args.start) > MAX_START:
+        raise BadRequest(f"argument --start: at most {MAX_START} characters here", "start")
+    return args
+
+
+def generate(models, req):
+    from craft import parse_rhyme
+    from sample import (DEFAULT_MAX_COPY, command_of, copy_warning, lines_warning,
+                        start_ids, write_one)
+    name = req.get("model") if isinstance(req, dict) else None
+    if name not in models.dirs:
+        raise BadRequest(f"no model named {name!r}; choose one of: "
+                         f"{', '.join(models.dirs) or 'none (train one first)'}", "model")
+    args = sample_args(req, models.dirs[name])
+    try:
+        rhyme = parse_rhyme(args.rhyme) if args.rhyme else None
+    except UserError as e:
+        raise BadRequest(str(e), "rhyme")
+    max_copy = DEFAULT_MAX_COPY if args.max_copy is None else args.max_copy
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    s = models.sampler(name, max_copy)
+    warnings = []
+    kept, ids = start_ids(args.start, s.vocab, warn=lambda m: warnings.append(
+        m.split("warning: ", 1)[-1]))
+    t0 = time.perf_counter()
+    with s.lock:
+        result = write_one(s, args, ids, kept, seed, rhyme, s.matcher)
+    result["ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    for w in (copy_warning(max_copy), lines_warning(args, result["text"])):
+        if w:
+            warnings.append(w)
+    lines = result["text"].split(" ")
+    group = None
+    if rhyme:
+        from craft import rhyme_group
+        target = result["target"] or (rhyme if rhyme != "auto" else None)
+        group = [bool(line) and rhyme_group(line[-1]) == target for line in lines]
+    args.save_dir = os.path.relpath(models.dirs[name])     # as typed where serve.py runs
+    result.update(model=name, lines=lines, rhymes=group, stanza=args.stanza,
+                  warnings=warnings, max_copy=s.index.length if s.index is not None else 0,
+                  command=command_of(args, seed))
+    return result
+
+
+# ------------------------------------------------------------------------------ server
+
+
+def make_handler(models, busy):
+    page = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "web",
+                             "index.html"), "rb").read()
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "lyrics/1"
+
+        def log_message(self, fmt, *args):       # quiet: one line per request is noise
+            pass
+
+        def send(self, status, body, ctype="application/json; charset=utf-8"):
+            data = body if isinstance(body, bytes) else json.dumps(
+                body, ensure_ascii=False).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path in ("/", "/index.html"):
+                self.send(200, page, "text/html; charset=utf-8")
+            elif self.path == "/api/models":
+                self.send(200, {"models": list(models.info.values())})
+            else:
+                self.send(404, {"error": f"no such page: {self.path}"})
+
+        def do_POST(self):
+            if self.path != "/api/generate":
+                return self.send(404, {"error": f"no such endpoint: {self.path}"})
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 < length <= MAX_BODY:
+                return self.send(413 if length > MAX_BODY else 400,
+                                 {"error": f"send a JSON body of at most {MAX_BODY} bytes"})
+            try:
+                req = json.loads(self.rfile.read(length).decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                return self.send(400, {"error": "the body is not JSON"})
+            if not busy.acquire(timeout=10):
+                return self.send(503, {"error": "busy: too many requests at once; try again"})
+            try:
+                self.send(200, generate(models, req))
+            except BadRequest as e:
+                self.send(e.status, {"error": str(e), "field": e.field})
+            except UserError as e:                   # e.g. a model damaged since start
+                self.send(500, {"error": str(e)})
+            except Exception as e:                   # never a dead server
+                self.send(500, {"error": f"internal error ({type(e).__name__}: {e})"})
+            finally:
+                busy.release()
+    return Handler
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if not os.path.isdir(args.save_dir):
+        raise UserError(f"--save_dir {args.save_dir}: no such directory; train a model "
+                        f"first: python train.py --save_dir {args.save_dir}", code=2)
+    from utils import import_tensorflow
+    import_tensorflow()
+    models = Models(args.save_dir)
+    if not models.dirs:
+        raise UserError(f"no trained model in {args.save_dir}/ or below it; train one "
+                        f"first: python train.py --save_dir {args.save_dir}")
+    first = next(iter(models.dirs))
+    from sample import DEFAULT_MAX_COPY
+    models.sampler(first, DEFAULT_MAX_COPY)          # loaded once, before the first visit
+    try:
+        server = ThreadingHTTPServer((args.host, args.port),
+                                     make_handler(models, threading.BoundedSemaphore(
+                                         args.max_concurrent)))
+    except OSError as e:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); pick "
+                        f"another --port", code=2)
+    host, port = server.server_address[:2]
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"serve.py: warning: listening on {args.host}: other machines can use this "
+              f"page (and this computer's CPU); use --host 127.0.0.1 to keep it local",
+              file=sys.stderr)
+    print(f"serve.py: {len(models.dirs)} model(s): {', '.join(models.dirs)}")
+    print(f"serve.py: open http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/ "
+          f"(Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main, "serve.py", fast_exit=True)

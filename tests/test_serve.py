@@ -1,0 +1,235 @@
+"""serve.py: the JSON API (every option, every bad input, concurrent requests, the same
+lyrics as the command line) and the page in a real headless Chromium."""
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import ROOT, run
+
+
+def start_server(save_dir, *extra):
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), "--save_dir",
+                             str(save_dir), "--port", "0", *extra], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        m = re.search(r"open (http://[^ ]+/)", line)
+        if m:
+            return proc, m.group(1)
+    proc.kill()
+    raise AssertionError(proc.stderr.read())
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    save = tmp_path_factory.mktemp("serve") / "save"
+    shutil.copytree(trained("lstm"), save / "lyrics")
+    shutil.copytree(trained("gru"), save / "demo")
+    proc, url = start_server(save)
+    yield url, save
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def call(url, path, body=None, raw=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None
+                                        else None)
+    req = urllib.request.Request(url.rstrip("/") + path, data=data,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_models_are_listed_by_name_with_what_they_are(server):
+    url, _ = server
+    status, data = call(url, "/api/models")
+    assert status == 200
+    by_name = {m["name"]: m for m in data["models"]}
+    assert set(by_name) == {"save/demo", "save/lyrics"}
+    m = by_name["save/lyrics"]
+    assert m["rnncell"] == "lstm" and m["rnn_size"] == 32 and m["vocab_size"] > 10
+    assert m["text_chars"] > 1000 and m["best_perplexity"] > 1
+    assert by_name["save/demo"]["rnncell"] == "gru"
+
+
+@pytest.mark.parametrize("req", [
+    {"n": 60},
+    {"start": "我在", "n": 40, "sample": "argmax"},
+    {"n": 50, "sample": "combined", "top_k": 3, "temperature": 0.7},
+    {"lines": 6, "line_len": "3-6", "rhyme": "auto", "stanza": 2},
+    {"lines": 4, "rhyme": "言前", "max_copy": 0},
+    {"start": "春风", "lines": 3, "sample": "weighted", "max_copy": 5},
+])
+def test_generate_gives_the_command_lines_lyrics(server, req):
+    """The page's result equals what the printed sample.py command writes."""
+    url, save = server
+    status, res = call(url, "/api/generate", dict(req, model="save/lyrics", seed=7))
+    assert status == 200, res
+    assert res["seed"] == 7 and res["lines"] == res["text"].split(" ")
+    if "lines" in req:
+        assert len(res["lines"]) == req["lines"]
+    if req.get("rhyme"):
+        assert res["rhymes"] is not None and len(res["rhymes"]) == len(res["lines"])
+        assert res["rhyme_rate"] is not None
+    assert res["longest_run"] is not None and res["longest_run"] <= res["max_copy"] or \
+        res["max_copy"] == 0
+    argv = shlex.split(res["command"])[2:]
+    cli = run("sample.py", *argv, "--out", "", "--raw", cwd=ROOT, check=0)
+    assert cli.stdout.strip() == res["text"], (res["command"], cli.stdout)
+
+
+@pytest.mark.parametrize("req, field, needle", [
+    ({"temperature": 0}, "temperature", "must be a number > 0"),
+    ({"temperature": "nan"}, "temperature", "must be a number > 0"),
+    ({"top_k": -1}, "top_k", "whole number"),
+    ({"line_len": "9-5"}, "line_len", "MIN <= MAX"),
+    ({"rhyme": "xyz"}, "rhyme", "13 groups"),
+    ({"lines": 0}, "lines", "at least 1"),
+    ({"n": 99999}, "n", "at most 2000"),
+    ({"lines": 1000}, "lines", "at most 100"),
+    ({"start": "春" * 500}, "start", "at most 100"),
+    ({"seed": -3}, "seed", "0 to 2**62"),
+    ({"sample": "best"}, "sample", "invalid choice"),
+    ({"stanza": [1]}, "stanza", "number or text"),
+    ({"path": "/etc"}, "path", "unknown field"),
+    ({"model": "../../etc"}, "model", "no model named"),
+    ({"model": None}, "model", "no model named"),
+])
+def test_bad_input_is_a_clear_4xx_next_to_its_field(server, req, field, needle):
+    url, _ = server
+    status, res = call(url, "/api/generate", {"model": "save/lyrics", "n": 20, **req})
+    assert status == 400, res
+    assert res["field"] == field and needle in res["error"], res
+
+
+def test_broken_bodies_and_unknown_paths_do_not_hurt_the_server(server):
+    url, _ = server
+    assert call(url, "/api/generate", raw=b"{not json")[0] == 400
+    assert call(url, "/api/generate", raw=b"[1, 2]")[0] == 400
+    assert call(url, "/api/generate", raw=b"x" * 20000)[0] == 413
+    assert call(url, "/nowhere")[0] == 404
+    status, res = call(url, "/api/generate", {"model": "save/demo", "n": 10})
+    assert status == 200 and len(res["text"]) > 0
+
+
+def test_concurrent_requests_each_get_their_own_correct_result(server):
+    url, _ = server
+    reqs = [{"model": m, "seed": k, **extra} for k in range(4)
+            for m, extra in (("save/lyrics", {"n": 80}), ("save/demo", {"lines": 4}))]
+    alone = [call(url, "/api/generate", r)[1]["text"] for r in reqs]
+    together = [None] * len(reqs)
+
+    def worker(i):
+        together[i] = call(url, "/api/generate", reqs[i])[1]["text"]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(reqs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert together == alone
+
+
+def test_the_page_works_offline(server):
+    url, _ = server
+    with urllib.request.urlopen(url, timeout=30) as r:
+        page = r.read().decode("utf-8")
+    assert "<form" in page and "/api/generate" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)   # no outside assets
+
+
+def test_binding_beyond_loopback_warns(trained, tmp_path):
+    save = tmp_path / "save"
+    shutil.copytree(trained("rnn"), save)
+    proc, url = start_server(save, "--host", "0.0.0.0")
+    try:
+        assert call(url, "/api/models")[0] == 200
+    finally:
+        proc.terminate()
+        err = proc.communicate(timeout=10)[1]
+    assert "warning: listening on 0.0.0.0" in err
+
+
+def test_no_model_and_busy_port_are_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run("serve.py", "--save_dir", empty)
+    assert proc.returncode == 1 and "no trained model" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run("serve.py", "--save_dir", tmp_path / "missing")
+    assert proc.returncode == 2 and "no such directory" in proc.stderr
+
+
+# --------------------------------------------------------------------- in a browser
+
+def chromium():
+    for browser in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if os.path.exists(browser) and shutil.which("chromedriver"):
+            return browser
+    return None
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium and chromedriver are not installed "
+                    "(scripts/test.sh installs them with apt-get when run as root)")
+def test_the_page_in_a_real_browser(server, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+    url, _ = server
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,800"):
+        opts.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    driver = webdriver.Chrome(options=opts, service=service)
+    try:
+        driver.get(url)
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 2)
+        Select(driver.find_element(By.ID, "model")).select_by_value("save/lyrics")
+        assert "lstm 2×32" in driver.find_element(By.ID, "model-info").text
+        start = driver.find_element(By.ID, "start")
+        start.clear()
+        start.send_keys("我在")
+        length = driver.find_element(By.ID, "length")
+        length.clear()
+        length.send_keys("6")
+        Select(driver.find_element(By.ID, "rhyme")).select_by_value("auto")
+        driver.find_element(By.ID, "seed").send_keys("5")
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .card"))
+        lines = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".card .line")]
+        assert len(lines) == 6 and lines[0].startswith("我在") and all(lines)
+        assert "seed 5" in driver.find_element(By.CSS_SELECTOR, ".card .meta").text
+        assert "--seed 5" in driver.find_element(By.CSS_SELECTOR, ".card .cmd").text
+        # a bad value: the CLI's message, next to its field; nothing new in the history
+        temp = driver.find_element(By.ID, "temperature")
+        temp.clear()
+        temp.send_keys("0")
+        driver.find_element(By.ID, "go").click()
+        slot = driver.find_element(By.CSS_SELECTOR, '.err[data-for="temperature"]')
+        wait.until(lambda d: slot.text)
+        assert "must be a number > 0" in slot.text
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#results .card")) == 1
+        shot = os.environ.get("LYRICS_SCREENSHOT")
+        if shot:                      # README's picture: python -m pytest -k browser
+            temp.clear()
+            temp.send_keys("0.8")
+            driver.find_element(By.ID, "go").click()
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 2)
+            driver.save_screenshot(shot)
+    finally:
+        driver.quit()
