@@ -356,8 +356,8 @@ class Model:
 
         repeat_ngram, max_run > 0 add the loop guard (craft.loop_banned is its definition):
         the whole sequence so far (start text + drawn ids) is carried in the loop, and a
-        character that would make an n-gram come a third time, or a character its
-        max_run-th time in a row, is pushed down the same way.
+        character that would make an n-gram or a short line come a third time, come more
+        than max_run times in a row, or leave an empty line is pushed down the same way.
         """
         from types import SimpleNamespace
         assert self.infer, "the generator is part of the inference graph"
