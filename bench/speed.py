@@ -118,6 +118,69 @@ def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted", 
                 val_loss=float(val_loss) if val_loss is not None else None)
 
 
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def flops_per_char(cfg, vocab_size, cell):
+    """Training FLOPs per character, counted from the shapes: every layer's input
+    projection [in, G*H] and recurrent product [H, G*H], and the softmax [H, V]; each
+    multiply-add is 2 FLOPs, and the backward pass costs two forward passes (gradients
+    for inputs and for weights).  Element-wise work (gates, exp) is left out: it is a few
+    percent at these sizes."""
+    G, H, E = GATES[cell], cfg["rnn_size"], cfg["embedding_size"]
+    macs = 0
+    for layer in range(cfg["num_layers"]):
+        n_in = E if layer == 0 else H
+        macs += n_in * G * H + H * G * H
+    macs += H * vocab_size
+    return 3 * 2 * macs
+
+
+def matmul_peak(cfg, vocab_size, cell, dtype="float32", repeats=30):
+    """This machine's matmul throughput (GFLOP/s) in TensorFlow on the model's own shapes:
+    the input projections [B*T, in] x [in, G*H], the recurrent [B, H] x [H, G*H] and the
+    softmax [B*T, H] x [H, V], each timed alone (median of `repeats`), weighted as one
+    training step uses them.  The limit our training could reach if nothing but these
+    products took time."""
+    import numpy as np
+    from utils import import_tensorflow
+    tf = import_tensorflow()
+    tf1 = tf.compat.v1
+    G, H, E = GATES[cell], cfg["rnn_size"], cfg["embedding_size"]
+    N, B, T = cfg["batch_size"] * cfg["seq_length"], cfg["batch_size"], cfg["seq_length"]
+    shapes = []                                   # (m, k, n, how many per step)
+    for layer in range(cfg["num_layers"]):
+        shapes.append((N, E if layer == 0 else H, G * H, 1))
+        shapes.append((B, H, G * H, T))
+    shapes.append((N, H, vocab_size, 1))
+    total_flops = total_s = 0.0
+    for m, k, n, times in shapes:
+        g = tf.Graph()
+        with g.as_default():
+            a = tf.Variable(tf.random.normal([m, k]))
+            b = tf.Variable(tf.random.normal([k, n]))
+            if dtype == "bfloat16":
+                prod = tf.matmul(tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16))
+            else:
+                prod = tf.matmul(a, b)
+            out = tf.reduce_sum(prod[:1, :1])     # fetch one number, not the product
+            init = tf1.global_variables_initializer()
+        with tf1.Session(graph=g) as sess:
+            sess.run(init)
+            run = sess.make_callable(out)
+            for _ in range(3):
+                run()
+            ts = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                run()
+                ts.append(time.perf_counter() - t)
+        flops = 2.0 * m * k * n * times
+        total_flops += flops
+        total_s += float(np.median(ts)) * times
+    return total_flops / total_s / 1e9
+
+
 def measure_torch(torch_python, text, cell, cfg, steps, warmup, seed):
     cmd = [torch_python, TORCH_REF, "--text", text, "--rnncell", cell, "--steps", str(steps),
            "--warmup", str(warmup), "--seed", str(seed)]
@@ -178,6 +241,11 @@ def main():
                 ours = measure_tf(ids, len(chars), cell, CONFIGS[conf], steps, warm, a.seed)
                 row = {"config": conf, "rnncell": cell, "tf_chars_per_s": ours["chars_per_s"],
                        "tf_val_loss": ours["val_loss"]}
+                fpc = flops_per_char(CONFIGS[conf], len(chars), cell)
+                peak = matmul_peak(CONFIGS[conf], len(chars), cell)
+                row.update(flops_per_char=fpc, peak_gflops=peak,
+                           tf_gflops=ours["chars_per_s"] * fpc / 1e9)
+                row["tf_share_of_peak"] = row["tf_gflops"] / peak
                 if not a.no_quality:
                     plain = measure_tf(ids, len(chars), cell, CONFIGS[conf], steps, warm,
                                        a.seed, impl="plain")
@@ -194,6 +262,7 @@ def main():
                     if "chars_per_s" in ref:
                         row.update(torch_chars_per_s=ref["chars_per_s"],
                                    ratio_vs_torch=ours["chars_per_s"] / ref["chars_per_s"],
+                                   torch_share_of_peak=ref["chars_per_s"] * fpc / 1e9 / peak,
                                    torch_sample_200_s=ref.get("sample_s"))
                     else:
                         row["torch_error"] = ref["error"]
@@ -273,11 +342,15 @@ def serve_request_time(save, repeats=20):
 
 def _row_text(r):
     s = f"{r['config']:5s} {r['rnncell']:4s}  ours {r['tf_chars_per_s'] / 1000:6.1f}k chars/s"
+    if "tf_share_of_peak" in r:
+        s += (f" = {r['tf_gflops']:.0f} GFLOP/s, {r['tf_share_of_peak']:.0%} of this "
+              f"machine's {r['peak_gflops']:.0f} (fp32 matmul on these shapes; "
+              f"{r['flops_per_char'] / 1e6:.2f} MFLOP/char)")
     if "plain_chars_per_s" in r:
         s += f"  plain build {r['plain_chars_per_s'] / 1000:6.1f}k"
     if "torch_chars_per_s" in r:
         s += (f"  torch {r['torch_chars_per_s'] / 1000:6.1f}k  ratio "
-              f"{r['ratio_vs_torch']:.2f}x")
+              f"{r['ratio_vs_torch']:.2f}x (torch {r['torch_share_of_peak']:.0%} of peak)")
     elif "torch_error" in r:
         s += f"  torch failed: {r['torch_error']}"
     if r.get("tf_val_loss") is not None:
