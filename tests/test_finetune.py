@@ -148,7 +148,8 @@ def test_base_is_byte_identical_and_config_records_it(base, finetuned):
     base_config = safe_load_pickle(os.path.join(base, "config.pkl"))
     for k in ("rnncell", "num_layers", "rnn_size", "embedding_size", "attention"):
         assert config[k] == base_config[k]
-    assert config["dropout"] == 0.3               # the fine-tuning default
+    assert config["dropout"] == 0.3               # the fine-tuning defaults
+    assert config["learning_rate"] == 1e-9          # given on the command line
 
 
 def test_a_fine_tuned_model_is_a_normal_model(base, finetuned):
