@@ -159,6 +159,8 @@ def test_a_fine_tuned_model_is_a_normal_model(base, finetuned):
     proc = train(tmp, data, save, "--keep", "--max_steps", "30", "--batch_size", "8",
                  "--seq_length", "8")
     assert proc.returncode == 0, proc.stderr
+    config = safe_load_pickle(str(tmp_path / "ok" / "config.pkl"))
+    assert (config["learning_rate"], config["dropout"]) == (0.0005, 0.3)   # the defaults
     assert "resumed" in proc.stdout
     assert tree_digest(base) == before
     proc = run("sample.py", "--save_dir", save, "--start", "蝴蝶", "--n", "40", "--out", "",
@@ -219,6 +221,8 @@ def test_bad_init_from_is_one_clear_line_and_writes_nothing(base, tmp_path):
                  "--rnn_size", "32", "--max_steps", "1", "--batch_size", "8",
                  "--seq_length", "8")
     assert proc.returncode == 0, proc.stderr
+    config = safe_load_pickle(str(tmp_path / "ok" / "config.pkl"))
+    assert (config["learning_rate"], config["dropout"]) == (0.0005, 0.3)   # the defaults
 
 
 @pytest.mark.parametrize("damage", ["truncate", "bitflip"])
