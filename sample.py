@@ -346,7 +346,8 @@ def constrained_sample(s, ids, n, mode="weighted", temperature=1.0, top_k=0, see
         if line < lo:
             p = masked(p, [space])
         if hi is not None and line >= hi:
-            p = np.eye(V)[space]
+            p = np.zeros(V)            # (not np.eye(V)[space]: a V x V matrix, 1 GB at 11 k)
+            p[space] = 1.0
         weighted = mode == "weighted" or (mode == "combined" and x == space)
         if hi is not None and line == hi - 1:
             # the next line end is forced: keep it from making a copy
