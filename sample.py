@@ -489,11 +489,12 @@ def command_of(args, seed):
     if args.start:
         parts += ["--start", args.start]
     parts += ["--lines", str(args.lines)] if args.lines else ["--n", str(args.n)]
-    defaults = build_parser().parse_args([])
+    defaults = vars(build_parser().parse_args([]))
+    defaults["max_copy"] = DEFAULT_MAX_COPY
     for flag in ("sample", "temperature", "top_k", "max_copy", "max_run", "repeat_ngram",
                  "rhyme", "stanza"):
         value = getattr(args, flag)
-        if value is not None and value != getattr(defaults, flag):
+        if value is not None and value != defaults[flag]:
             parts += [f"--{flag}", str(value)]
     if args.line_len:
         parts += ["--line_len", f"{args.line_len[0]}-{args.line_len[1]}"]
