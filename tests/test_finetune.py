@@ -159,8 +159,6 @@ def test_a_fine_tuned_model_is_a_normal_model(base, finetuned):
     proc = train(tmp, data, save, "--keep", "--max_steps", "30", "--batch_size", "8",
                  "--seq_length", "8")
     assert proc.returncode == 0, proc.stderr
-    config = safe_load_pickle(str(tmp_path / "ok" / "config.pkl"))
-    assert (config["learning_rate"], config["dropout"]) == (0.0005, 0.3)   # the defaults
     assert "resumed" in proc.stdout
     assert tree_digest(base) == before
     proc = run("sample.py", "--save_dir", save, "--start", "蝴蝶", "--n", "40", "--out", "",
