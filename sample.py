@@ -177,12 +177,13 @@ class Sampler:
             if self.index is not None:
                 self.model._copy_ban(self.index.length, len(self.chars))
             variables = tf1.global_variables()
-        self.ckpt, skipped = first_intact_checkpoint(candidates, variables, save_dir)
+        self.sess = tf1.Session(graph=self.graph)
+        self.ckpt, skipped = first_intact_checkpoint(
+            candidates, variables, save_dir,
+            restore=lambda prefix: saver.restore(self.sess, prefix))
         for prefix, why in skipped:
             print(f"sample.py: warning: {prefix} is {why}; using {self.ckpt}",
                   file=sys.stderr)
-        self.sess = tf1.Session(graph=self.graph)
-        saver.restore(self.sess, self.ckpt)
         if self.index is not None:
             self.model.load_copy_index(self.sess, self.index)
         m = self.model

@@ -18,7 +18,7 @@ import time
 
 
 from utils import (DirLock, HelpFormatter, UserError, atomic_pickle, check_dir_flag,
-                   checkpoint_candidates, checkpoint_step,
+                   checkpoint_candidates, checkpoint_step, short_error,
                    first_intact_checkpoint, atomic_save_npy, atomic_write_bytes,
                    count_params, cpu_has_bf16, epoch_lines, import_tensorflow,
                    log_filename, logging, non_negative_int, perplexity, positive_float,
@@ -114,7 +114,8 @@ def existing_model(save_dir):
 
 def clear_model(save_dir):
     for name in os.listdir(save_dir):
-        if name in SAVED_FILES or name.startswith(("model.ckpt-", "best.ckpt-", "ngram")):
+        if name in SAVED_FILES or name.startswith(("model.ckpt-", "best.ckpt-", "ngram",
+                                                    "damaged-")):
             os.unlink(os.path.join(save_dir, name))
 
 
@@ -270,10 +271,9 @@ def read_base_weights(tf, ckpt, variables):
         return out
     except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError) as e:
         # a truncated .data file surfaces as IndexError ("Read less bytes than requested")
-        first = (str(getattr(e, "message", e)).strip().splitlines() or [""])[0][:120]
         raise UserError(f"--init_from: cannot read the base checkpoint {ckpt} "
-                        f"({type(e).__name__}: {first}); the files are damaged: retrain "
-                        f"the base or copy it again")
+                        f"({short_error(e, 120)}); the files are damaged: retrain the base "
+                        f"or copy it again")
 
 
 def load_base_weights(sess, variables, weights):
@@ -530,9 +530,8 @@ def checked_save(saver, sess, prefix, **kw):
     try:
         return saver.save(sess, prefix, **kw)
     except (tf.errors.OpError, OSError) as e:
-        first = (str(getattr(e, "message", e)).strip().splitlines() or [""])[0][:120]
         raise UserError(f"could not save a checkpoint in {os.path.dirname(prefix)}/ "
-                        f"({type(e).__name__}: {first}); is the disk full or read-only? "
+                        f"({short_error(e, 120)}); is the disk full or read-only? "
                         f"The checkpoints saved before are intact: free space and resume "
                         f"with --keep")
 

@@ -433,7 +433,7 @@ def checkpoint_problem(prefix, variables):
         reader = tf.train.load_checkpoint(prefix)
         shapes = reader.get_variable_to_shape_map()
     except Exception as e:                  # not an sstable, truncated index, ...
-        return f"damaged ({_short(e)})"
+        return f"damaged ({short_error(e)})"
     for v in variables:
         name = v.op.name
         if name not in shapes:
@@ -445,24 +445,35 @@ def checkpoint_problem(prefix, variables):
         for name in shapes:
             reader.get_tensor(name)
     except Exception as e:                  # a checksum mismatch, a truncated .data file
-        return f"damaged ({_short(e)})"
+        return f"damaged ({short_error(e)})"
     return None
 
 
-def _short(e):
+def short_error(e, width=90):
+    """'TypeName: first line of the message' of an exception (TensorFlow's included)."""
     text = (str(getattr(e, "message", e)).strip().splitlines() or [""])[0]
-    return f"{type(e).__name__}: {text[:90]}"
+    return f"{type(e).__name__}: {text[:width]}"
 
 
-def first_intact_checkpoint(candidates, variables, save_dir):
-    """(prefix, [(skipped prefix, reason)]) of the first intact candidate.  A checkpoint
-    made by another model stops the search (the others are from the same run); when none
-    is intact, a UserError says so."""
+def first_intact_checkpoint(candidates, variables, save_dir, restore=None):
+    """(prefix, [(skipped prefix, reason)]) of the first intact candidate.  With restore
+    (a function of a prefix), each candidate is restored and only one that fails is read
+    tensor by tensor to say why (a restore checks the checksums itself); without, each is
+    read and checked.  A checkpoint made by another model stops the search (the others
+    are from the same run); when none is intact, a UserError says so."""
     skipped = []
     for prefix in candidates:
+        failure = None
+        if restore is not None:
+            try:
+                restore(prefix)
+                return prefix, skipped
+            except Exception as e:          # why, is found out below
+                failure = e
         problem = checkpoint_problem(prefix, variables)
-        if problem is None:
+        if problem is None and failure is None:
             return prefix, skipped
+        problem = problem or f"damaged ({short_error(failure)})"
         if problem.startswith("made by another model"):
             raise UserError(f"checkpoint {prefix} was {problem}: it does not match "
                             f"{save_dir}/config.pkl; restore the files of one model, or "
