@@ -312,6 +312,13 @@ class Model:
         if (not infer) if training is None else training:
             tvars = tf1.trainable_variables()
             grads = tf.gradients(self.cost, tvars)
+            # The embedding's gradient comes as IndexedSlices (B*T rows).  Summed into a
+            # dense [V, E] here, Adam updates it with one fused kernel; its sparse path ran
+            # a dozen full-size ops over m and v anyway (TF1 Adam decays all rows), and the
+            # step was 2-4 % slower (bench/speed.py).  The global norm is now the norm of
+            # the summed gradient (as sliced, repeated characters' rows were counted apart).
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                     for g in grads]
             grads, self.grad_norm = tf.clip_by_global_norm(grads, cfg.get("grad_clip", 5.0))
             # Checked before each save, so no checkpoint ever holds inf/NaN weights.
             self.weights_finite = tf.reduce_all(
