@@ -1,14 +1,25 @@
 """Speed benchmark, side by side with the PyTorch reference in the same run.
 
-    python bench/speed.py [--text data/lyrics.txt] [--rnncell lstm|gru|rnn|all]
-                          [--config seed|large|all] [--steps N]
+    python bench/speed.py [--text data/lyrics.txt ...] [--rnncell lstm|gru|rnn|all]
+                          [--config seed|large|base|all] [--steps N] [--repeats 3]
+    python bench/speed.py --suite      # the cases users meet, lstm (README "Speed")
+
+--suite fetches and cleans three texts into data/bench/ once (from the cached tarball of
+data/fetch_corpus.py): a lyrics-size text (宋词三百首, V ~ 2 k) and the default Song ci
+(V ~ 6 k), each at the seed and the large config, and the base recipe's verse corpus
+(~21 M characters, V ~ 11 k) at the base config (scripts/base.sh's CPU model).
 
 Measures, on this machine:
   * training throughput: median chars/s over --steps steps after --warmup, state carried
-    from batch to batch, for each cell type at the seed config (emb 100, 2 x 128, batch 32,
-    seq 16) and the large config (2 x 512, batch 64, seq 64); and the same for
-    ../shared/bench/torch_reference.py run now, on the same text and hyperparameters
-    (skipped with a note when its venv is missing: see ../shared/bench/README.md);
+    from batch to batch, at the seed config (emb 100, 2 x 128, batch 32, seq 16), the
+    large config (2 x 512, batch 64, seq 64) and the base config (emb 128, 2 x 256,
+    batch 32, seq 16, Adam 0.0005); and the same for ../shared/bench/torch_reference.py
+    run now, on the same text and hyperparameters (skipped with a note when its venv is
+    missing: see ../shared/bench/README.md); --repeats rounds of both, alternating, and
+    the median of each (the machine is shared: single runs vary by 10 % and more);
+  * the machine's limit in the same run: TensorFlow's matmul throughput on the model's
+    own shapes (float32, and bfloat16 where the CPU has it), against which each row
+    prints its achieved GFLOP/s (FLOPs per character counted from the shapes) as a share;
   * quality at equal work: validation loss on the held-out 5 % tail after the timed steps,
     for our build and for the straightforward build (TF-cell-style [x, h] x kernel each
     step, `rnn_impl=plain`) from the same seed: the faster path must learn the same;
@@ -35,9 +46,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 CONFIGS = {
-    "seed": dict(embedding_size=100, num_layers=2, rnn_size=128, batch_size=32, seq_length=16),
-    "large": dict(embedding_size=100, num_layers=2, rnn_size=512, batch_size=64, seq_length=64),
+    "seed": dict(embedding_size=100, num_layers=2, rnn_size=128, batch_size=32, seq_length=16,
+                 learning_rate=0.001),
+    "large": dict(embedding_size=100, num_layers=2, rnn_size=512, batch_size=64, seq_length=64,
+                  learning_rate=0.001),
+    # scripts/base.sh's CPU model (tests/test_bench.py checks the two agree)
+    "base": dict(embedding_size=128, num_layers=2, rnn_size=256, batch_size=32, seq_length=16,
+                 learning_rate=0.0005),
 }
+# --suite: (name, fetch_corpus.py flags, configs)
+SUITE = [("songci300", ["--subset", "300"], ["seed", "large"]),
+         ("songci", [], ["seed", "large"]),
+         ("poetry", ["--corpus", "poetry"], ["base"])]
 DEFAULT_TORCH = os.path.expanduser("~/.torchref/bin/python")
 TORCH_REF = os.path.join(os.path.dirname(ROOT), "shared", "bench", "torch_reference.py")
 
@@ -45,14 +65,21 @@ TORCH_REF = os.path.join(os.path.dirname(ROOT), "shared", "bench", "torch_refere
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--text", default=os.path.join(ROOT, "data", "lyrics.txt"),
-                   help="cleaned training text (data/lyrics.txt)")
-    p.add_argument("--rnncell", default="all", choices=["lstm", "gru", "rnn", "all"],
-                   help="cell types to measure")
-    p.add_argument("--config", default="all", choices=["seed", "large", "all"],
-                   help="model sizes to measure")
-    p.add_argument("--steps", type=int, default=200, help="timed training steps (seed config; "
-                   "the large config uses a fifth, at least 30)")
+    p.add_argument("--text", nargs="+", default=[os.path.join(ROOT, "data", "lyrics.txt")],
+                   help="cleaned training text(s) (data/lyrics.txt)")
+    p.add_argument("--suite", action="store_true",
+                   help="instead of --text and --config: the three cases of the module doc "
+                   "(texts prepared once in data/bench/)")
+    p.add_argument("--rnncell", default=None, choices=["lstm", "gru", "rnn", "all"],
+                   help="cell types to measure (default: all; lstm with --suite)")
+    p.add_argument("--config", default="all", choices=["seed", "large", "base", "all"],
+                   help="model sizes to measure (all: seed and large)")
+    p.add_argument("--steps", type=int, default=200, help="timed training steps (seed and "
+                   "base config; the large config uses a fifth, at least 30)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="rounds of ours and the reference per row; medians are reported")
+    p.add_argument("--no_sampling", action="store_true",
+                   help="skip the start-up and sampling figures")
     p.add_argument("--warmup", type=int, default=20, help="untimed first steps")
     p.add_argument("--torch_python", default=DEFAULT_TORCH,
                    help="python of the venv with PyTorch for the reference ('' = skip)")
@@ -84,7 +111,7 @@ def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted", 
     B, T = cfg["batch_size"], cfg["seq_length"]
     n, xs, ys = make_batches(train, B, T)
     _, vxs, vys = make_batches(val, B, T)
-    args = dict(cfg, vocab_size=vocab_size, rnncell=cell, learning_rate=0.001, grad_clip=5.0,
+    args = dict(cfg, vocab_size=vocab_size, rnncell=cell, grad_clip=5.0,
                 attention=False, rnn_impl=impl)
     g = tf.Graph()
     with g.as_default():
@@ -136,12 +163,14 @@ def flops_per_char(cfg, vocab_size, cell):
     return 3 * 2 * macs
 
 
-def matmul_peak(cfg, vocab_size, cell, dtype="float32", repeats=30):
+def matmul_peak(cfg, vocab_size, cell, dtype="float32", repeats=10, chain=10):
     """This machine's matmul throughput (GFLOP/s) in TensorFlow on the model's own shapes:
     the input projections [B*T, in] x [in, G*H], the recurrent [B, H] x [H, G*H] and the
-    softmax [B*T, H] x [H, V], each timed alone (median of `repeats`), weighted as one
-    training step uses them.  The limit our training could reach if nothing but these
-    products took time."""
+    softmax [B*T, H] x [H, V], weighted as one training step uses them.  Each shape is
+    timed as `chain` dependent matmuls in one Session.run (median of `repeats` runs,
+    divided by `chain`), so the per-run overhead is not charged to the product; the
+    per-op cost of TensorFlow's executor is, as in training.  The limit our training
+    could reach if nothing but these products took time."""
     import numpy as np
     from utils import import_tensorflow
     tf = import_tensorflow()
@@ -160,10 +189,12 @@ def matmul_peak(cfg, vocab_size, cell, dtype="float32", repeats=30):
             a = tf.Variable(tf.random.normal([m, k]))
             b = tf.Variable(tf.random.normal([k, n]))
             if dtype == "bfloat16":
-                prod = tf.matmul(tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16))
-            else:
-                prod = tf.matmul(a, b)
-            out = tf.reduce_sum(prod[:1, :1])     # fetch one number, not the product
+                a, b = tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)
+            outs = []
+            for _ in range(chain):                # one after the other, as in a step
+                with tf.control_dependencies(outs[-1:]):
+                    outs.append(tf.reduce_sum(tf.matmul(a, b)[:1, :1]))  # one number out
+            out = tf.add_n(outs)
             init = tf1.global_variables_initializer()
         with tf1.Session(graph=g) as sess:
             sess.run(init)
@@ -175,9 +206,8 @@ def matmul_peak(cfg, vocab_size, cell, dtype="float32", repeats=30):
                 t = time.perf_counter()
                 run()
                 ts.append(time.perf_counter() - t)
-        flops = 2.0 * m * k * n * times
-        total_flops += flops
-        total_s += float(np.median(ts)) * times
+        total_flops += 2.0 * m * k * n * times
+        total_s += float(np.median(ts)) / chain * times
     return total_flops / total_s / 1e9
 
 
@@ -200,109 +230,180 @@ def timed(cmd, cwd=ROOT):
     return time.perf_counter() - t
 
 
+def suite_text(name, fetch_flags):
+    """data/bench/<name>/lyrics.txt, fetched and cleaned the first time it is asked for
+    (data/fetch_corpus.py keeps the verified tarball, so later fetches are offline)."""
+    d = os.path.join(ROOT, "data", "bench", name)
+    text = os.path.join(d, "lyrics.txt")
+    if not os.path.exists(text):
+        os.makedirs(d, exist_ok=True)
+        origin = os.path.join(d, "origin.txt")
+        print(f"bench: preparing {text} (once)", flush=True)
+        timed([sys.executable, "data/fetch_corpus.py", "--output", origin, "--force"]
+              + fetch_flags)
+        timed([sys.executable, "data/parse.py", "--input", origin, "--output", text])
+    return text
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
+    """One row: ours and the reference --repeats times, alternating; medians, shares of
+    the measured peak, and (first round only) the quality checks."""
+    cfg = CONFIGS[conf]
+    V = len(chars)
+    steps = a.steps if conf != "large" else max(min(30, a.steps), a.steps // 5)
+    warm = a.warmup if conf != "large" else max(min(5, a.warmup), a.warmup // 4)
+    ours_runs, ref_runs, row = [], [], {"config": conf, "rnncell": cell, "text": text}
+    batch = cfg["batch_size"] * cfg["seq_length"]
+    if len(ids) - int(len(ids) * 0.05) < batch:
+        row["skipped"] = (f"{len(ids):,} characters are fewer than one training batch of "
+                          f"{cfg['batch_size']} x {cfg['seq_length']}")
+        return row
+    for r in range(max(1, a.repeats)):
+        ours = measure_tf(ids, V, cell, cfg, steps, warm, a.seed)
+        ours_runs.append(ours["chars_per_s"])
+        if r == 0:
+            row["tf_val_loss"] = ours["val_loss"]
+        if torch_ok:
+            ref = measure_torch(a.torch_python, text, cell, cfg, steps, warm, a.seed)
+            if "chars_per_s" in ref:
+                ref_runs.append(ref["chars_per_s"])
+                row["torch_sample_200_s"] = ref.get("sample_s")
+            else:
+                row["torch_error"] = ref["error"]
+    row.update(tf_chars_per_s=median(ours_runs), tf_runs=ours_runs)
+    fpc = flops_per_char(cfg, V, cell)
+    peak = matmul_peak(cfg, V, cell)
+    row.update(flops_per_char=fpc, peak_gflops=peak, tf_gflops=row["tf_chars_per_s"] * fpc / 1e9)
+    row["tf_share_of_peak"] = row["tf_gflops"] / peak
+    if ref_runs:
+        row.update(torch_chars_per_s=median(ref_runs), torch_runs=ref_runs)
+        row["ratio_vs_torch"] = row["tf_chars_per_s"] / row["torch_chars_per_s"]
+        row["torch_share_of_peak"] = row["torch_chars_per_s"] * fpc / 1e9 / peak
+        row.pop("torch_error", None)
+    if not a.no_quality:
+        plain = measure_tf(ids, V, cell, cfg, steps, warm, a.seed, impl="plain")
+        row.update(plain_chars_per_s=plain["chars_per_s"], plain_val_loss=plain["val_loss"])
+    if cell == "lstm" and has_bf16:
+        half = measure_tf(ids, V, cell, cfg, steps, warm, a.seed, bf16=True)
+        row.update(bf16_chars_per_s=half["chars_per_s"], bf16_val_loss=half["val_loss"],
+                   bf16_peak_gflops=matmul_peak(cfg, V, cell, "bfloat16"))
+    return row
+
+
 def main():
     a = parse_args()
-    if not os.path.exists(a.text):
-        sys.exit(f"bench: {a.text} not found; run python data/fetch_corpus.py and "
-                 f"python data/parse.py first (or pass --text)")
+    if a.suite:
+        cases = [(suite_text(name, flags), confs) for name, flags, confs in SUITE]
+        a.rnncell = a.rnncell or "lstm"
+    else:
+        configs = ["seed", "large"] if a.config == "all" else [a.config]
+        cases = [(t, configs) for t in a.text]
+    a.rnncell = a.rnncell or "all"
+    for text, _ in cases:
+        if not os.path.exists(text):
+            sys.exit(f"bench: {text} not found; run python data/fetch_corpus.py and "
+                     f"python data/parse.py first (or pass --text)")
     cells = ["lstm", "gru", "rnn"] if a.rnncell == "all" else [a.rnncell]
-    configs = ["seed", "large"] if a.config == "all" else [a.config]
     torch_ok = bool(a.torch_python) and os.path.exists(a.torch_python) and \
         os.path.exists(TORCH_REF)
-    result = {"machine": f"{os.cpu_count()} cores, {sys.platform}", "text": a.text}
+    from utils import cpu_has_bf16
+    has_bf16 = cpu_has_bf16()
+    result = {"machine": machine_text(), "texts": [], "training": []}
+    print(f"machine: {result['machine']}")
+    if not torch_ok:
+        print(f"note: no PyTorch reference ({a.torch_python or 'skipped'}); set it up "
+              f"as ../shared/bench/README.md says to get the ratios")
 
-    # preprocessing from scratch, in a scratch data dir
     from preprocess import TextParser
+    from utils import UserError
     tmp = tempfile.mkdtemp(prefix="lyrics-bench-")
     try:
-        shutil.copy(a.text, os.path.join(tmp, "lyrics.txt"))
-        t = time.perf_counter()
-        TextParser(tmp, 32, 16, 0.05)
-        result["preprocess_s"] = time.perf_counter() - t
-        # peak so far: Python + numpy + preprocessing, before TensorFlow is imported
-        result["preprocess_peak_rss_mb"] = \
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        chars, ids = load_ids(a.text)
-        result.update(chars=int(len(ids)), vocab_size=len(chars))
-        print(f"text {a.text}: {len(ids):,} chars, V = {len(chars):,}; preprocess "
-              f"{result['preprocess_s']:.2f} s (peak RSS {result['preprocess_peak_rss_mb']:.0f}"
-              f" MB)")
-        if not torch_ok:
-            print(f"note: no PyTorch reference ({a.torch_python or 'skipped'}); set it up "
-                  f"as ../shared/bench/README.md says to get the ratios")
-
-        from utils import cpu_has_bf16
-        has_bf16 = cpu_has_bf16()
-        rows = []
-        for conf in configs:
-            steps = a.steps if conf == "seed" else max(30, a.steps // 5)
-            warm = a.warmup if conf == "seed" else max(5, a.warmup // 4)
-            for cell in cells:
-                ours = measure_tf(ids, len(chars), cell, CONFIGS[conf], steps, warm, a.seed)
-                row = {"config": conf, "rnncell": cell, "tf_chars_per_s": ours["chars_per_s"],
-                       "tf_val_loss": ours["val_loss"]}
-                fpc = flops_per_char(CONFIGS[conf], len(chars), cell)
-                peak = matmul_peak(CONFIGS[conf], len(chars), cell)
-                row.update(flops_per_char=fpc, peak_gflops=peak,
-                           tf_gflops=ours["chars_per_s"] * fpc / 1e9)
-                row["tf_share_of_peak"] = row["tf_gflops"] / peak
-                if not a.no_quality:
-                    plain = measure_tf(ids, len(chars), cell, CONFIGS[conf], steps, warm,
-                                       a.seed, impl="plain")
-                    row.update(plain_chars_per_s=plain["chars_per_s"],
-                               plain_val_loss=plain["val_loss"])
-                if cell == "lstm" and has_bf16:
-                    half = measure_tf(ids, len(chars), cell, CONFIGS[conf], steps, warm,
-                                      a.seed, bf16=True)
-                    row.update(bf16_chars_per_s=half["chars_per_s"],
-                               bf16_val_loss=half["val_loss"])
-                if torch_ok:
-                    ref = measure_torch(a.torch_python, a.text, cell, CONFIGS[conf], steps,
-                                        warm, a.seed)
-                    if "chars_per_s" in ref:
-                        row.update(torch_chars_per_s=ref["chars_per_s"],
-                                   ratio_vs_torch=ours["chars_per_s"] / ref["chars_per_s"],
-                                   torch_share_of_peak=ref["chars_per_s"] * fpc / 1e9 / peak,
-                                   torch_sample_200_s=ref.get("sample_s"))
-                    else:
-                        row["torch_error"] = ref["error"]
-                rows.append(row)
-                print(_row_text(row), flush=True)
-        result["training"] = rows
-        result["chars_per_s"] = {f"{r['config']}/{r['rnncell']}": r["tf_chars_per_s"]
-                                 for r in rows}
-
-        # start-up, sampling: a seed-config model trained for one step
-        save = os.path.join(tmp, "save")
-        result["startup_s"] = timed([sys.executable, "train.py", "--data_dir", tmp,
-                                     "--save_dir", save, "--log_dir", os.path.join(tmp, "log"),
-                                     "--max_steps", "1", "--num_epochs", "1",
-                                     "--val_frac", "0"])
-        from sample import Sampler
-        s = Sampler(save)
-        start = [s.vocab.get(c, 0) for c in "从前"]
-        s.generate(start, 200, "weighted", 1.0, 0, 0)          # first run optimises
-        import numpy as np
-        gen = []
-        for k in range(20):
+        for n, (text, configs) in enumerate(cases):
+            # preprocessing from scratch, in a scratch data dir
+            data = os.path.join(tmp, f"data{n}")
+            os.makedirs(data)
+            shutil.copy(text, os.path.join(data, "lyrics.txt"))
             t = time.perf_counter()
-            s.generate(start, 200, "weighted", 1.0, 0, k)
-            gen.append(time.perf_counter() - t)
-        result["sample_200_s"] = float(np.median(gen))
-        procs = [timed([sys.executable, "sample.py", "--save_dir", save, "--start", "从前",
-                        "--n", "200", "--out", ""]) for _ in range(3)]
-        result["sample_process_s"] = float(np.median(procs))
-        result["serve_request_200_s"] = serve_request_time(save)
+            try:
+                TextParser(data, 32, 16, 0.05)
+                info = {"text": text, "preprocess_s": time.perf_counter() - t}
+                took = f"preprocess {info['preprocess_s']:.2f} s"
+            except UserError as e:                 # too small for the seed config
+                info = {"text": text, "preprocess_s": None}
+                took = f"not preprocessed: {e}"
+            chars, ids = load_ids(text)
+            info.update(chars=int(len(ids)), vocab_size=len(chars))
+            result["texts"].append(info)
+            print(f"text {text}: {len(ids):,} chars, V = {len(chars):,}; {took}", flush=True)
+            for conf in configs:
+                for cell in cells:
+                    row = train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16)
+                    result["training"].append(row)
+                    print(_row_text(row), flush=True)
+            del chars, ids
+        if not a.no_sampling:
+            if result["texts"][0]["preprocess_s"] is None:
+                print("start-up and sampling not measured: the first text is too small")
+                a.no_sampling = True
+            else:
+                result.update(sampling_figures(os.path.join(tmp, "data0")))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["peak_rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"start-up (train.py, 1 step + save): {result['startup_s']:.2f} s; 200 chars after "
-          f"load: {result['sample_200_s'] * 1000:.1f} ms; whole sample.py --n 200: "
-          f"{result['sample_process_s']:.2f} s; serve.py request for 200 chars: "
-          f"{result['serve_request_200_s'] * 1000:.1f} ms; peak RSS {result['peak_rss_mb']:.0f} MB "
-          f"(children {result['peak_rss_children_mb']:.0f} MB)")
+    if not a.no_sampling:
+        print(f"start-up (train.py, 1 step + save): {result['startup_s']:.2f} s; 200 chars "
+              f"after load: {result['sample_200_s'] * 1000:.1f} ms; whole sample.py --n 200: "
+              f"{result['sample_process_s']:.2f} s; serve.py request for 200 chars: "
+              f"{result['serve_request_200_s'] * 1000:.1f} ms")
+    print(f"peak RSS {result['peak_rss_mb']:.0f} MB (children "
+          f"{result['peak_rss_children_mb']:.0f} MB)")
     print(json.dumps(result, ensure_ascii=False))
+
+
+def machine_text():
+    """'2 cores, <CPU model>' (the figures mean little without it)."""
+    model = sys.platform
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}"
+
+
+def sampling_figures(data):
+    """Start-up and sampling: a seed-config model trained for one step on `data`."""
+    import numpy as np
+    out = {}
+    save = os.path.join(data, "save")
+    out["startup_s"] = timed([sys.executable, "train.py", "--data_dir", data,
+                              "--save_dir", save, "--log_dir", os.path.join(data, "log"),
+                              "--max_steps", "1", "--num_epochs", "1", "--val_frac", "0"])
+    from sample import Sampler
+    s = Sampler(save)
+    start = [s.vocab.get(c, 0) for c in "从前"]
+    s.generate(start, 200, "weighted", 1.0, 0, 0)          # first run optimises
+    gen = []
+    for k in range(20):
+        t = time.perf_counter()
+        s.generate(start, 200, "weighted", 1.0, 0, k)
+        gen.append(time.perf_counter() - t)
+    out["sample_200_s"] = float(np.median(gen))
+    procs = [timed([sys.executable, "sample.py", "--save_dir", save, "--start", "从前",
+                    "--n", "200", "--out", ""]) for _ in range(3)]
+    out["sample_process_s"] = float(np.median(procs))
+    out["serve_request_200_s"] = serve_request_time(save)
+    return out
 
 
 def serve_request_time(save, repeats=20):
@@ -341,26 +442,39 @@ def serve_request_time(save, repeats=20):
 
 
 def _row_text(r):
-    s = f"{r['config']:5s} {r['rnncell']:4s}  ours {r['tf_chars_per_s'] / 1000:6.1f}k chars/s"
+    """A row as a few lines: ours, the reference, the limit, the quality checks."""
+    def k(x):
+        return f"{x / 1000:.1f}k"
+    if "skipped" in r:
+        return f"{r['config']:5s} {r['rnncell']:4s}  skipped: {r['skipped']}"
+    s = f"{r['config']:5s} {r['rnncell']:4s}  ours {k(r['tf_chars_per_s'])} chars/s"
+    if len(r.get("tf_runs", [])) > 1:
+        s += f" (runs {', '.join(k(x) for x in r['tf_runs'])})"
     if "tf_share_of_peak" in r:
         s += (f" = {r['tf_gflops']:.0f} GFLOP/s, {r['tf_share_of_peak']:.0%} of this "
               f"machine's {r['peak_gflops']:.0f} (fp32 matmul on these shapes; "
               f"{r['flops_per_char'] / 1e6:.2f} MFLOP/char)")
-    if "plain_chars_per_s" in r:
-        s += f"  plain build {r['plain_chars_per_s'] / 1000:6.1f}k"
     if "torch_chars_per_s" in r:
-        s += (f"  torch {r['torch_chars_per_s'] / 1000:6.1f}k  ratio "
-              f"{r['ratio_vs_torch']:.2f}x (torch {r['torch_share_of_peak']:.0%} of peak)")
+        s += f"\n{'':11s}torch {k(r['torch_chars_per_s'])}"
+        if len(r.get("torch_runs", [])) > 1:
+            s += f" (runs {', '.join(k(x) for x in r['torch_runs'])})"
+        s += (f", {r['torch_share_of_peak']:.0%} of peak; ours / torch = "
+              f"{r['ratio_vs_torch']:.2f}x")
     elif "torch_error" in r:
-        s += f"  torch failed: {r['torch_error']}"
+        s += f"\n{'':11s}torch failed: {r['torch_error']}"
+    if "plain_chars_per_s" in r:
+        s += f"\n{'':11s}plain build {k(r['plain_chars_per_s'])}"
     if r.get("tf_val_loss") is not None:
-        s += f"  val loss {r['tf_val_loss']:.4f}"
+        s += f"; held-out loss after the same steps {r['tf_val_loss']:.4f}"
         if r.get("plain_val_loss") is not None:
-            s += f" (plain {r['plain_val_loss']:.4f})"
+            s += f" (plain build {r['plain_val_loss']:.4f})"
     if "bf16_chars_per_s" in r:
-        s += f"\n{'':11s}--bf16 {r['bf16_chars_per_s'] / 1000:6.1f}k chars/s"
-        if r.get("bf16_val_loss") is not None:     # None: no full validation batch
-            s += f", val loss {r['bf16_val_loss']:.4f}"
+        s += f"\n{'':11s}--bf16 {k(r['bf16_chars_per_s'])} chars/s"
+        if r.get("bf16_peak_gflops"):
+            s += f" (bf16 matmul limit {r['bf16_peak_gflops']:.0f} GFLOP/s)"
+        if r.get("bf16_val_loss") is not None and r.get("tf_val_loss"):  # None: too short
+            rel = r["bf16_val_loss"] / r["tf_val_loss"] - 1
+            s += f", held-out loss {r['bf16_val_loss']:.4f} ({rel:+.2%} vs float32)"
     return s
 
 

@@ -22,3 +22,65 @@ def test_matmul_peak_is_a_throughput_and_rows_print_the_share():
            "flops_per_char": 2e6, "peak_gflops": 100.0, "tf_gflops": 2.0,
            "tf_share_of_peak": 0.02}
     assert "2% of this machine's 100" in _row_text(row)
+
+
+def test_base_config_is_the_base_recipes_cpu_model():
+    """The bench's "base" row measures what scripts/base.sh trains on a CPU."""
+    import os
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "scripts", "base.sh"), encoding="utf-8") as f:
+        recipe = f.read()
+    cpu = re.search(r"^\s*cpu-bf16\) model=\(([^)]*)\)", recipe, re.M).group(1).split()
+    flags = dict(zip(cpu[::2], cpu[1::2]))
+    lr = re.search(r"--learning_rate ([0-9.]+)", recipe).group(1)
+    layers = re.search(r"--num_layers (\d+)", recipe).group(1)
+    base = CONFIGS["base"]
+    assert {k: int(flags[f"--{k}"]) for k in ("rnn_size", "embedding_size", "batch_size",
+                                              "seq_length")} == \
+        {k: base[k] for k in ("rnn_size", "embedding_size", "batch_size", "seq_length")}
+    assert float(lr) == base["learning_rate"] and int(layers) == base["num_layers"]
+
+
+def test_rows_without_validation_or_reference_still_print():
+    """A text too small for one validation batch (the large config on 宋词三百首) and a
+    failed reference give a row, not a crash."""
+    row = {"config": "large", "rnncell": "lstm", "tf_chars_per_s": 7000.0, "tf_runs": [7e3, 7.1e3],
+           "tf_val_loss": None, "flops_per_char": 2e7, "peak_gflops": 280.0,
+           "tf_gflops": 140.0, "tf_share_of_peak": 0.5, "torch_error": "no torch",
+           "plain_chars_per_s": 6000.0, "plain_val_loss": None,
+           "bf16_chars_per_s": 9000.0, "bf16_val_loss": None, "bf16_peak_gflops": 800.0}
+    text = _row_text(row)
+    assert "torch failed: no torch" in text and "held-out loss" not in text
+    assert "runs 7.0k, 7.1k" in text and "50% of this machine's 280" in text
+    row.update(tf_val_loss=5.0, bf16_val_loss=5.01, torch_chars_per_s=10000.0,
+               torch_runs=[1e4], ratio_vs_torch=0.7, torch_share_of_peak=0.71)
+    text = _row_text(row)
+    assert "ours / torch = 0.70x" in text and "(+0.20% vs float32)" in text
+
+
+def test_median_of_runs():
+    from bench.speed import median
+    assert median([3.0, 1.0, 2.0]) == 2.0 and median([4.0, 1.0, 2.0, 3.0]) == 2.5
+
+
+def test_bench_runs_the_large_config_on_a_small_text(tmp_path):
+    """`--config large` on a text with no full validation batch prints its rows and the
+    JSON line (it once died formatting the missing loss); a text shorter than one batch
+    gets a 'skipped' row, not a traceback."""
+    import json
+    from conftest import made_up_text, run
+    small = tmp_path / "small.txt"
+    small.write_text(made_up_text(2000), encoding="utf-8")          # ~18 k characters
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text(made_up_text(5), encoding="utf-8")
+    proc = run("bench/speed.py", "--text", small, tiny, "--config", "large", "--rnncell",
+               "rnn", "--steps", "2", "--warmup", "1", "--repeats", "1", "--no_sampling",
+               "--torch_python", "", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    big, short = out["training"]
+    assert big["config"] == "large" and big["tf_chars_per_s"] > 0
+    assert big["tf_val_loss"] is None and 0 < big["tf_share_of_peak"] < 2
+    assert "fewer than one training batch of 64 x 64" in short["skipped"]
+    assert "skipped:" in proc.stdout
