@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -243,12 +244,6 @@ def suite_text(name, fetch_flags):
               + fetch_flags)
         timed([sys.executable, "data/parse.py", "--input", origin, "--output", text])
     return text
-
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):

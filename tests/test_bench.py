@@ -59,11 +59,6 @@ def test_rows_without_validation_or_reference_still_print():
     assert "ours / torch = 0.70x" in text and "(+0.20% vs float32)" in text
 
 
-def test_median_of_runs():
-    from bench.speed import median
-    assert median([3.0, 1.0, 2.0]) == 2.0 and median([4.0, 1.0, 2.0, 3.0]) == 2.5
-
-
 def test_bench_runs_the_large_config_on_a_small_text(tmp_path):
     """`--config large` on a text with no full validation batch prints its rows and the
     JSON line (it once died formatting the missing loss); a text shorter than one batch
