@@ -87,7 +87,10 @@ def parse_args():
     p.add_argument("--no_quality", action="store_true",
                    help="skip the plain-build comparison of validation loss")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args()
+    a = p.parse_args()
+    if a.steps < 1 or a.repeats < 1 or a.warmup < 0:
+        p.error("--steps and --repeats must be at least 1, --warmup at least 0")
+    return a
 
 
 def load_ids(path):
@@ -259,7 +262,7 @@ def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
         row["skipped"] = (f"{len(ids):,} characters are fewer than one training batch of "
                           f"{cfg['batch_size']} x {cfg['seq_length']}")
         return row
-    for r in range(max(1, a.repeats)):
+    for r in range(a.repeats):
         ours = measure_tf(ids, V, cell, cfg, steps, warm, a.seed)
         ours_runs.append(ours["chars_per_s"])
         if r == 0:
@@ -302,8 +305,9 @@ def main():
     a.rnncell = a.rnncell or "all"
     for text, _ in cases:
         if not os.path.exists(text):
-            sys.exit(f"bench: {text} not found; run python data/fetch_corpus.py and "
-                     f"python data/parse.py first (or pass --text)")
+            print(f"bench: {text} not found; run python data/fetch_corpus.py and "
+                  f"python data/parse.py first (or pass --text)", file=sys.stderr)
+            sys.exit(2)
     cells = ["lstm", "gru", "rnn"] if a.rnncell == "all" else [a.rnncell]
     torch_ok = bool(a.torch_python) and os.path.exists(a.torch_python) and \
         os.path.exists(TORCH_REF)

@@ -79,3 +79,11 @@ def test_bench_runs_the_large_config_on_a_small_text(tmp_path):
     assert big["tf_val_loss"] is None and 0 < big["tf_share_of_peak"] < 2
     assert "fewer than one training batch of 64 x 64" in short["skipped"]
     assert "skipped:" in proc.stdout
+
+
+def test_bad_bench_arguments_exit_2_with_one_clear_line(tmp_path):
+    from conftest import assert_one_line_error, run
+    assert_one_line_error(run("bench/speed.py", "--text", tmp_path / "missing.txt"), 2,
+                          "missing.txt not found")
+    assert_one_line_error(run("bench/speed.py", "--steps", "0"), 2,
+                          "--steps and --repeats must be at least 1")
