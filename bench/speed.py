@@ -20,6 +20,10 @@ Measures, on this machine:
   * the machine's limit in the same run: TensorFlow's matmul throughput on the model's
     own shapes (float32, and bfloat16 where the CPU has it), against which each row
     prints its achieved GFLOP/s (FLOPs per character counted from the shapes) as a share;
+  * the ceiling: the chars/s no build of the same training step could pass here, every
+    FLOP at that limit plus the work besides matmuls that cannot be skipped, timed in
+    TensorFlow (clip + Adam over the model's weights, one exp over the logits); the most
+    any build could lead the reference by is the ceiling over the reference's chars/s;
   * quality at equal work: validation loss on the held-out 5 % tail after the timed steps,
     for our build and for the straightforward build (TF-cell-style [x, h] x kernel each
     step, `rnn_impl=plain`) from the same seed: the faster path must learn the same;
@@ -215,6 +219,82 @@ def matmul_peak(cfg, vocab_size, cell, dtype="float32", repeats=10, chain=10):
     return total_flops / total_s / 1e9
 
 
+def update_floor(cfg, vocab_size, cell, repeats=10, chain=5):
+    """Seconds per training step that no build of this model can avoid besides its matmuls,
+    measured in TensorFlow on this machine: the optimizer's update exactly as our Model
+    builds it (clip by the global norm, then TF1 Adam's fused kernel over every trainable
+    variable, shapes taken from the Model itself; memory-bound: it reads and writes each
+    weight and its two moments), and one element-wise pass over the logits [B*T, V] (an
+    exp: any softmax must read them and write their gradient at least once; ours makes
+    several passes).  Each is timed `chain` times in one Session.run, median of `repeats`.
+    Returns {"update_s", "logits_pass_s", "params"}."""
+    import numpy as np
+    from utils import import_tensorflow
+    from seq2seq_rnn import Model
+    tf = import_tensorflow()
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():                 # the model's own variable shapes
+        Model(dict(cfg, vocab_size=vocab_size, rnncell=cell, attention=False),
+              training=False)
+        shapes = [v.shape.as_list() for v in tf1.trainable_variables()]
+    N = cfg["batch_size"] * cfg["seq_length"]
+
+    def timed_chain(build):
+        g = tf.Graph()
+        with g.as_default():
+            ops = []
+            for _ in range(chain):                # one after the other, as in a step
+                with tf.control_dependencies(ops[-1:]):
+                    ops.append(build())
+            # Stateless ops wanted only as control inputs are pruned by Grappler: fetch
+            # the logits pass's numbers; the update (stateful) is kept by a group.
+            done = tf.add_n(ops) if isinstance(ops[0], tf.Tensor) else tf.group(ops)
+            init = tf1.global_variables_initializer()
+        with tf1.Session(graph=g) as sess:
+            sess.run(init)
+            run = sess.make_callable(done)
+            for _ in range(3):
+                run()
+            ts = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                run()
+                ts.append(time.perf_counter() - t)
+        return float(np.median(ts)) / chain
+
+    def update_graph():
+        state = {}
+
+        def build():
+            if not state:
+                state["w"] = [tf.Variable(tf.random.normal(s, stddev=0.01)) for s in shapes]
+                state["g"] = [tf.Variable(tf.random.normal(s, stddev=0.01)) for s in shapes]
+                state["opt"] = tf1.train.AdamOptimizer(0.001)
+            grads, _ = tf.clip_by_global_norm([tf.identity(g) for g in state["g"]], 5.0)
+            return state["opt"].apply_gradients(zip(grads, state["w"]))
+        return build
+
+    def logits_graph():
+        state = {}
+
+        def build():
+            if not state:
+                state["x"] = tf.Variable(tf.random.normal([N, vocab_size]))
+            return tf.reduce_sum(tf.exp(state["x"])[:1, :1])   # the whole exp; one number out
+        return build
+
+    return {"update_s": timed_chain(update_graph()), "logits_pass_s": timed_chain(logits_graph()),
+            "params": int(sum(int(np.prod(s)) for s in shapes))}
+
+
+def ceiling_chars_per_s(cfg, fpc, peak_gflops, floor):
+    """The most any build of this training step could reach here: every FLOP at the
+    measured matmul limit, plus the update and the one logits pass of update_floor()."""
+    chars = cfg["batch_size"] * cfg["seq_length"]
+    step = chars * fpc / (peak_gflops * 1e9) + floor["update_s"] + floor["logits_pass_s"]
+    return chars / step
+
+
 def measure_torch(torch_python, text, cell, cfg, steps, warmup, seed):
     cmd = [torch_python, TORCH_REF, "--text", text, "--rnncell", cell, "--steps", str(steps),
            "--warmup", str(warmup), "--seed", str(seed)]
@@ -279,10 +359,17 @@ def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
     peak = matmul_peak(cfg, V, cell)
     row.update(flops_per_char=fpc, peak_gflops=peak, tf_gflops=row["tf_chars_per_s"] * fpc / 1e9)
     row["tf_share_of_peak"] = row["tf_gflops"] / peak
+    floor = update_floor(cfg, V, cell)
+    row.update(update_s=floor["update_s"], logits_pass_s=floor["logits_pass_s"],
+               params=floor["params"],
+               ceiling_chars_per_s=ceiling_chars_per_s(cfg, fpc, peak, floor))
+    row["tf_share_of_ceiling"] = row["tf_chars_per_s"] / row["ceiling_chars_per_s"]
+    row["ceiling_share_of_peak"] = row["ceiling_chars_per_s"] * fpc / 1e9 / peak
     if ref_runs:
         row.update(torch_chars_per_s=median(ref_runs), torch_runs=ref_runs)
         row["ratio_vs_torch"] = row["tf_chars_per_s"] / row["torch_chars_per_s"]
         row["torch_share_of_peak"] = row["torch_chars_per_s"] * fpc / 1e9 / peak
+        row["ceiling_vs_torch"] = row["ceiling_chars_per_s"] / row["torch_chars_per_s"]
         row.pop("torch_error", None)
     if not a.no_quality:
         plain = measure_tf(ids, V, cell, cfg, steps, warm, a.seed, impl="plain")
@@ -461,6 +548,15 @@ def _row_text(r):
               f"{r['ratio_vs_torch']:.2f}x")
     elif "torch_error" in r:
         s += f"\n{'':11s}torch failed: {r['torch_error']}"
+    if "ceiling_chars_per_s" in r:
+        s += (f"\n{'':11s}ceiling {k(r['ceiling_chars_per_s'])} chars/s (every FLOP at the "
+              f"limit + Adam over {r['params'] / 1e6:.2f} M weights "
+              f"{r['update_s'] * 1000:.1f} ms + one pass over the logits "
+              f"{r['logits_pass_s'] * 1000:.1f} ms per step) = "
+              f"{r['ceiling_share_of_peak']:.0%} of the limit; ours at "
+              f"{r['tf_share_of_ceiling']:.0%} of it")
+        if "ceiling_vs_torch" in r:
+            s += f"; no build can beat torch by more than {r['ceiling_vs_torch']:.2f}x here"
     if "plain_chars_per_s" in r:
         s += f"\n{'':11s}plain build {k(r['plain_chars_per_s'])}"
     if r.get("tf_val_loss") is not None:

@@ -1,7 +1,9 @@
-"""bench/speed.py's arithmetic: FLOPs per character from the shapes, the matmul limit."""
+"""bench/speed.py's arithmetic: FLOPs per character from the shapes, the matmul limit,
+the ceiling no build can pass."""
 import math
 
-from bench.speed import CONFIGS, _row_text, flops_per_char, matmul_peak
+from bench.speed import (CONFIGS, _row_text, ceiling_chars_per_s, flops_per_char,
+                         matmul_peak, update_floor)
 
 
 def test_flops_per_character_by_hand():
@@ -22,6 +24,41 @@ def test_matmul_peak_is_a_throughput_and_rows_print_the_share():
            "flops_per_char": 2e6, "peak_gflops": 100.0, "tf_gflops": 2.0,
            "tf_share_of_peak": 0.02}
     assert "2% of this machine's 100" in _row_text(row)
+
+
+def test_update_floor_times_the_models_own_weights():
+    """The ceiling's update is timed over the Model's trainable variables: as many weights
+    as the shapes flops_per_char counts (embedding, each layer's [in + H, G*H] kernel and
+    bias, softmax [H, V] and bias), so a change to the model that the FLOP count misses
+    fails here."""
+    cfg = dict(embedding_size=8, num_layers=2, rnn_size=16, batch_size=4, seq_length=4)
+    V, E, H = 64, 8, 16
+    for cell, G in (("lstm", 4), ("gru", 3), ("rnn", 1)):
+        floor = update_floor(cfg, V, cell, repeats=2, chain=2)
+        assert floor["params"] == V * E + (E + H) * G * H + 2 * H * G * H + 2 * G * H \
+            + H * V + V, cell
+        assert 0 < floor["update_s"] < 1 and 0 < floor["logits_pass_s"] < 1
+
+
+def test_ceiling_adds_the_unavoidable_work_to_the_matmuls_at_the_limit():
+    cfg = dict(batch_size=32, seq_length=16)                 # 512 characters a step
+    # 10 MFLOP/char at 100 GFLOP/s: 51.2 ms of matmuls; + 8 ms update + 0.8 ms exp pass
+    ceiling = ceiling_chars_per_s(cfg, 1e7, 100.0, {"update_s": 0.008, "logits_pass_s": 0.0008})
+    assert abs(ceiling - 512 / 0.060) < 1e-6
+    # with nothing but matmuls it is the limit itself
+    assert abs(ceiling_chars_per_s(cfg, 1e7, 100.0, {"update_s": 0, "logits_pass_s": 0})
+               - 1e4) < 1e-6
+    row = {"config": "base", "rnncell": "lstm", "tf_chars_per_s": 7400.0, "tf_val_loss": 5.0,
+           "flops_per_char": 2.26e7, "peak_gflops": 286.0, "tf_gflops": 167.0,
+           "tf_share_of_peak": 0.58, "torch_chars_per_s": 7400.0, "torch_runs": [7400.0],
+           "ratio_vs_torch": 1.0, "torch_share_of_peak": 0.59, "params": 5173802,
+           "update_s": 0.008, "logits_pass_s": 0.0025, "ceiling_chars_per_s": 10200.0,
+           "ceiling_share_of_peak": 0.81, "tf_share_of_ceiling": 0.725,
+           "ceiling_vs_torch": 10200 / 7400}
+    text = _row_text(row)
+    assert "ceiling 10.2k chars/s" in text and "5.17 M weights 8.0 ms" in text
+    assert "= 81% of the limit; ours at 72% of it" in text
+    assert "no build can beat torch by more than 1.38x here" in text
 
 
 def test_base_config_is_the_base_recipes_cpu_model():
