@@ -622,7 +622,10 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
         if stop["signal"]:
             path = save(epoch, pointer)
             print(f"train: {stop['signal']}: saved {path}; resume with --keep")
-            return 0
+            # 128 + the signal's number, as a shell reports a process the signal ended:
+            # a script running train.py (scripts/base.sh, set -e) stops here instead of
+            # announcing a finished model.
+            return 128 + signal.Signals[stop["signal"]].value
 
         val_loss = None
         if data.num_val_batches:
