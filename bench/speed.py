@@ -171,18 +171,48 @@ def flops_per_char(cfg, vocab_size, cell):
     return 3 * 2 * macs
 
 
-def matmul_peak(cfg, vocab_size, cell, dtype="float32", repeats=10, chain=10):
-    """This machine's matmul throughput (GFLOP/s) in TensorFlow on the model's own shapes:
-    the input projections [B*T, in] x [in, G*H], the recurrent [B, H] x [H, G*H] and the
-    softmax [B*T, H] x [H, V], weighted as one training step uses them.  Each shape is
-    timed as `chain` dependent matmuls in one Session.run (median of `repeats` runs,
-    divided by `chain`), so the per-run overhead is not charged to the product; the
-    per-op cost of TensorFlow's executor is, as in training.  The limit our training
-    could reach if nothing but these products took time."""
+def time_chained(setup, step, repeats=10, chain=10):
+    """Seconds one op takes in TensorFlow here: `setup()` makes its inputs in a new graph,
+    `step(inputs)` builds the op (a tensor or a stateful op); `chain` of them one after
+    the other in one Session.run, median of `repeats` runs divided by `chain`, so the
+    per-run overhead is not charged to the op, the executor's per-op cost is (as in a
+    training step)."""
     import numpy as np
     from utils import import_tensorflow
     tf = import_tensorflow()
     tf1 = tf.compat.v1
+    g = tf.Graph()
+    with g.as_default():
+        inputs = setup()
+        ops = []
+        for _ in range(chain):
+            with tf.control_dependencies(ops[-1:]):
+                ops.append(step(inputs))
+        # A stateless op wanted only as a control input is pruned by Grappler: tensors
+        # are fetched (reduce them to a number in `step`); stateful ops are grouped.
+        done = tf.add_n(ops) if isinstance(ops[0], tf.Tensor) else tf.group(ops)
+        init = tf1.global_variables_initializer()
+    with tf1.Session(graph=g) as sess:
+        sess.run(init)
+        run = sess.make_callable(done)
+        for _ in range(3):
+            run()
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            run()
+            ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) / chain
+
+
+def matmul_peak(cfg, vocab_size, cell, dtype="float32", repeats=10, chain=10):
+    """This machine's matmul throughput (GFLOP/s) in TensorFlow on the model's own shapes:
+    the input projections [B*T, in] x [in, G*H], the recurrent [B, H] x [H, G*H] and the
+    softmax [B*T, H] x [H, V], weighted as one training step uses them, each timed by
+    time_chained().  The limit our training could reach if nothing but these products
+    took time."""
+    from utils import import_tensorflow
+    tf = import_tensorflow()
     G, H, E = GATES[cell], cfg["rnn_size"], cfg["embedding_size"]
     N, B, T = cfg["batch_size"] * cfg["seq_length"], cfg["batch_size"], cfg["seq_length"]
     shapes = []                                   # (m, k, n, how many per step)
@@ -192,42 +222,28 @@ def matmul_peak(cfg, vocab_size, cell, dtype="float32", repeats=10, chain=10):
     shapes.append((N, H, vocab_size, 1))
     total_flops = total_s = 0.0
     for m, k, n, times in shapes:
-        g = tf.Graph()
-        with g.as_default():
+        def setup():
             a = tf.Variable(tf.random.normal([m, k]))
             b = tf.Variable(tf.random.normal([k, n]))
             if dtype == "bfloat16":
                 a, b = tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)
-            outs = []
-            for _ in range(chain):                # one after the other, as in a step
-                with tf.control_dependencies(outs[-1:]):
-                    outs.append(tf.reduce_sum(tf.matmul(a, b)[:1, :1]))  # one number out
-            out = tf.add_n(outs)
-            init = tf1.global_variables_initializer()
-        with tf1.Session(graph=g) as sess:
-            sess.run(init)
-            run = sess.make_callable(out)
-            for _ in range(3):
-                run()
-            ts = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                run()
-                ts.append(time.perf_counter() - t)
+            return a, b
+
+        def step(ab):
+            return tf.reduce_sum(tf.matmul(*ab)[:1, :1])       # the whole product; a number out
         total_flops += 2.0 * m * k * n * times
-        total_s += float(np.median(ts)) / chain * times
+        total_s += time_chained(setup, step, repeats, chain) * times
     return total_flops / total_s / 1e9
 
 
 def update_floor(cfg, vocab_size, cell, repeats=10, chain=5):
     """Seconds per training step that no build of this model can avoid besides its matmuls,
-    measured in TensorFlow on this machine: the optimizer's update exactly as our Model
-    builds it (clip by the global norm, then TF1 Adam's fused kernel over every trainable
-    variable, shapes taken from the Model itself; memory-bound: it reads and writes each
-    weight and its two moments), and one element-wise pass over the logits [B*T, V] (an
-    exp: any softmax must read them and write their gradient at least once; ours makes
-    several passes).  Each is timed `chain` times in one Session.run, median of `repeats`.
-    Returns {"update_s", "logits_pass_s", "params"}."""
+    measured in TensorFlow on this machine (time_chained()): the optimizer's update exactly
+    as our Model builds it (clip by the global norm, then TF1 Adam's fused kernel over
+    every trainable variable, shapes taken from the Model itself; memory-bound: it reads
+    and writes each weight and its two moments), and one element-wise pass over the
+    logits [B*T, V] (an exp: any softmax must read them and write their gradient at least
+    once; ours makes several passes).  Returns {"update_s", "logits_pass_s", "params"}."""
     import numpy as np
     from utils import import_tensorflow
     from seq2seq_rnn import Model
@@ -239,51 +255,22 @@ def update_floor(cfg, vocab_size, cell, repeats=10, chain=5):
         shapes = [v.shape.as_list() for v in tf1.trainable_variables()]
     N = cfg["batch_size"] * cfg["seq_length"]
 
-    def timed_chain(build):
-        g = tf.Graph()
-        with g.as_default():
-            ops = []
-            for _ in range(chain):                # one after the other, as in a step
-                with tf.control_dependencies(ops[-1:]):
-                    ops.append(build())
-            # Stateless ops wanted only as control inputs are pruned by Grappler: fetch
-            # the logits pass's numbers; the update (stateful) is kept by a group.
-            done = tf.add_n(ops) if isinstance(ops[0], tf.Tensor) else tf.group(ops)
-            init = tf1.global_variables_initializer()
-        with tf1.Session(graph=g) as sess:
-            sess.run(init)
-            run = sess.make_callable(done)
-            for _ in range(3):
-                run()
-            ts = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                run()
-                ts.append(time.perf_counter() - t)
-        return float(np.median(ts)) / chain
+    def adam_setup():
+        weights = [tf.Variable(tf.random.normal(s, stddev=0.01)) for s in shapes]
+        grads = [tf.Variable(tf.random.normal(s, stddev=0.01)) for s in shapes]
+        return weights, grads, tf1.train.AdamOptimizer(0.001)
 
-    def update_graph():
-        state = {}
+    def adam_step(inputs):
+        weights, grads, optimizer = inputs
+        clipped, _ = tf.clip_by_global_norm([tf.identity(g) for g in grads], 5.0)
+        return optimizer.apply_gradients(zip(clipped, weights))
 
-        def build():
-            if not state:
-                state["w"] = [tf.Variable(tf.random.normal(s, stddev=0.01)) for s in shapes]
-                state["g"] = [tf.Variable(tf.random.normal(s, stddev=0.01)) for s in shapes]
-                state["opt"] = tf1.train.AdamOptimizer(0.001)
-            grads, _ = tf.clip_by_global_norm([tf.identity(g) for g in state["g"]], 5.0)
-            return state["opt"].apply_gradients(zip(grads, state["w"]))
-        return build
-
-    def logits_graph():
-        state = {}
-
-        def build():
-            if not state:
-                state["x"] = tf.Variable(tf.random.normal([N, vocab_size]))
-            return tf.reduce_sum(tf.exp(state["x"])[:1, :1])   # the whole exp; one number out
-        return build
-
-    return {"update_s": timed_chain(update_graph()), "logits_pass_s": timed_chain(logits_graph()),
+    def exp_step(x):
+        return tf.reduce_sum(tf.exp(x)[:1, :1])         # the whole exp; a number out
+    return {"update_s": time_chained(adam_setup, adam_step, repeats, chain),
+            "logits_pass_s": time_chained(
+                lambda: tf.Variable(tf.random.normal([N, vocab_size])), exp_step,
+                repeats, chain),
             "params": int(sum(int(np.prod(s)) for s in shapes))}
 
 
