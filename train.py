@@ -545,7 +545,7 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
     stop = {"signal": None}
 
     def on_signal(signum, frame):
-        stop["signal"] = signal.Signals(signum).name
+        stop["signal"] = signal.Signals(signum)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -621,11 +621,11 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
         progress.close()
         if stop["signal"]:
             path = save(epoch, pointer)
-            print(f"train: {stop['signal']}: saved {path}; resume with --keep")
+            print(f"train: {stop['signal'].name}: saved {path}; resume with --keep")
             # 128 + the signal's number, as a shell reports a process the signal ended:
             # a script running train.py (scripts/base.sh, set -e) stops here instead of
             # announcing a finished model.
-            return 128 + signal.Signals[stop["signal"]].value
+            return 128 + stop["signal"]
 
         val_loss = None
         if data.num_val_batches:
