@@ -23,8 +23,17 @@ contiguous stretch of text, and split along time into num_batches [batch_size, s
 pieces.  Row r of batch k+1 continues row r of batch k, which is why the RNN state of one
 batch may feed the next.  y is x shifted by one character.
 
-New: the last `val_frac` of the text is held out as a validation split with its own
-batches; training batches never see it.
+New: `val_frac` of the text is held out as a validation split with its own batches;
+training batches never see it.  The held-out part is spread over the whole text
+(validation_blocks): blocks of about VAL_BLOCK characters, one in each of as many equal
+stretches of the text, each at a place drawn with a fixed seed.  A corpus written genre by
+genre (the base's: Tang poems, Song poems, Song ci, ...) is then validated on every genre
+in proportion, not on whatever genre comes last.  Models trained before this kept the
+last val_frac ('tail'); their saved config says so and --keep and evaluate.py keep it.
+
+--max_vocab K keeps the K most frequent characters and leaves the others out of the text
+(for a base model: a softmax over fewer characters is a faster step; fine-tuning adds
+every character of the user's text the base does not know, as always).
 """
 import argparse
 import hashlib
@@ -38,6 +47,9 @@ from utils import (HelpFormatter, UserError, atomic_pickle, atomic_save_npy, run
 
 VOCAB_FORMAT = 1
 DEFAULT_MAX_COPY = 8     # sample.py --max_copy default; its index is built here, once
+VAL_BLOCK = 1000         # characters per held-out block (a few songs' worth of lines)
+VAL_SEED = 20161         # where in each stretch its block goes; fixed: one split per text
+VAL_SPLITS = ("blocks", "tail")   # how the held-out part is chosen (tail: before 2026-11-30)
 
 
 def file_sha256(path):
@@ -48,12 +60,14 @@ def file_sha256(path):
     return h.hexdigest()
 
 
-def build_vocab(text, base_chars=None):
+def build_vocab(text, base_chars=None, max_vocab=0):
     """Distinct characters, most frequent first, ties by code point; and the id array.
 
     base_chars: a base model's vocabulary. The result then starts with it, unchanged and
     in its order, followed by this text's characters that are not in it (most frequent
     first), so every id the base knows means the same character.
+    max_vocab > 0 (without base_chars): only the max_vocab most frequent characters are
+    kept; the others are left out of the id array.
 
     Works on code points with numpy, so 1.7 M characters take well under a second.
     """
@@ -74,7 +88,35 @@ def build_vocab(text, base_chars=None):
         rank = np.empty(len(order), dtype=np.int32)
         rank[order] = np.arange(len(order), dtype=np.int32)
     ids = rank[inverse.reshape(-1)]
+    if max_vocab and base_chars is None and len(chars) > max_vocab:
+        chars, ids = chars[:max_vocab], ids[ids < max_vocab]    # ranks are by frequency
     return chars, ids
+
+
+def validation_blocks(n, val_frac, how="blocks"):
+    """[(start, end)] of the held-out part of a text of n ids, int(n * val_frac) ids in
+    all.  'blocks': k = max(1, n_val // VAL_BLOCK) blocks, block i inside the i-th of k
+    equal stretches of the text at a place drawn with VAL_SEED; 'tail': the last n_val."""
+    n_val = int(n * val_frac)
+    if n_val == 0:
+        return []
+    if how == "tail":
+        return [(n - n_val, n)]
+    k = max(1, n_val // VAL_BLOCK)
+    sizes = [n_val // k + (i < n_val % k) for i in range(k)]
+    stretch = n // k
+    rng = np.random.default_rng(VAL_SEED)
+    starts = [i * stretch + int(rng.integers(0, stretch - size + 1))
+              for i, size in enumerate(sizes)]
+    return [(a, a + size) for a, size in zip(starts, sizes)]
+
+
+def split_validation(ids, val_frac, how="blocks"):
+    """(training ids, held-out ids): validation_blocks() of ids, and the rest in order."""
+    held = np.zeros(len(ids), dtype=bool)
+    for a, b in validation_blocks(len(ids), val_frac, how):
+        held[a:b] = True
+    return ids[~held], ids[held]
 
 
 def chars_sha256(chars):
@@ -117,15 +159,24 @@ class TextParser:
     """Vocabulary, context array and training/validation batches for one data_dir."""
 
     def __init__(self, data_dir="data", batch_size=32, seq_length=16, val_frac=0.05,
-                 verbose=False, base_chars=None):
+                 verbose=False, base_chars=None, val_split="blocks", max_vocab=0):
         if batch_size < 1 or seq_length < 1:
             raise UserError("--batch_size and --seq_length must be at least 1", code=2)
         if not 0.0 <= val_frac < 0.5:
             raise UserError("--val_frac must be in [0, 0.5)", code=2)
+        if max_vocab and base_chars is not None:
+            raise UserError("--max_vocab and --init_from: a fine-tuned model's vocabulary "
+                            "is its base's plus the new characters of its text; drop "
+                            "--max_vocab", code=2)
+        if max_vocab < 0 or max_vocab == 1:
+            raise UserError("--max_vocab must be 0 (every character) or at least 2", code=2)
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.seq_length = seq_length
         self.val_frac = val_frac
+        self.val_split = val_split
+        self.max_vocab = max_vocab
+        self.left_out = 0
         self.input_file = os.path.join(data_dir, "lyrics.txt")
         self.vocab_file = os.path.join(data_dir, "vocab.pkl")
         self.context_file = os.path.join(data_dir, "context.npy")
@@ -163,7 +214,8 @@ class TextParser:
         meta = safe_load_pickle(self.vocab_file, "vocabulary file")
         return isinstance(meta, dict) and meta.get("format") == VOCAB_FORMAT \
             and meta.get("source_sha256") == source \
-            and meta.get("base_sha256") == self.base_sha
+            and meta.get("base_sha256") == self.base_sha \
+            and meta.get("max_vocab", 0) == self.max_vocab
 
     def preprocess(self, source):
         try:
@@ -177,16 +229,20 @@ class TextParser:
         text = " ".join(text.split())
         if not text:
             raise UserError(f"{self.input_file} is empty; run python data/parse.py")
-        self.chars, ids = build_vocab(" " + text, self.base_chars)
+        self.chars, ids = build_vocab(" " + text, self.base_chars, self.max_vocab)
         self.context = ids
+        self.left_out = len(text) + 1 - len(ids)
         atomic_save_npy(self.context_file, ids)
         atomic_pickle(self.vocab_file, {"format": VOCAB_FORMAT, "chars": self.chars,
                                         "source_sha256": source,
-                                        "base_sha256": self.base_sha})
+                                        "base_sha256": self.base_sha,
+                                        "max_vocab": self.max_vocab,
+                                        "left_out": self.left_out})
 
     def load_preprocessed(self):
         meta = safe_load_pickle(self.vocab_file, "vocabulary file")
         self.chars = list(meta["chars"])
+        self.left_out = int(meta.get("left_out", 0))
         try:
             self.context = np.load(self.context_file, allow_pickle=False)
         except (ValueError, OSError) as e:
@@ -198,9 +254,8 @@ class TextParser:
     def init_batches(self):
         per_batch = self.batch_size * self.seq_length
         n = len(self.context)
-        n_val = int(n * self.val_frac)
-        self.train_data = self.context[:n - n_val]
-        self.val_data = self.context[n - n_val:]
+        self.train_data, self.val_data = split_validation(self.context, self.val_frac,
+                                                          self.val_split)
         self.num_batches, self.x_batches, self.y_batches = make_batches(
             self.train_data, self.batch_size, self.seq_length)
         self.num_val_batches, self.val_x_batches, self.val_y_batches = make_batches(
@@ -233,8 +288,16 @@ class TextParser:
             print(f"preprocess: the base vocabulary ({len(self.base_chars):,} characters) "
                   f"plus {len(self.new_chars):,} of this text's characters it never saw"
                   + (f": {new[:40]}{'...' if len(new) > 40 else ''}" if new else ""))
+        if self.max_vocab:
+            print(f"preprocess: --max_vocab {self.max_vocab:,}: {self.left_out:,} "
+                  f"occurrences of rarer characters left out "
+                  f"({self.left_out / (len(self.context) + self.left_out):.2%} of the text)")
+        n = len(self.context)
+        blocks = len(validation_blocks(n, self.val_frac, self.val_split))
+        where = ("the end of the text" if self.val_split == "tail" else
+                 f"{blocks:,} block{'s' * (blocks != 1)} spread over the text")
         print(f"preprocess: vocab size {self.vocab_size:,}; train {len(self.train_data):,} "
-              f"chars, validation {len(self.val_data):,} chars")
+              f"chars, validation {len(self.val_data):,} chars ({where}; of {n:,})")
         print(f"preprocess: {self.num_batches:,} training batches per epoch and "
               f"{self.num_val_batches:,} validation batches of {self.batch_size} x "
               f"{self.seq_length}")
@@ -249,14 +312,18 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=32, help="sequences per batch")
     p.add_argument("--seq_length", type=int, default=16, help="characters per sequence")
     p.add_argument("--val_frac", type=float, default=0.05,
-                   help="share of the text, from its end, held out for validation")
+                   help="share of the text held out for validation, in blocks spread over "
+                        "the text")
+    p.add_argument("--max_vocab", type=int, default=0,
+                   help="keep only this many most frequent characters, leaving the rarer "
+                        "ones out of the text (0 = every character)")
     p.add_argument("--init_from", default=None, metavar="DIR",
                    help="build the vocabulary a fine-tuning run from the model in DIR uses "
                         "(train.py --init_from DIR does this by itself)")
     args = p.parse_args(argv)
     base = base_vocabulary(args.init_from) if args.init_from else None
     TextParser(args.data_dir, args.batch_size, args.seq_length, args.val_frac, verbose=True,
-               base_chars=base)
+               base_chars=base, max_vocab=args.max_vocab)
     return 0
 
 

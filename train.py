@@ -10,6 +10,7 @@ log/<timestamp>.txt that analysis/plot.py reads, and TensorBoard events in
 log/<timestamp>/.
 """
 import argparse
+import collections
 import math
 import os
 import signal
@@ -25,8 +26,8 @@ from utils import (DirLock, HelpFormatter, UserError, atomic_pickle, check_dir_f
                    positive_int, run_main, safe_load_pickle, session_config, unit_float)
 
 ARCH_FLAGS = ("rnncell", "num_layers", "rnn_size", "embedding_size", "attention")
-# Flags whose change would make the saved batch pointer meaningless.
-BATCH_FLAGS = ("batch_size", "seq_length", "val_frac")
+# Flags whose change would make the saved batch pointer (or the vocabulary) meaningless.
+BATCH_FLAGS = ("batch_size", "seq_length", "val_frac", "val_split", "max_vocab")
 SAVED_FILES = ("config.pkl", "words_vocab.pkl", "checkpoint", "checkpoint_best",
                "corpus.npy")
 MODEL_MARKERS = ("checkpoint", "checkpoint_best")   # a trained model is there
@@ -48,7 +49,12 @@ def build_parser():
     g.add_argument("--save_dir", default="save", help="checkpoints, config and vocabulary")
     g.add_argument("--log_dir", default="log", help="text logs and TensorBoard events")
     g.add_argument("--val_frac", type=unit_float, default=0.05,
-                   help="share of the text, from its end, held out for validation")
+                   help="share of the text held out for validation, in blocks of about "
+                        "1,000 characters spread over the text")
+    g.add_argument("--max_vocab", type=non_negative_int, default=0,
+                   help="keep only this many most frequent characters and leave the rarer "
+                        "ones out of the text: a faster softmax for a base model (fine-"
+                        "tuning adds every character of your text it lacks); 0 = all")
     g = p.add_argument_group("model")
     g.add_argument("--rnncell", choices=["rnn", "gru", "lstm"], default="lstm",
                    help="recurrent cell type")
@@ -73,6 +79,11 @@ def build_parser():
                         f"{FINE_TUNE_DEFAULTS['learning_rate']}, with --keep the model's own")
     g.add_argument("--decay_rate", type=positive_float, default=1.0,
                    help="learning rate x decay_rate after each epoch (1 = constant)")
+    g.add_argument("--reset_chars", type=non_negative_int, default=256,
+                   help="reset each sequence's RNN state to zero at random, on average "
+                        "every this many characters, so the model learns to start from "
+                        "the zero state sampling starts from (0 = carry the state through "
+                        "the epoch, as the article)")
     g.add_argument("--grad_clip", type=positive_float, default=5.0,
                    help="clip gradients to this global norm")
     g.add_argument("--patience", type=non_negative_int, default=5,
@@ -173,6 +184,8 @@ def check_resume(args, explicit):
         raise UserError(f"--keep: no trained model to resume in {args.save_dir}/ "
                         f"(config.pkl and a checkpoint are needed); drop --keep to start one")
     saved = read_saved_config(args.save_dir, "--keep")
+    # before 2026-11-30 the held-out part was the tail of the text and nothing was capped
+    saved = dict({"val_split": "tail", "max_vocab": 0}, **saved)
     adopt(args, explicit, saved, ARCH_FLAGS + BATCH_FLAGS,
           f"--keep: the model in {args.save_dir}/",
           lambda fix: f"resume with {fix}, or train a new model in another --save_dir")
@@ -348,12 +361,35 @@ def divergence_limit(vocab_size):
     return max(3 * uniform, uniform + 10)
 
 
-def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_step=None):
+def reset_masks(seed, batch_size, seq_length, reset_chars):
+    """state_mask for run_epoch: each row's state is reset with probability
+    seq_length / reset_chars before a batch (a reset on average every reset_chars
+    characters).  Drawn from (seed, global step), so a resumed run resets where an
+    uninterrupted one would."""
+    import numpy as np
+    if not reset_chars:
+        return lambda step: None
+    p = min(1.0, seq_length / reset_chars)
+    return lambda step: (np.random.default_rng((seed % 2**32, step)).random(batch_size) >= p
+                         ).astype(np.float32)
+
+
+def masked_state(state, mask):
+    """The nested state (tuples of [batch_size, ...] arrays) with rows where mask is 0
+    zeroed."""
+    if isinstance(state, (tuple, list)):
+        return tuple(masked_state(s, mask) for s in state)
+    return state * mask.reshape((-1,) + (1,) * (state.ndim - 1))
+
+
+def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_step=None,
+              state_mask=None):
     """Run batches xs[start:], ys[start:] carrying the RNN state from batch to batch.
 
     With eval_op (the train op) it trains; without, it only measures (validation).
-    on_step(i, loss, grad_norm) may return True to stop early.  Returns (mean loss,
-    number of batches run).
+    on_step(i, loss, grad_norm) may return True to stop early.  state_mask(i), if given,
+    returns None or a [batch_size] array of 0/1: the rows with 0 start batch i from the
+    zero state.  Returns (mean loss, number of batches run).
     """
     state = session.run(model.initial_state)
     fetches = {"cost": model.cost, "state": model.final_state}
@@ -363,6 +399,9 @@ def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_s
     total, n = 0.0, 0
     for i in range(start, len(xs)):
         feed = {model.input_data: xs[i], model.targets: ys[i]}
+        mask = state_mask(i) if state_mask is not None else None
+        if mask is not None:
+            state = masked_state(state, mask)
         feed.update(model.state_feed(state))
         if eval_op is not None and keep_prob < 1.0:
             feed[model.keep_prob] = keep_prob
@@ -379,6 +418,7 @@ def main(argv=None):
     start_time = time.time()
     args = build_parser().parse_args(argv)
     args.start_time = start_time
+    args.val_split = "blocks"       # how the held-out part is chosen (--keep: the model's)
     explicit = explicit_flags(argv)
     if args.keep and args.overwrite:
         raise UserError("--keep resumes and --overwrite starts afresh: pick one", code=2)
@@ -402,7 +442,8 @@ def main(argv=None):
 
     from preprocess import TextParser
     data = TextParser(args.data_dir, args.batch_size, args.seq_length, args.val_frac,
-                      verbose=True, base_chars=base_chars)
+                      verbose=True, base_chars=base_chars, val_split=args.val_split,
+                      max_vocab=args.max_vocab)
     args.vocab_size = data.vocab_size
     if saved is not None:
         check_resume_data(args, saved, data)
@@ -571,6 +612,8 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
 
     chars_per_step = args.batch_size * args.seq_length
     too_high = divergence_limit(data.vocab_size)
+    resets = reset_masks(args.seed, args.batch_size, args.seq_length, args.reset_chars)
+    recent = collections.deque(maxlen=1000)     # the last 1,000 steps' training losses
     bad_epochs, stopped, path = 0, None, None
     step = int(sess.run(model.global_step))
     # --max_minutes: training stops at `deadline`, leaving time for the validation pass
@@ -604,6 +647,7 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
                                 f"ln(vocabulary) = {math.log(data.vocab_size):.2f} of "
                                 f"uniform guessing: the training diverged")
             progress.update(i + 1, loss)
+            recent.append(loss)
             if step % args.save_every == 0:
                 save(epoch, i + 1)
             if stop["signal"] or (args.max_steps and step >= args.max_steps) \
@@ -616,7 +660,8 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
         train_loss, n_run = run_epoch(
             sess, model, data.x_batches, data.y_batches, eval_op=model.train_op,
             start=start_pointer if epoch == start_epoch else 0,
-            keep_prob=1.0 - args.dropout, on_step=on_step)
+            keep_prob=1.0 - args.dropout, on_step=on_step,
+            state_mask=lambda i: resets(step))
         seconds = time.time() - t0
         progress.close()
         if stop["signal"]:
@@ -635,7 +680,8 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
                                 f"{epoch + 1}")
         for line in epoch_lines(epoch + 1, train_loss, val_loss, seconds):
             logging(log_path, line)
-        msg = f"epoch {epoch + 1}/{args.num_epochs}: train loss {train_loss:.4f}"
+        msg = (f"epoch {epoch + 1}/{args.num_epochs}: train loss {train_loss:.4f} (last "
+               f"{len(recent):,} steps {sum(recent) / max(len(recent), 1):.4f})")
         if val_loss is not None:
             msg += f", validation loss {val_loss:.4f} (perplexity {perplexity(val_loss):.1f})"
         rate = n_run * chars_per_step / max(seconds, 1e-9)
