@@ -63,6 +63,10 @@ PARTS = {
     "nalan": (re.compile(r"^package/dist/nalanxingde/(.+)\.json$"), False, "纳兰性德诗集"),
 }
 PHRASE_END = re.compile(r"[，。、？！；：,.?!;:]+")
+# 元曲 are drama: stage directions in brackets (（正末唱）, （下）, （带云）) and spoken
+# lines between the sung ones.  Only the sung text is verse (sung_text).
+DIRECTION = re.compile(r"[（(]([^（()）]*)[)）]")
+SPOKEN = re.compile(r"云(?![了住])|白$")     # 云/白: speaks; 云了/云住: (speech left out)
 MARKER_SUFFIX = ".source"   # origin.txt.source: what this script wrote, to spot user files
 
 BY_HAND = ("or make data/origin.txt yourself: any lyrics text, one line per lyric line, "
@@ -114,6 +118,26 @@ def phrases(paragraphs):
     return out
 
 
+def sung_text(paragraph):
+    """A 元曲 paragraph without its stage directions and spoken parts.
+
+    A paragraph starts sung; a direction saying someone speaks (正末云, 带云, 诗云, 白)
+    starts a spoken part, which lasts until a direction with 唱 (sings) or the paragraph's
+    end.  云了/云住 mark speech the text leaves out, so the sung text goes on."""
+    out, pos, sung = [], 0, True
+    for m in DIRECTION.finditer(paragraph):
+        if sung:
+            out.append(paragraph[pos:m.start()])
+        if "唱" in m.group(1):
+            sung = True
+        elif SPOKEN.search(m.group(1)):
+            sung = False
+        pos = m.end()
+    if sung:
+        out.append(paragraph[pos:])
+    return "".join(out)
+
+
 def _order(pattern, member_name):
     """Files of a part in numeric order (ci.song.0 ... ci.song.21000), others by name."""
     m = pattern.match(member_name)
@@ -156,7 +180,10 @@ def read_works(tarball, names_by_part):
                 except (ValueError, UnicodeDecodeError) as e:
                     raise UserError(f"{name} in {tarball} is not valid JSON: {e}")
                 for work in data if isinstance(data, list) else []:
-                    ps = phrases(_lines_of(work)) if isinstance(work, dict) else []
+                    lines = _lines_of(work) if isinstance(work, dict) else []
+                    if part == "yuanqu":
+                        lines = [sung_text(p) for p in lines if isinstance(p, str)]
+                    ps = phrases(lines)
                     if ps:
                         yield part, ps
 
@@ -174,16 +201,24 @@ def read_ci(tarball, subset=None):
         yield ps
 
 
-def build_origin(tarball, subset=None, parts=None):
+def build_origin(tarball, subset=None, parts=None, works=None):
     """The origin.txt text: one phrase per line, a blank line between works.
 
     parts None: the Song ci (or 宋词三百首 with subset); else the named PARTS, in order.
-    Returns (text, {part: number of works})."""
+    works: a slice of the works, in that order (None: all).
+    Returns (text, {part: number of works}, number of works written)."""
+    blocks, counts = _blocks(tarball, subset, parts)
+    if works is not None:
+        blocks = blocks[works]
+    return "\n\n".join(blocks) + "\n", counts, len(blocks)
+
+
+def _blocks(tarball, subset, parts):
     counts = {}
     if parts is None:
         blocks = ["\n".join(ps) for ps in read_ci(tarball, subset)]
         counts["songci"] = len(blocks)
-        return "\n\n".join(blocks) + "\n", counts
+        return blocks, counts
     blocks, converter = [], None
     for part in parts:
         traditional = PARTS[part][1]
@@ -196,7 +231,7 @@ def build_origin(tarball, subset=None, parts=None):
             got = [w for k in range(0, len(got), 5000)
                    for w in converter("\n\n".join(got[k:k + 5000])).split("\n\n")]
         blocks.extend(got)
-    return "\n\n".join(blocks) + "\n", counts
+    return blocks, counts
 
 
 def _t2s():
@@ -216,6 +251,15 @@ def part_list(value):
         raise argparse.ArgumentTypeError(
             f"unknown part {','.join(bad) or value!r}; parts are {','.join(PARTS)}")
     return names
+
+
+def work_range(value):
+    """--works START:END -> slice (END may be empty: to the last work)."""
+    m = re.fullmatch(r"(\d*):(\d*)", value.strip())
+    if not m or (m.group(1) and m.group(2) and int(m.group(2)) <= int(m.group(1))):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not START:END with START < END (work numbers from 0, e.g. 0:866)")
+    return slice(int(m.group(1) or 0), int(m.group(2)) if m.group(2) else None)
 
 
 def _sha256(path):
@@ -248,6 +292,9 @@ def main(argv=None):
                         "for your own lyrics)")
     p.add_argument("--subset", choices=["300"], default=None,
                    help="'300': only 宋词三百首 (about 24 k characters) for quick runs")
+    p.add_argument("--works", type=work_range, default=None, metavar="START:END",
+                   help="only works START to END-1 of the chosen text, in its order (e.g. "
+                        "--only yuanqu --works 0:866 to fine-tune on, 866:1085 to score on)")
     p.add_argument("--tarball", default=None,
                    help="use this local .tgz instead of downloading (still verified)")
     p.add_argument("--integrity", default=INTEGRITY,
@@ -305,16 +352,20 @@ def main(argv=None):
     if parts and any(PARTS[n][1] for n in parts):
         print("fetch_corpus: converting the Tang and Song poems to simplified script "
               "(about half a minute)", flush=True)
-    text, counts = build_origin(tarball, args.subset, parts)
+    text, counts, works = build_origin(tarball, args.subset, parts, args.works)
+    if not works:
+        raise UserError(f"--works {args.works.start}:{args.works.stop} selects no work; the "
+                        f"text has fewer", code=2)
     atomic_write_text(args.output, text)
     atomic_write_text(marker, _sha256(args.output) + "\n")
     # counted on code points: a list of 18 M one-character strings would take 1.4 GB
     import numpy as np
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     han = codes[(codes >= 0x4E00) & (codes <= 0x9FA5)]
-    works = sum(counts.values())
     what = f"{works:,} ci" if parts is None else f"{works:,} works (" + ", ".join(
         f"{n} {c:,}" for n, c in counts.items()) + ")"
+    if args.works is not None:
+        what += f", works {args.works.start}:{args.works.stop or ''} of them"
     n_lines = sum(1 for line in text.split("\n") if line)
     print(f"fetch_corpus: wrote {args.output}: {what}, {n_lines:,} lines, {len(han):,} "
           f"Chinese characters, {len(np.unique(han)):,} distinct")
