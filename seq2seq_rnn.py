@@ -287,6 +287,7 @@ class Model:
         self.probs = tf.nn.softmax(self.logits)
         loss = softmax_cross_entropy(self.logits, tf.reshape(self.targets, [-1]))
         self.cost = tf.reduce_mean(loss)        # mean cross-entropy per character (nats)
+        self.row_cost = tf.reduce_mean(tf.reshape(loss, [B, T]), 1)     # [B], per row
 
         # Bookkeeping, saved in the checkpoint so --keep resumes exactly.
         self.global_step = tf1.train.get_or_create_global_step()

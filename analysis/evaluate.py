@@ -83,6 +83,43 @@ def cross_entropy_windowed(sampler, ids, window=64):
     return (total / n if n else float("nan")), n
 
 
+def offset_spread(sampler, ids, offsets=8, window=64):
+    """State robustness: the cross-entropy of the same text scored from the zero state
+    starting at `offsets` places (k * n / offsets, wrapping round to the start), all in
+    one batch of `offsets` rows.  Full windows only (the last n % window pairs are left
+    out).  Returns the list of cross-entropies, or None (attention models, short texts)."""
+    if sampler.config.get("attention") or offsets < 2:
+        return None
+    x, y = np.asarray(ids[:-1], np.int32), np.asarray(ids[1:], np.int32)
+    full = len(x) // window
+    if full < offsets:
+        return None
+    from utils import import_tensorflow
+    tf = import_tensorflow()
+    tf1 = tf.compat.v1
+    from seq2seq_rnn import Model
+    starts = [k * len(x) // offsets for k in range(offsets)]
+    xs = np.stack([np.roll(x, -a)[:full * window] for a in starts])    # [offsets, n']
+    ys = np.stack([np.roll(y, -a)[:full * window] for a in starts])
+    graph = tf.Graph()
+    with graph.as_default():
+        m = Model(dict(sampler.config, batch_size=offsets, seq_length=window),
+                  training=False)
+        saver = tf1.train.Saver(tf1.global_variables())
+    graph.finalize()
+    total = np.zeros(offsets)
+    with tf1.Session(graph=graph) as sess:
+        saver.restore(sess, sampler.ckpt)
+        state = sess.run(m.initial_state)
+        for k in range(full):
+            feed = {m.input_data: xs[:, k * window:(k + 1) * window],
+                    m.targets: ys[:, k * window:(k + 1) * window]}
+            feed.update(m.state_feed(state))
+            cost, state = sess.run([m.row_cost, m.final_state], feed)
+            total += cost
+    return [float(v) for v in total / full]
+
+
 def read_text(path, encoding="auto"):
     """A raw text cleaned like data/parse.py, with the leading line start."""
     from data.parse import parse_file
@@ -98,17 +135,22 @@ def text_ids(text, vocab):
     return ids, unknown
 
 
-def score(sampler, text):
+def score(sampler, text, offsets=8):
     """Cross-entropy of the whole text (unknown characters charged OOV_NATS) and of the
-    known ones only; see the module docstring."""
+    known ones only, and (offsets > 1) the known characters' cross-entropy from the zero
+    state at `offsets` places; see the module docstring."""
     ids, unknown = text_ids(text, sampler.vocab)
     ce_known, n = cross_entropy_windowed(sampler, ids)
     total = n + unknown
     ce = (ce_known * n + unknown * OOV_NATS) / total if total else float("nan")
-    return dict(chars=len(text), scored=total, unknown_chars=unknown,
-                unknown_share=unknown / total if total else None,
-                cross_entropy=ce, perplexity=perplexity(ce),
-                cross_entropy_known=ce_known, perplexity_known=perplexity(ce_known))
+    out = dict(chars=len(text), scored=total, unknown_chars=unknown,
+               unknown_share=unknown / total if total else None,
+               cross_entropy=ce, perplexity=perplexity(ce),
+               cross_entropy_known=ce_known, perplexity_known=perplexity(ce_known))
+    spread = offset_spread(sampler, ids, offsets)
+    if spread:
+        out.update(offsets=spread, offset_spread=max(spread) / min(spread) - 1)
+    return out
 
 
 def line_lengths(text):
@@ -124,23 +166,27 @@ def length_summary(lengths):
 
 
 def held_out_text(sampler, save_dir):
-    """The held-out validation tail of the model's training text, as characters."""
+    """The held-out part of the model's training text (the same split train.py made),
+    as characters."""
+    from preprocess import split_validation
     if sampler.corpus is None:
         raise UserError(f"{save_dir}/corpus.npy is missing, so there is no held-out text "
                         f"to score; pass --text")
     val_frac = float(sampler.config.get("val_frac", 0.05))
-    n_val = int(len(sampler.corpus) * val_frac)
-    if n_val < 2:
+    how = sampler.config.get("val_split", "tail")
+    _, held = split_validation(sampler.corpus, val_frac, how)
+    if len(held) < 2:
         raise UserError("the model was trained without a validation split; pass --text")
-    return sampler.decode(sampler.corpus[-n_val:]), \
-        f"held-out tail of {save_dir}'s training text ({val_frac:.0%})"
+    where = "tail" if how == "tail" else "part"
+    return sampler.decode(held), \
+        f"held-out {where} of {save_dir}'s training text ({val_frac:.0%})"
 
 
 def sample_numbers(s, args):
     """Copying, diversity, rhyme and line-length numbers of args.samples samples."""
     from sample import start_ids
     from craft import (CorpusMatcher, distinct_n, longest_char_run, max_line_repeats,
-                       rhyme_rate)
+                       rhyme_rate, text_windows, word_share)
     V = len(s.chars)
     matcher = CorpusMatcher(s.corpus, V) if s.corpus is not None else None
     _, start = start_ids(args.start, s.vocab, warn=lambda m: None)
@@ -154,6 +200,7 @@ def sample_numbers(s, args):
                "rhyme_rate": rhyme_rate(text.split(" ")),
                "longest_char_run": longest_char_run(text),
                "max_line_repeats": max_line_repeats(text),
+               "word_share": word_share(text),
                "lines": line_lengths(text)}
         if matcher is not None:
             row["longest_copied_run"] = matcher.longest_run(seq)[0]
@@ -167,7 +214,7 @@ def sample_numbers(s, args):
     gen_lengths = [x for r in rows for x in r["lines"]]
     summary = {k: mean(k) for k in ("distinct_1", "distinct_2", "rhyme_rate",
                                      "share_4grams_in_training",
-                                     "share_8grams_in_training")}
+                                     "share_8grams_in_training", "word_share")}
     summary["longest_char_run_max"] = max(r["longest_char_run"] for r in rows)
     summary["max_line_repeats"] = max(r["max_line_repeats"] for r in rows)
     if matcher is not None:
@@ -177,6 +224,11 @@ def sample_numbers(s, args):
     if s.corpus is not None:
         train_text = s.decode(s.corpus[:200000])
         summary["line_length_training"] = length_summary(line_lengths(train_text))
+        # the same number of windows of the same length, from the training text
+        shares = [word_share(s.decode(w)) for w in
+                  text_windows(s.corpus, args.samples, args.n, args.seed)]
+        shares = [v for v in shares if v is not None]
+        summary["word_share_training"] = float(np.mean(shares)) if shares else None
     print(f"  {args.samples} samples of {args.n} characters (temperature "
           f"{args.temperature}, max_copy {args.max_copy}):")
     for key, label in (("longest_copied_run_max", "longest verbatim run (max)"),
@@ -186,7 +238,9 @@ def sample_numbers(s, args):
                        ("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"),
                        ("rhyme_rate", "rhyme rate"),
                        ("longest_char_run_max", "one character in a row (max)"),
-                       ("max_line_repeats", "same line (most times)")):
+                       ("max_line_repeats", "same line (most times)"),
+                       ("word_share", "in words (fluency), samples"),
+                       ("word_share_training", "in words, training text")):
         v = summary.get(key)
         if v is not None:
             print(f"    {label:30s} {v:.3f}" if isinstance(v, float) else
@@ -234,6 +288,10 @@ def main(argv=None):
                    help="sample.py's no-copy rule while sampling (0 = off, to measure the "
                         "raw model)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the first sample")
+    p.add_argument("--offsets", type=non_negative_int, default=8,
+                   help="state robustness: also score the text from the zero state "
+                        "starting at this many evenly spaced places and report the spread "
+                        "(0 or 1 = off)")
     p.add_argument("--latest", action="store_true", help="use the latest checkpoint")
     args = p.parse_args(argv)
 
@@ -249,7 +307,9 @@ def main(argv=None):
             text, source = held_out_text(s, save_dir)
         result = {"save_dir": save_dir, "checkpoint": s.ckpt, "vocab_size": len(s.chars),
                   "text": source}
-        result.update(score(s, text))
+        result.update(score(s, text, args.offsets))
+        from craft import word_share
+        result["word_share_text"] = word_share(text)
         print(f"{save_dir} ({s.ckpt}, vocabulary {len(s.chars):,}) on {source}:")
         print(f"  {result['scored']:,} characters scored; {result['unknown_chars']:,} "
               f"({result['unknown_share']:.1%}) outside the vocabulary, charged "
@@ -257,6 +317,13 @@ def main(argv=None):
         print(f"  cross-entropy {result['cross_entropy']:.4f} nats/char, perplexity "
               f"{result['perplexity']:.1f} (known characters only: "
               f"{result['perplexity_known']:.1f}; uniform would be {len(s.chars):,})")
+        if result.get("offsets"):
+            print(f"  from the zero state at {len(result['offsets'])} places: "
+                  f"{min(result['offsets']):.4f}-{max(result['offsets']):.4f} nats "
+                  f"(spread {result['offset_spread']:.1%}; known characters, full windows)")
+        if result["word_share_text"] is not None:
+            print(f"  characters in words (fluency) of the text: "
+                  f"{result['word_share_text']:.3f}")
         if args.samples:
             result["samples"] = sample_numbers(s, args)
         results.append(result)
