@@ -84,6 +84,10 @@ def build_parser():
                         "every this many characters, so the model learns to start from "
                         "the zero state sampling starts from (0 = carry the state through "
                         "the epoch, as the article)")
+    g.add_argument("--anneal", action="store_true",
+                   help="lower the learning rate along a cosine to a tenth over this run's "
+                        "budget (--max_minutes, --max_steps or --num_epochs, whichever ends "
+                        "first), so a run of fixed length ends on small, precise steps")
     g.add_argument("--grad_clip", type=positive_float, default=5.0,
                    help="clip gradients to this global norm")
     g.add_argument("--patience", type=non_negative_int, default=5,
@@ -374,6 +378,17 @@ def reset_masks(seed, batch_size, seq_length, reset_chars):
                          ).astype(np.float32)
 
 
+ANNEAL_FLOOR = 0.1      # --anneal ends at this share of the learning rate
+ANNEAL_EVERY = 100      # steps between learning-rate updates (an assign op per update)
+
+
+def annealed(lr, done):
+    """--anneal: the rate after a share `done` (0..1) of the run's budget, on a cosine
+    from lr down to ANNEAL_FLOOR * lr."""
+    done = min(max(done, 0.0), 1.0)
+    return lr * (ANNEAL_FLOOR + (1 - ANNEAL_FLOOR) * 0.5 * (1 + math.cos(math.pi * done)))
+
+
 def masked_state(state, mask):
     """The nested state (tuples of [batch_size, ...] arrays) with rows where mask is 0
     zeroed."""
@@ -631,9 +646,21 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
                     if len(step_times) > 1 else 0.0)
         stop["time"] = now + data.num_val_batches * per_step / 3 + 5 >= deadline
         return stop["time"]
+    first_step = step
+    total_steps = (args.num_epochs - start_epoch) * data.num_batches - start_pointer
+    if args.max_steps:
+        total_steps = min(total_steps, args.max_steps - first_step)
+
+    def budget_done():
+        """Share of this run's budget used so far (--anneal)."""
+        done = (step - first_step) / max(total_steps, 1)
+        if deadline is not None:
+            done = max(done, (time.time() - args.start_time) / (args.max_minutes * 60))
+        return done
+
     for epoch in range(start_epoch, args.num_epochs):
         lr = args.learning_rate * args.decay_rate ** epoch
-        model.set_lr(sess, lr)
+        model.set_lr(sess, annealed(lr, budget_done()) if args.anneal else lr)
         progress = Progress(data.num_batches, epoch, args.num_epochs, chars_per_step)
         pointer = data.num_batches          # where this epoch stops; less if cut short
 
@@ -648,6 +675,8 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
                                 f"uniform guessing: the training diverged")
             progress.update(i + 1, loss)
             recent.append(loss)
+            if args.anneal and step % ANNEAL_EVERY == 0:
+                model.set_lr(sess, annealed(lr, budget_done()))
             if step % args.save_every == 0:
                 save(epoch, i + 1)
             if stop["signal"] or (args.max_steps and step >= args.max_steps) \
@@ -686,7 +715,8 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
             msg += f", validation loss {val_loss:.4f} (perplexity {perplexity(val_loss):.1f})"
         rate = n_run * chars_per_step / max(seconds, 1e-9)
         print(f"{msg}, {seconds:.1f}s, {rate / 1000:.1f}k chars/s", flush=True)
-        summary = [("loss/train", train_loss), ("learning_rate", lr)]
+        summary = [("loss/train", train_loss),
+                   ("learning_rate", annealed(lr, budget_done()) if args.anneal else lr)]
         if val_loss is not None:
             summary.append(("loss/validation", val_loss))
         tb.add_summary(tf1.Summary(value=[tf1.Summary.Value(tag=t, simple_value=v)

@@ -18,7 +18,8 @@
 #        0.001 and 0.002 left the loss stuck at the unigram level (6.7 nats) for 5,000+
 #        steps; 0.0005 leaves it within ~800 steps, and batches of 32 x 16 (4x the
 #        updates of 64 x 32) cost only 15 % throughput.  The state is reset at random
-#        (train.py --reset_chars, on by default), so the model starts well from zero.
+#        (train.py --reset_chars, on by default), so the model starts well from zero, and
+#        the rate falls along a cosine to a tenth over the hour (--anneal).
 #   GPU: lstm 2 x 512, embedding 256, batch 256 x 64 (GPUs want big batches), every
 #        character kept.
 # Also: DATA_DIR (data/base), SAVE_DIR (save/base), FETCH_ARGS (more fetch_corpus.py
@@ -59,7 +60,7 @@ case "$kind" in
 esac
 echo "base: training on the $kind for at most $minutes minutes into $save" \
      "(checkpoints on the way; Ctrl-C saves and 'bash scripts/base.sh --keep' goes on)"
-"$py" train.py --rnncell lstm --num_layers 2 "${model[@]}" --learning_rate 0.0005 \
+"$py" train.py --rnncell lstm --num_layers 2 "${model[@]}" --learning_rate 0.0005 --anneal \
     --num_epochs 20 --patience 2 --save_every 1000 --max_minutes "$minutes" \
     --data_dir "$data" --save_dir "$save" "$@"
 echo "base: done, the base model is in $save. Fine-tune it on your lyrics (data/lyrics.txt):"
