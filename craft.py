@@ -157,13 +157,19 @@ class NgramIndex:
 #                  a run, so no such line comes three times; a shorter line is checked
 #                  as itself (line end, its characters, line end), so none does;
 #   and (with either on) no line end right after a line end: cleaned text has no empty
-#   lines, so a model that emits them is looping.
+#   lines, so a model that emits them is looping;
+#   narrow lines (with repeat_ngram): a line of 2+ characters with at most NARROW = 3
+#                  distinct ones may not end if REPEAT_LIMIT earlier lines of 2+
+#                  characters would fit in one set of NARROW characters with it: argmax
+#                  on a weak model writes "X我的我 / 不不的我 / 我的我的我", a pattern
+#                  whose changing first character no n-gram catches.
 # This function is the rule's definition; the in-graph sampler (seq2seq_rnn) computes the
 # same bans inside its while_loop, and tests check both against this one.
 
 DEFAULT_MAX_RUN = 3
 DEFAULT_REPEAT_NGRAM = 5
 REPEAT_LIMIT = 2
+NARROW = 3
 
 
 def _followers(seq, m):
@@ -197,7 +203,24 @@ def loop_banned(seq, repeat_ngram=DEFAULT_REPEAT_NGRAM, max_run=DEFAULT_MAX_RUN,
             if len(seq) > k + 1 and tail[0] == space_id and (tail[1:] != space_id).all() \
                     and (_followers(seq, k + 1) == space_id).sum() >= REPEAT_LIMIT:
                 banned.append(int(space_id))
+        if _narrow_again(seq, space_id):
+            banned.append(int(space_id))
     return np.array(sorted(set(banned)), dtype=np.int64)
+
+
+def _narrow_again(seq, space_id):
+    """True when the line being written is narrow and REPEAT_LIMIT earlier lines of 2+
+    characters would share a set of at most NARROW characters with it (see above)."""
+    spaces = np.flatnonzero(seq == space_id)
+    start = int(spaces[-1]) + 1 if len(spaces) else 0
+    line = set(seq[start:].tolist())
+    if len(seq) - start < 2 or len(line) > NARROW:
+        return False
+    earlier = np.split(seq[:start], spaces + 1)           # pieces between line ends
+    close = sum(1 for piece in earlier
+                if (piece != space_id).sum() >= 2
+                and len(line | set(piece[piece != space_id].tolist())) <= NARROW)
+    return close >= REPEAT_LIMIT
 
 
 def longest_char_run(text):

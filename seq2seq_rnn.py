@@ -486,7 +486,7 @@ class Model:
     def _loop_ban(V, repeat_ngram, max_run, space_id):
         """(logits, hist [S+n], pos, penalty) -> logits with the loop guard's bans pushed
         down; hist[:pos] is the sequence so far.  The same rule as craft.loop_banned."""
-        from craft import REPEAT_LIMIT
+        from craft import NARROW, REPEAT_LIMIT
         m = repeat_ngram - 1
 
         def last(hist, pos, r):
@@ -505,10 +505,40 @@ class Model:
             follower = hist[r:r + M]                    # -1 where not drawn yet
             return tf.where(match, follower, -1), tail
 
+        def narrow_again(hist, pos):
+            """craft._narrow_again: per position its line number (line ends counted up
+            to it), the current line's set of characters as a [V] indicator, and for
+            each earlier line its length and its number of distinct characters outside
+            that set (tf.unique over line * (V + 1) + id keys)."""
+            N = tf.shape(hist)[0]
+            valid = tf.range(N) < pos
+            is_end = valid & tf.equal(hist, space_id)
+            chars = valid & ~is_end
+            line = tf.cumsum(tf.cast(is_end, tf.int32))       # line of each character
+            cur = tf.reduce_max(tf.where(valid, line, 0))
+            in_cur = chars & tf.equal(line, cur)
+            ids = tf.where(in_cur, hist, V)                  # V: a slot for the rest
+            in_set = tf.scatter_nd(ids[:, None], tf.ones([N]), [V + 1])[:V] > 0
+            set_size = tf.reduce_sum(tf.cast(in_set, tf.int32))
+            earlier = chars & (line < cur)
+            outside = earlier & ~tf.gather(tf.concat([in_set, [True]], 0),
+                                           tf.where(earlier, hist, V))
+            keys, _ = tf.unique(tf.where(outside, line * (V + 1) + hist, -1))
+            kept = keys >= 0
+            extra = tf.math.unsorted_segment_sum(tf.cast(kept, tf.int32),
+                                                 tf.where(kept, keys // (V + 1), 0), N + 1)
+            length = tf.math.unsorted_segment_sum(tf.cast(earlier, tf.int32),
+                                                  tf.where(earlier, line, 0), N + 1)
+            close = tf.reduce_sum(tf.cast((length >= 2) & (set_size + extra <= NARROW),
+                                          tf.int32))
+            cur_len = tf.reduce_sum(tf.cast(in_cur, tf.int32))
+            return (cur_len >= 2) & (set_size <= NARROW) & (close >= REPEAT_LIMIT)
+
         def guard(logits, hist, pos, penalty):
             prev = last(hist, pos, 1)[0]
             space = tf.equal(prev, space_id)
             if repeat_ngram:
+                space |= narrow_again(hist, pos)
                 f, _ = followers(hist, pos, m)
                 hits = tf.boolean_mask(f, f >= 0)
                 counts = tf.math.unsorted_segment_sum(tf.ones_like(hits), hits, V)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run, train_tiny
-from craft import loop_banned, longest_char_run, max_line_repeats
+from craft import _narrow_again, loop_banned, longest_char_run, max_line_repeats
 
 SPACE = 0
 
@@ -28,6 +28,23 @@ def test_rule_allows_a_refrain_once_and_bans_the_third_time():
     assert list(loop_banned(ids("不是不不不"), 5, 3, SPACE)) == ids("不")
     assert list(loop_banned(ids("不是不不"), 5, 3, SPACE)) == []
     assert list(loop_banned(ids("不是不不不 "), 0, 0, SPACE)) == []       # off
+
+
+def test_narrow_lines_with_a_changing_first_character_are_stopped():
+    """argmax on a weak model: "X我的我 / 不不的我 / 我的我的我" - no n-gram comes three
+    times, yet every line is made of the same few characters."""
+    chars = " 我的不是爱你天地"
+    seq = [chars.index(c) for c in " 是我的我 不不的我 我的我的我"]
+    assert list(loop_banned(seq, 5, 3, SPACE)) == [SPACE]           # may not end here
+    assert list(loop_banned(seq[:-5] + [chars.index(c) for c in "我的"], 5, 3, SPACE)) \
+        == [SPACE]
+    # two narrow lines are allowed, and so is a third made of other characters
+    assert list(loop_banned(seq[:10], 5, 3, SPACE)) == []
+    assert list(loop_banned(seq[:10] + [chars.index(c) for c in "天地爱你"], 5, 3,
+                            SPACE)) == []
+    assert list(loop_banned(seq, 0, 3, SPACE)) == []                  # repeat_ngram off
+    # both samplers, on exactly this case
+    assert graph_bans([(seq, 3), (seq[:10], 0)], 5, 3) == [[SPACE], []]
 
 
 def test_ordinary_lyrics_are_left_alone():
@@ -69,8 +86,11 @@ def test_in_graph_guard_bans_exactly_what_the_definition_bans(repeat_ngram, max_
         # few distinct ids, so repeats and runs are common
         cases.append((rng.integers(0, 4 if k % 2 else 9, n).tolist(), int(rng.integers(0, 5))))
     got = graph_bans(cases, repeat_ngram, max_run)
+    narrow = 0
     for (seq, _), bans in zip(cases, got):
         assert bans == loop_banned(seq, repeat_ngram, max_run, SPACE).tolist(), seq
+        narrow += bool(repeat_ngram) and _narrow_again(np.array(seq), SPACE)
+    assert narrow >= 5 or not repeat_ngram      # the narrow-line rule was exercised
 
 
 @pytest.fixture(scope="module")
