@@ -269,3 +269,38 @@ def test_evaluate_windowed_score_equals_step_by_step(trained, kind):
     fast, n2 = cross_entropy_windowed(s, ids)
     assert n1 == n2 == 299
     assert fast == pytest.approx(slow, rel=1e-4)
+
+
+def test_word_share_tells_words_from_salad():
+    from craft import word_share
+    assert word_share("我们一起唱歌 明天会更好") == 1.0        # every character in a word
+    assert word_share("月光拖诬于蹇 官首上干") < 0.2                # model salad (README)
+    assert word_share("我们 的") == pytest.approx(2 / 3)
+    assert word_share("   ") is None
+
+
+def test_offset_spread_from_offset_zero_is_the_plain_score(trained):
+    """The state-robustness figure scores the same pairs from k places; the one starting
+    at 0 is exactly the headline cross-entropy when the text is whole windows."""
+    from analysis.evaluate import cross_entropy_windowed, offset_spread
+    s = Sampler(trained("lstm"))
+    ids = list(s.corpus[:64 * 12 + 1])
+    plain, _ = cross_entropy_windowed(s, ids)
+    spread = offset_spread(s, ids, offsets=4)
+    assert len(spread) == 4 and spread[0] == pytest.approx(plain, rel=1e-5)
+    assert offset_spread(s, ids[:200], offsets=8) is None       # too short to say
+    assert offset_spread(Sampler(trained("attention")), ids, offsets=4) is None
+
+
+def test_evaluate_reports_fluency_and_the_spread(trained, tmp_path):
+    text = tmp_path / "held.txt"
+    text.write_text("\n".join(MADE_UP_LINES * 12), encoding="utf-8")
+    proc = run("analysis/evaluate.py", "--save_dir", trained("gru"), "--text", text,
+               "--samples", "2", "--n", "60", check=0)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(result["offsets"]) == 8 and result["offset_spread"] >= 0
+    assert 0 < result["word_share_text"] <= 1
+    samples = result["samples"]
+    assert 0 <= samples["word_share"] <= 1 and 0 < samples["word_share_training"] <= 1
+    assert "from the zero state at 8 places" in proc.stdout
+    assert "in words (fluency), samples" in proc.stdout

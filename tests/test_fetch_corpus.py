@@ -203,3 +203,32 @@ def test_parts_need_corpus_poetry(tmp_path, tarball):
     proc = run("data/fetch_corpus.py", "--tarball", tarball, "--integrity",
                integrity_of(tarball), "--output", tmp_path / "o.txt", "--exclude", "tang")
     assert_one_line_error(proc, 2, "--corpus poetry")
+
+
+def test_yuanqu_keeps_the_sung_text_only():
+    from data.fetch_corpus import sung_text
+    # directions go; speech lasts from a 云 direction to the next 唱 one or the end
+    assert sung_text("谁会甚儿婚女聘？（末云）这书院好。") == "谁会甚儿婚女聘？"
+    assert sung_text("你可休言而无信！（云）许下我包髻。（正旦唱）剪了做靴檐。") == \
+        "你可休言而无信！剪了做靴檐。"
+    # 云了/云住: the speech is left out of the text, the song goes on
+    assert sung_text("诵的典谟训诰，（末云了）（正旦唱）说的温良恭俭。") == \
+        "诵的典谟训诰，说的温良恭俭。"
+    assert sung_text("（带云）这手帕。") == ""
+    assert sung_text("则这的是折挂攀高落得的！(下)。") == "则这的是折挂攀高落得的！。"
+    # a name with 白 in it is not speech
+    assert sung_text("（白敏中上）春风吹过。") == "春风吹过。"
+
+
+def test_works_slice_makes_a_fixed_split(tmp_path):
+    works = [{"paragraphs": [f"第{c}首曲子唱春风（正末云）说白话"]} for c in "一二三四五"]
+    tarball = make_tarball(tmp_path / TARBALL, {"yuanqu/yuanqu.json": works})
+    proc, out = fetch(tmp_path, tarball, "--only", "yuanqu", "--works", "1:3")
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text(encoding="utf-8") == "第二首曲子唱春风\n\n第三首曲子唱春风\n"
+    assert "2 works" in proc.stdout and "works 1:3" in proc.stdout
+    proc, out = fetch(tmp_path, tarball, "--only", "yuanqu", "--works", "3:")
+    assert out.read_text(encoding="utf-8").count("首") == 2
+    for bad, code in (("3:1", 2), ("x", 2), ("9:12", 2)):
+        proc, _ = fetch(tmp_path, tarball, "--only", "yuanqu", "--works", bad)
+        assert_one_line_error(proc, code, "--works")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run
-from preprocess import TextParser, build_vocab, make_batches, min_chars
+from preprocess import (VAL_BLOCK, TextParser, build_vocab, make_batches, min_chars,
+                        split_validation, validation_blocks)
 from utils import UserError, safe_load_pickle
 
 
@@ -54,17 +55,62 @@ def test_next_batch_wraps_at_epoch_end_and_reset(tmp_path):
     np.testing.assert_array_equal(p.next_batch()[0], firsts[0])
 
 
-def test_validation_split_is_the_end_and_disjoint_from_training(tmp_path):
+def test_validation_split_is_disjoint_from_training(tmp_path):
     text = "".join(chr(0x4E00 + i) for i in range(400))    # every character distinct
     p = parser_for(tmp_path, text, batch_size=2, seq_length=5, val_frac=0.1)
     assert len(p.val_data) == int(401 * 0.1)
-    np.testing.assert_array_equal(p.val_data, p.context[-len(p.val_data):])
+    (a, b), = validation_blocks(401, 0.1)                   # one block for a short text
+    np.testing.assert_array_equal(p.val_data, p.context[a:b])
+    np.testing.assert_array_equal(p.train_data, np.concatenate([p.context[:a],
+                                                                p.context[b:]]))
     train_ids = set(np.concatenate([x.ravel() for x in p.x_batches] +
                                    [y.ravel() for y in p.y_batches]).tolist())
     val_ids = set(np.concatenate([x.ravel() for x in p.val_x_batches]).tolist())
     assert p.num_val_batches == len(p.val_data) // 10
     assert not (train_ids & set(p.val_data.tolist()))
     assert val_ids <= set(p.val_data.tolist())
+
+
+def test_validation_blocks_cover_every_stretch_of_a_long_text():
+    """A text written genre by genre is validated on each part in proportion: one block
+    in each of k equal stretches, int(n * val_frac) ids in all, the same split each time."""
+    n, frac = 1_234_567, 0.05
+    blocks = validation_blocks(n, frac)
+    k = int(n * frac) // VAL_BLOCK
+    assert len(blocks) == k and sum(b - a for a, b in blocks) == int(n * frac)
+    stretch = n // k
+    for i, (a, b) in enumerate(blocks):
+        assert i * stretch <= a < b <= (i + 1) * stretch
+    assert blocks == validation_blocks(n, frac)
+    # not all at the same place within their stretch
+    assert len({a - i * stretch for i, (a, _) in enumerate(blocks)}) > k // 2
+    # the genre that comes last holds its share, not all of validation
+    ids = np.arange(n)
+    train, held = split_validation(ids, frac)
+    last_genre = ids >= n * 0.9
+    assert abs(last_genre[held].mean() - 0.1) < 0.01
+    assert len(train) + len(held) == n and np.all(np.diff(train) > 0)
+
+
+def test_tail_split_of_older_models():
+    train, held = split_validation(np.arange(100), 0.1, "tail")
+    np.testing.assert_array_equal(held, np.arange(90, 100))
+    np.testing.assert_array_equal(train, np.arange(90))
+
+
+def test_max_vocab_keeps_the_most_frequent_and_leaves_the_rest_out(tmp_path):
+    chars, ids = build_vocab("乙甲乙丙 甲乙丁", max_vocab=2)
+    assert chars == ["乙", "甲"]
+    assert "".join(chars[i] for i in ids) == "乙甲乙甲乙"
+    p = parser_for(tmp_path, "你好 世界 " * 50 + "稀", batch_size=2, seq_length=4,
+                   max_vocab=4)
+    assert p.vocab_size == 4 and "稀" not in p.chars and p.left_out > 50
+    assert p.rebuilt
+    q = TextParser(str(tmp_path), batch_size=2, seq_length=4)     # uncapped: rebuilt
+    assert q.rebuilt and "稀" in q.chars and q.left_out == 0
+    with pytest.raises(UserError, match="--max_vocab and --init_from"):
+        TextParser(str(tmp_path), batch_size=2, seq_length=4, max_vocab=4,
+                   base_chars=["你"])
 
 
 def test_rebuilds_only_when_lyrics_change(tmp_path):
