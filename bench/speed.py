@@ -57,7 +57,7 @@ CONFIGS = {
                   learning_rate=0.001),
     # scripts/base.sh's CPU model (tests/test_bench.py checks the two agree)
     "base": dict(embedding_size=128, num_layers=2, rnn_size=256, batch_size=32, seq_length=16,
-                 learning_rate=0.0005),
+                 learning_rate=0.0005, max_vocab=6000),
 }
 # --suite: (name, fetch_corpus.py flags, configs)
 SUITE = [("songci300", ["--subset", "300"], ["seed", "large"]),
@@ -286,7 +286,8 @@ def measure_torch(torch_python, text, cell, cfg, steps, warmup, seed):
     cmd = [torch_python, TORCH_REF, "--text", text, "--rnncell", cell, "--steps", str(steps),
            "--warmup", str(warmup), "--seed", str(seed)]
     for k, v in cfg.items():
-        cmd += [f"--{k}", str(v)]
+        if k != "max_vocab":                    # the text is capped already (capped_text)
+            cmd += [f"--{k}", str(v)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -316,10 +317,25 @@ def suite_text(name, fetch_flags):
     return text
 
 
+def capped_text(text, chars, ids, max_vocab):
+    """The text with the characters train.py --max_vocab leaves out removed, written once
+    beside it, so ours and the reference train on the same max_vocab characters."""
+    from preprocess import build_vocab
+    path = os.path.splitext(text)[0] + f".v{max_vocab}.txt"
+    if not os.path.exists(path):
+        from utils import atomic_write_text
+        kept, kept_ids = build_vocab("".join(chars[i] for i in ids), max_vocab=max_vocab)
+        atomic_write_text(path, "".join(kept[i] for i in kept_ids).strip())
+    return path
+
+
 def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
     """One row: ours and the reference --repeats times, alternating; medians, shares of
     the measured peak, and (first round only) the quality checks."""
     cfg = CONFIGS[conf]
+    if cfg.get("max_vocab") and len(chars) > cfg["max_vocab"]:
+        text = capped_text(text, chars, ids, cfg["max_vocab"])
+        chars, ids = load_ids(text)
     V = len(chars)
     steps = a.steps if conf != "large" else max(min(30, a.steps), a.steps // 5)
     warm = a.warmup if conf != "large" else max(min(5, a.warmup), a.warmup // 4)

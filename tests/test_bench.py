@@ -77,6 +77,16 @@ def test_base_config_is_the_base_recipes_cpu_model():
                                               "seq_length")} == \
         {k: base[k] for k in ("rnn_size", "embedding_size", "batch_size", "seq_length")}
     assert float(lr) == base["learning_rate"] and int(layers) == base["num_layers"]
+    assert int(flags["--max_vocab"]) == base["max_vocab"]
+
+
+def test_capped_text_keeps_the_most_frequent_characters(tmp_path):
+    from bench.speed import capped_text, load_ids
+    text = tmp_path / "t.txt"
+    text.write_text("甲甲甲乙乙丙 甲乙", encoding="utf-8")
+    chars, ids = load_ids(str(text))
+    path = capped_text(str(text), chars, ids, 3)      # 甲, 乙 and the space
+    assert open(path, encoding="utf-8").read() == "甲甲甲乙乙 甲乙"
 
 
 def test_rows_without_validation_or_reference_still_print():

@@ -218,3 +218,62 @@ def test_bf16_trains_and_saves_float32_checkpoints(tmp_path):
     assert reader.get_variable_to_dtype_map()["softmax_w"] == tf.float32
     proc = run("sample.py", "--save_dir", save, "--n", "20", "--out", "")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_state_resets_are_random_per_row_and_repeat_on_resume():
+    import numpy as np
+    from train import masked_state, reset_masks
+    masks = reset_masks(seed=7, batch_size=64, seq_length=16, reset_chars=256)
+    drawn = np.stack([masks(step) for step in range(400)])
+    assert set(np.unique(drawn)) == {0.0, 1.0}
+    assert abs((1 - drawn.mean()) - 16 / 256) < 0.01       # a reset every 256 characters
+    np.testing.assert_array_equal(masks(123), reset_masks(7, 64, 16, 256)(123))  # resume
+    assert not np.array_equal(masks(1), masks(2))
+    assert reset_masks(7, 64, 16, 0)(5) is None                 # 0: the article's carry
+    state = ((np.ones((3, 2)), np.full((3, 2), 2.0)), ())        # LSTM (c, h), no attention
+    out = masked_state(state, np.array([1.0, 0.0, 1.0]))
+    np.testing.assert_array_equal(out[0][1], [[2, 2], [0, 0], [2, 2]])
+    assert out[1] == ()
+
+
+def test_anneal_ends_at_a_tenth():
+    from train import annealed
+    assert annealed(0.002, 0.0) == 0.002
+    assert annealed(0.002, 0.5) == 0.002 * 0.55
+    assert annealed(0.002, 1.0) == annealed(0.002, 3.0) == 0.002 * 0.1
+
+
+def test_anneal_and_resets_train(tmp_path):
+    save, proc = train_tiny(str(tmp_path), "--anneal", "--reset_chars", "32",
+                            "--max_steps", "60", epochs=3)
+    assert proc.returncode == 0, proc.stderr
+    config = safe_load_pickle(os.path.join(save, "config.pkl"))
+    assert config["anneal"] and config["reset_chars"] == 32
+    assert config["val_split"] == "blocks" and config["max_vocab"] == 0
+
+
+def test_keep_on_a_model_from_before_the_spread_split_keeps_its_tail(tmp_path):
+    save, proc = train_tiny(str(tmp_path), epochs=1)
+    assert proc.returncode == 0, proc.stderr
+    assert "spread over the text" in proc.stdout
+    path = os.path.join(save, "config.pkl")
+    config = safe_load_pickle(path)
+    for k in ("val_split", "max_vocab", "reset_chars", "anneal"):
+        del config[k]                          # as train.py wrote it before 2026-11-30
+    with open(path, "wb") as f:
+        pickle.dump(config, f)
+    save, proc = train_tiny(str(tmp_path), "--keep", epochs=2)
+    assert proc.returncode == 0, proc.stderr
+    assert "the end of the text" in proc.stdout
+    assert safe_load_pickle(path)["val_split"] == "tail"
+
+
+def test_max_vocab_trains_and_conflicts_with_init_from(tmp_path):
+    save, proc = train_tiny(str(tmp_path), "--max_vocab", "12", epochs=1)
+    assert proc.returncode == 0, proc.stderr
+    assert "--max_vocab 12" in proc.stdout
+    assert safe_load_pickle(os.path.join(save, "config.pkl"))["vocab_size"] == 12
+    proc = run("train.py", "--init_from", save, "--max_vocab", "5", "--data_dir",
+               tmp_path / "data", "--save_dir", tmp_path / "ft", "--log_dir",
+               tmp_path / "log")
+    assert_one_line_error(proc, 2, "--max_vocab and --init_from")
