@@ -4,13 +4,21 @@
     python analysis/evaluate.py --save_dir save/scratch save/finetuned --text held.txt
 
 * Cross-entropy per character (nats) and perplexity on a text: --text (raw lyrics, cleaned
-  the same way as data/parse.py does), or by default the held-out validation tail of the
-  (first) model's training text.  Several --save_dir models are scored on the same text,
-  even when their vocabularies differ: every character of the text is counted.  One
+  the same way as data/parse.py does), or by default the held-out validation part of the
+  (first) model's training text (the blocks train.py held out).  Several --save_dir
+  models are scored on the same text, even when their vocabularies differ: every
+  character of the text is counted.  One
   outside a model's vocabulary cannot be predicted by it; it is charged OOV_NATS =
   ln(20,902), a uniform guess over the CJK characters data/parse.py keeps (generous: a
   model's own rare characters usually cost more), and is skipped as the next input.  The
   perplexity over the known characters only is reported beside it.
+* State robustness (--offsets K, default 8): the known characters' cross-entropy from the
+  zero state starting at K evenly spaced places of the text (wrapping round), and the
+  spread max/min - 1.  A model that only does well once its state has warmed up in a
+  particular way shows a wide spread.
+* Fluency (craft.word_share): the share of characters in jieba dictionary words of 2+
+  characters, for the scored text, for the samples and for as many windows of the
+  training text as there are samples.
 * For --samples generated samples (sample.py's sampler, its default no-copy rule unless
   --max_copy 0): the longest run found verbatim in the training text, the share of 4- and
   8-grams found there, distinct-1/2, rhyme rate, and the line-length distribution next to
@@ -276,7 +284,7 @@ def main(argv=None):
                         "text (e.g. a model trained from scratch and a fine-tuned one)")
     p.add_argument("--text", default=None,
                    help="text to score (raw lyrics, cleaned like data/parse.py); default: "
-                        "the held-out tail of the first model's training text")
+                        "the held-out part of the first model's training text")
     p.add_argument("--encoding", default="auto", help="encoding of --text")
     p.add_argument("--samples", type=non_negative_int, default=10,
                    help="generated samples to measure (0 = none)")
