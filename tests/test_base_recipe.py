@@ -1,6 +1,7 @@
 """scripts/base.sh end to end, offline: a locally built chinese-poetry tarball, a tiny
 model and a few seconds of budget stand in for the real corpus and the hour."""
 import os
+import random
 import subprocess
 import sys
 
@@ -72,3 +73,34 @@ def test_recipe_fetches_trains_within_budget_and_the_base_fine_tunes(tmp_path):
                "--seq_length", "8", "--max_steps", "20")
     assert proc.returncode == 0, proc.stderr
     assert "1 characters of" in proc.stdout            # 呀 is new to the base
+
+
+def test_heldout_genre_script_trains_both_and_scores_three(tmp_path):
+    """scripts/heldout_genre.sh, offline: a few made-up 'works' stand in for 元曲, a tiny
+    model trained on other text for the base."""
+    from conftest import MADE_UP_LINES, TINY
+    rng = random.Random(3)
+    works = [{"paragraphs": ["，".join(rng.choice(MADE_UP_LINES) for _ in range(4)) +
+                             "（正末云）不该出现。"]} for _ in range(120)]
+    tarball = make_tarball(os.path.join(tmp_path, TARBALL), {"yuanqu/yuanqu.json": works})
+    base_dir = tmp_path / "base_data"
+    base_dir.mkdir()
+    (base_dir / "lyrics.txt").write_text(" ".join(LINES * 200), encoding="utf-8")
+    arch = ["--rnn_size", "32", "--num_layers", "2", "--embedding_size", "16"]
+    run("train.py", "--data_dir", base_dir, "--save_dir", tmp_path / "base", "--log_dir",
+        tmp_path / "log", "--num_epochs", "1", *TINY, check=0)
+    env = dict(os.environ, NO_SETUP="1", PYTHON=sys.executable, BASE=str(tmp_path / "base"),
+               OUT=str(tmp_path / "genre"), DATA=str(tmp_path / "genre_data"),
+               TRAIN_WORKS="0:100", HELD_WORKS="100:120",
+               FETCH_ARGS=f"--tarball {tarball} --integrity {integrity_of(tarball)}")
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "heldout_genre.sh"), *arch,
+                           "--batch_size", "8", "--seq_length", "8", "--num_epochs", "2"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    held = (tmp_path / "genre_data" / "held" / "lyrics.txt").read_text(encoding="utf-8")
+    assert "不该出现" not in held and len(held) > 100            # sung text only
+    report = (tmp_path / "genre" / "evaluate.txt").read_text(encoding="utf-8")
+    assert "comparison on the same text" in report
+    for name in ("scratch", "finetuned", "base"):
+        assert name in report.split("comparison on the same text")[1]
+    assert "in words (fluency), samples" in report and "from the zero state" in report
