@@ -42,6 +42,7 @@ import os
 import numpy as np
 
 from craft import NgramIndex, index_path
+from presets import SEED
 from utils import (HelpFormatter, UserError, atomic_pickle, atomic_save_npy, run_main,
                    safe_load_pickle)
 
@@ -309,8 +310,10 @@ def main(argv=None):
                     "<data_dir>/lyrics.txt.",
         formatter_class=HelpFormatter)
     p.add_argument("--data_dir", default="data", help="directory holding lyrics.txt")
-    p.add_argument("--batch_size", type=int, default=32, help="sequences per batch")
-    p.add_argument("--seq_length", type=int, default=16, help="characters per sequence")
+    p.add_argument("--batch_size", type=int, default=SEED["batch_size"],
+                   help="sequences per batch")
+    p.add_argument("--seq_length", type=int, default=SEED["seq_length"],
+                   help="characters per sequence")
     p.add_argument("--val_frac", type=float, default=0.05,
                    help="share of the text held out for validation, in blocks spread over "
                         "the text")

@@ -18,6 +18,7 @@ import sys
 import time
 
 
+from presets import PRESETS, SEED, describe
 from utils import (DirLock, HelpFormatter, UserError, atomic_pickle, check_dir_flag,
                    checkpoint_candidates, checkpoint_step, short_error,
                    first_intact_checkpoint, atomic_save_npy, atomic_write_bytes,
@@ -33,7 +34,7 @@ SAVED_FILES = ("config.pkl", "words_vocab.pkl", "checkpoint", "checkpoint_best",
 MODEL_MARKERS = ("checkpoint", "checkpoint_best")   # a trained model is there
 # Defaults that depend on the run: a fresh model, a fine-tuned one (--init_from; measured
 # on 元曲 held out of the base, README "A base model"), or a resumed one (its own values).
-DEFAULTS = {"learning_rate": 0.001, "dropout": 0.0}
+DEFAULTS = {"learning_rate": SEED["learning_rate"], "dropout": 0.0}
 FINE_TUNE_DEFAULTS = {"learning_rate": 0.0005, "dropout": 0.3}
 # Weights whose rows (embedding) or columns (softmax) are characters: a fine-tuned model
 # has more characters than its base, so only the base's part is loaded.
@@ -56,11 +57,16 @@ def build_parser():
                         "ones out of the text: a faster softmax for a base model (fine-"
                         "tuning adds every character of your text it lacks); 0 = all")
     g = p.add_argument_group("model")
-    g.add_argument("--rnncell", choices=["rnn", "gru", "lstm"], default="lstm",
+    g.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="a named set of the flags below (flags you give win): " + "; ".join(
+                       f"{name}: {describe(name)}" for name in PRESETS))
+    g.add_argument("--rnncell", choices=["rnn", "gru", "lstm"], default=SEED["rnncell"],
                    help="recurrent cell type")
-    g.add_argument("--rnn_size", type=positive_int, default=128, help="units per layer")
-    g.add_argument("--num_layers", type=positive_int, default=2, help="stacked layers")
-    g.add_argument("--embedding_size", type=positive_int, default=100,
+    g.add_argument("--rnn_size", type=positive_int, default=SEED["rnn_size"],
+                   help="units per layer")
+    g.add_argument("--num_layers", type=positive_int, default=SEED["num_layers"],
+                   help="stacked layers")
+    g.add_argument("--embedding_size", type=positive_int, default=SEED["embedding_size"],
                    help="size of the character embedding")
     g.add_argument("--attention", action="store_true",
                    help="causal attention over the window (and a rolling buffer when "
@@ -70,8 +76,9 @@ def build_parser():
                         f"default {DEFAULTS['dropout']}, with --init_from "
                         f"{FINE_TUNE_DEFAULTS['dropout']}, with --keep the model's own")
     g = p.add_argument_group("training")
-    g.add_argument("--batch_size", type=positive_int, default=32, help="sequences per batch")
-    g.add_argument("--seq_length", type=positive_int, default=16,
+    g.add_argument("--batch_size", type=positive_int, default=SEED["batch_size"],
+                   help="sequences per batch")
+    g.add_argument("--seq_length", type=positive_int, default=SEED["seq_length"],
                    help="characters per sequence (steps of backpropagation through time)")
     g.add_argument("--num_epochs", type=positive_int, default=50, help="epochs to train")
     g.add_argument("--learning_rate", type=positive_float, default=None,
@@ -435,6 +442,10 @@ def main(argv=None):
     args.start_time = start_time
     args.val_split = "blocks"       # how the held-out part is chosen (--keep: the model's)
     explicit = explicit_flags(argv)
+    for k, v in PRESETS[args.preset].items() if args.preset else ():
+        if k not in explicit:        # as if typed, after the flags that were typed
+            setattr(args, k, v)
+            explicit.add(k)
     if args.keep and args.overwrite:
         raise UserError("--keep resumes and --overwrite starts afresh: pick one", code=2)
     check_dir_flag(args.save_dir, "--save_dir")

@@ -10,18 +10,9 @@
 #   bash scripts/base.sh --keep                # train the base in save/base further
 # Extra arguments go to train.py (they win over the recipe's own flags).
 #
-# Hyperparameters (chosen by measurement on a 2-core CPU, README "A base model"):
-#   CPU: lstm 2 x 256, embedding 128, batch 32 x 16, Adam 0.0005, bfloat16 matmuls where
-#        the CPU has them natively; the 6,000 most frequent characters (99.8 % of the
-#        text; the softmax over 11 k was most of a step: 1.5x the characters an hour),
-#        fine-tuning adds the characters of your lyrics the base lacks.  At this size Adam
-#        0.001 and 0.002 left the loss stuck at the unigram level (6.7 nats) for 5,000+
-#        steps; 0.0005 leaves it within ~800 steps, and batches of 32 x 16 (4x the
-#        updates of 64 x 32) cost only 15 % throughput.  The state is reset at random
-#        (train.py --reset_chars, on by default), so the model starts well from zero, and
-#        the rate falls along a cosine to a tenth over the hour (--anneal).
-#   GPU: lstm 2 x 512, embedding 256, batch 256 x 64 (GPUs want big batches), every
-#        character kept.
+# Hyperparameters: train.py --preset base-cpu / base-gpu (presets.py, the one place they
+# are written, with the measurements behind them; README "A base model"), bfloat16
+# matmuls where the CPU has them natively.
 # Also: DATA_DIR (data/base), SAVE_DIR (save/base), FETCH_ARGS (more fetch_corpus.py
 # flags, e.g. "--tarball file.tgz"), REFETCH=1 (fetch and clean again even if the corpus
 # is there), NO_SETUP=1 and PYTHON (use an environment you made yourself).
@@ -52,16 +43,13 @@ kind=$("$py" -c 'import utils; tf = utils.import_tensorflow()
 print("gpu" if tf.config.list_physical_devices("GPU") else
       "cpu-bf16" if utils.cpu_has_bf16() else "cpu")')
 case "$kind" in
-  gpu) model=(--rnn_size 512 --embedding_size 256 --batch_size 256 --seq_length 64) ;;
-  cpu-bf16) model=(--rnn_size 256 --embedding_size 128 --batch_size 32 --seq_length 16
-            --max_vocab 6000 --bf16) ;;
-  *) model=(--rnn_size 256 --embedding_size 128 --batch_size 32 --seq_length 16
-     --max_vocab 6000) ;;
+  gpu) model=(--preset base-gpu) ;;
+  cpu-bf16) model=(--preset base-cpu --bf16) ;;
+  *) model=(--preset base-cpu) ;;
 esac
 echo "base: training on the $kind for at most $minutes minutes into $save" \
      "(checkpoints on the way; Ctrl-C saves and 'bash scripts/base.sh --keep' goes on)"
-"$py" train.py --rnncell lstm --num_layers 2 "${model[@]}" --learning_rate 0.0005 --anneal \
-    --num_epochs 20 --patience 2 --save_every 1000 --max_minutes "$minutes" \
-    --data_dir "$data" --save_dir "$save" "$@"
+"$py" train.py "${model[@]}" --max_minutes "$minutes" --data_dir "$data" --save_dir "$save" \
+    "$@"
 echo "base: done, the base model is in $save. Fine-tune it on your lyrics (data/lyrics.txt):"
 echo "  $py train.py --init_from $save --data_dir data --save_dir save"

@@ -62,22 +62,19 @@ def test_ceiling_adds_the_unavoidable_work_to_the_matmuls_at_the_limit():
 
 
 def test_base_config_is_the_base_recipes_cpu_model():
-    """The bench's "base" row measures what scripts/base.sh trains on a CPU."""
+    """The bench's "base" row measures what scripts/base.sh trains on a CPU: both take it
+    from presets.py."""
     import os
-    import re
+    from presets import PRESETS
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "scripts", "base.sh"), encoding="utf-8") as f:
         recipe = f.read()
-    cpu = re.search(r"^\s*cpu-bf16\) model=\(([^)]*)\)", recipe, re.M).group(1).split()
-    flags = dict(zip(cpu[::2], cpu[1::2]))
-    lr = re.search(r"--learning_rate ([0-9.]+)", recipe).group(1)
-    layers = re.search(r"--num_layers (\d+)", recipe).group(1)
-    base = CONFIGS["base"]
-    assert {k: int(flags[f"--{k}"]) for k in ("rnn_size", "embedding_size", "batch_size",
-                                              "seq_length")} == \
-        {k: base[k] for k in ("rnn_size", "embedding_size", "batch_size", "seq_length")}
-    assert float(lr) == base["learning_rate"] and int(layers) == base["num_layers"]
-    assert int(flags["--max_vocab"]) == base["max_vocab"]
+    assert "cpu) model=(--preset base-cpu)" in recipe
+    assert "cpu-bf16) model=(--preset base-cpu --bf16)" in recipe
+    assert "--rnn_size" not in recipe.split("set -euo pipefail")[1]    # no second copy
+    assert CONFIGS["base"] == {k: v for k, v in PRESETS["base-cpu"].items()
+                               if k in CONFIGS["base"]}
+    assert CONFIGS["base"]["max_vocab"] == 6000 and CONFIGS["base"]["rnn_size"] == 256
 
 
 def test_capped_text_keeps_the_most_frequent_characters(tmp_path):

@@ -277,3 +277,22 @@ def test_max_vocab_trains_and_conflicts_with_init_from(tmp_path):
                tmp_path / "data", "--save_dir", tmp_path / "ft", "--log_dir",
                tmp_path / "log")
     assert_one_line_error(proc, 2, "--max_vocab and --init_from")
+
+
+def test_preset_sets_flags_and_given_flags_win(tmp_path):
+    from presets import PRESETS
+    save, proc = train_tiny(str(tmp_path), "--preset", "base-cpu", "--rnn_size", "16",
+                            "--max_steps", "2", epochs=1)
+    assert proc.returncode == 0, proc.stderr
+    config = safe_load_pickle(os.path.join(save, "config.pkl"))
+    # typed flags win (the last --rnn_size, TINY's batch shape and rate) ...
+    assert config["rnn_size"] == 16 and config["batch_size"] == 8
+    assert config["learning_rate"] == 0.01 and config["preset"] == "base-cpu"
+    # ... and what was not typed comes from the preset
+    assert config["anneal"] is True and config["max_vocab"] == 6000
+    help_text = run("train.py", "--help", check=0).stdout
+    for name in PRESETS:
+        assert name in help_text
+    assert "base-cpu: --rnncell lstm --embedding_size 128" in " ".join(help_text.split())
+    proc = run("train.py", "--preset", "tiny")
+    assert_one_line_error(proc, 2, "--preset")
