@@ -43,8 +43,8 @@ import numpy as np
 
 from craft import NgramIndex, index_path
 from presets import SEED
-from utils import (HelpFormatter, UserError, atomic_pickle, atomic_save_npy, run_main,
-                   safe_load_pickle)
+from utils import (MIN_VAL_FRAC, HelpFormatter, UserError, atomic_pickle, atomic_save_npy,
+                   run_main, safe_load_pickle, val_fraction)
 
 VOCAB_FORMAT = 1
 DEFAULT_MAX_COPY = 8     # sample.py --max_copy default; its index is built here, once
@@ -163,8 +163,8 @@ class TextParser:
                  verbose=False, base_chars=None, val_split="blocks", max_vocab=0):
         if batch_size < 1 or seq_length < 1:
             raise UserError("--batch_size and --seq_length must be at least 1", code=2)
-        if not 0.0 <= val_frac < 0.5:
-            raise UserError("--val_frac must be in [0, 0.5)", code=2)
+        if not (val_frac == 0.0 or MIN_VAL_FRAC <= val_frac < 0.5):
+            raise UserError(f"--val_frac must be 0 or in [{MIN_VAL_FRAC:g}, 0.5)", code=2)
         if max_vocab and base_chars is not None:
             raise UserError("--max_vocab and --init_from: a fine-tuned model's vocabulary "
                             "is its base's plus the new characters of its text; drop "
@@ -314,7 +314,7 @@ def main(argv=None):
                    help="sequences per batch")
     p.add_argument("--seq_length", type=int, default=SEED["seq_length"],
                    help="characters per sequence")
-    p.add_argument("--val_frac", type=float, default=0.05,
+    p.add_argument("--val_frac", type=val_fraction, default=0.05,
                    help="share of the text held out for validation, in blocks spread over "
                         "the text")
     p.add_argument("--max_vocab", type=int, default=0,

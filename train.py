@@ -24,7 +24,8 @@ from utils import (DirLock, HelpFormatter, UserError, atomic_pickle, check_dir_f
                    first_intact_checkpoint, atomic_save_npy, atomic_write_bytes,
                    count_params, cpu_has_bf16, epoch_lines, import_tensorflow,
                    log_filename, logging, non_negative_int, perplexity, positive_float,
-                   positive_int, run_main, safe_load_pickle, session_config, unit_float)
+                   positive_int, run_main, safe_load_pickle, session_config, unit_float,
+                   val_fraction)
 
 ARCH_FLAGS = ("rnncell", "num_layers", "rnn_size", "embedding_size", "attention")
 # Flags whose change would make the saved batch pointer (or the vocabulary) meaningless.
@@ -49,7 +50,7 @@ def build_parser():
     g.add_argument("--data_dir", default="data", help="directory with lyrics.txt")
     g.add_argument("--save_dir", default="save", help="checkpoints, config and vocabulary")
     g.add_argument("--log_dir", default="log", help="text logs and TensorBoard events")
-    g.add_argument("--val_frac", type=unit_float, default=0.05,
+    g.add_argument("--val_frac", type=val_fraction, default=0.05,
                    help="share of the text held out for validation, in blocks of about "
                         "1,000 characters spread over the text")
     g.add_argument("--max_vocab", type=non_negative_int, default=0,

@@ -162,6 +162,18 @@ def positive_float(s):
     return v
 
 
+MIN_VAL_FRAC = 1e-4     # below this no text has a validation batch (and sizes overflow)
+
+
+def val_fraction(s):
+    """--val_frac: 0 (no validation) or in [MIN_VAL_FRAC, 0.5)."""
+    v = _float(s)
+    if not (v == 0.0 or MIN_VAL_FRAC <= v < 0.5):
+        raise argparse.ArgumentTypeError(
+            f"must be 0 (no validation) or in [{MIN_VAL_FRAC:g}, 0.5), not {s}")
+    return v
+
+
 def unit_float(s):
     v = _float(s)
     if not 0.0 <= v < 1.0:

@@ -148,9 +148,13 @@ def score(sampler, text, offsets=8):
     known ones only, and (offsets > 1) the known characters' cross-entropy from the zero
     state at `offsets` places; see the module docstring."""
     ids, unknown = text_ids(text, sampler.vocab)
-    ce_known, n = cross_entropy_windowed(sampler, ids)
+    if len(ids) < 2:
+        ce_known, n = float("nan"), 0          # nothing known to predict
+    else:
+        ce_known, n = cross_entropy_windowed(sampler, ids)
     total = n + unknown
-    ce = (ce_known * n + unknown * OOV_NATS) / total if total else float("nan")
+    ce = ((ce_known * n if n else 0.0) + unknown * OOV_NATS) / total if total \
+        else float("nan")
     out = dict(chars=len(text), scored=total, unknown_chars=unknown,
                unknown_share=unknown / total if total else None,
                cross_entropy=ce, perplexity=perplexity(ce),
@@ -322,9 +326,11 @@ def main(argv=None):
         print(f"  {result['scored']:,} characters scored; {result['unknown_chars']:,} "
               f"({result['unknown_share']:.1%}) outside the vocabulary, charged "
               f"{OOV_NATS:.2f} nats each")
+        known = (f"{result['perplexity_known']:.1f}"
+                 if math.isfinite(result["cross_entropy_known"]) else "n/a, none known")
         print(f"  cross-entropy {result['cross_entropy']:.4f} nats/char, perplexity "
-              f"{result['perplexity']:.1f} (known characters only: "
-              f"{result['perplexity_known']:.1f}; uniform would be {len(s.chars):,})")
+              f"{result['perplexity']:.1f} (known characters only: {known}; uniform would "
+              f"be {len(s.chars):,})")
         if result.get("offsets"):
             print(f"  from the zero state at {len(result['offsets'])} places: "
                   f"{min(result['offsets']):.4f}-{max(result['offsets']):.4f} nats "

@@ -304,3 +304,16 @@ def test_evaluate_reports_fluency_and_the_spread(trained, tmp_path):
     assert 0 <= samples["word_share"] <= 1 and 0 < samples["word_share_training"] <= 1
     assert "from the zero state at 8 places" in proc.stdout
     assert "in words (fluency), samples" in proc.stdout
+
+
+def test_evaluate_text_of_unknown_characters_only_is_charged(tmp_path):
+    chars = [" "] + sorted(set("".join(MADE_UP_LINES)))
+    uniform_model(str(tmp_path / "save"), chars)
+    text = tmp_path / "held.txt"
+    text.write_text("龘龘龘\n", encoding="utf-8")
+    proc = run("analysis/evaluate.py", "--save_dir", tmp_path / "save", "--text", text,
+               "--samples", "0", check=0)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["cross_entropy"] == pytest.approx(math.log(20902))
+    assert result["unknown_chars"] == 3 and result["cross_entropy_known"] is None
+    assert "n/a, none known" in proc.stdout

@@ -173,3 +173,10 @@ def test_plain_data_pickles_still_load(tmp_path):
     with open(path, "wb") as f:
         pickle.dump(data, f)
     assert safe_load_pickle(str(path)) == data
+
+
+@pytest.mark.parametrize("script", ["preprocess.py", "train.py"])
+@pytest.mark.parametrize("value", ["5e-324", "0.00001", "0.5", "-0.1"])
+def test_absurd_val_frac_is_a_usage_error(corpus_dir, script, value):
+    proc = run(script, "--data_dir", corpus_dir, "--val_frac", value)
+    assert_one_line_error(proc, 2, "--val_frac", "0.0001")
