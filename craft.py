@@ -111,6 +111,9 @@ def window_hashes(ids, length):
     return h1 * (1 << 31) + h2
 
 
+DEFAULT_MAX_COPY = 8     # the no-copy rule's run length: sample.py/serve.py/evaluate.py
+
+
 class NgramIndex:
     """Which characters may not follow a given L-character run (see above)."""
 

@@ -41,13 +41,12 @@ import os
 
 import numpy as np
 
-from craft import NgramIndex, index_path
+from craft import DEFAULT_MAX_COPY, NgramIndex, index_path
 from presets import SEED
 from utils import (MIN_VAL_FRAC, HelpFormatter, UserError, atomic_pickle, atomic_save_npy,
                    run_main, safe_load_pickle, val_fraction)
 
 VOCAB_FORMAT = 1
-DEFAULT_MAX_COPY = 8     # sample.py --max_copy default; its index is built here, once
 VAL_BLOCK = 1000         # characters per held-out block (a few songs' worth of lines)
 VAL_SEED = 20161         # where in each stretch its block goes; fixed: one split per text
 VAL_SPLITS = ("blocks", "tail")   # how the held-out part is chosen (tail: before 2026-11-30)

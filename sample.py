@@ -21,10 +21,9 @@ from utils import (ARCHITECTURE_KEYS, HelpFormatter, UserError, checkpoint_candi
                    first_intact_checkpoint, import_tensorflow, non_negative_int,
                    positive_float, positive_int, run_main, safe_load_pickle, seed_int)
 
-from craft import DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM
+from craft import DEFAULT_MAX_COPY, DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM
 
 MODES = {"argmax": 0, "weighted": 1, "combined": 2}
-DEFAULT_MAX_COPY = 8
 SPACE = " "
 
 

@@ -35,12 +35,10 @@ import copy
 import tensorflow as tf
 
 from utils import ARCHITECTURE_KEYS  # noqa: F401  (re-exported: the checkpoint's contract)
-from utils import build_weight
+from utils import CELL_TYPES, build_weight
 
 tf1 = tf.compat.v1
 nest = tf.nest
-
-CELL_TYPES = ("rnn", "gru", "lstm")
 
 
 def _cfg(args):

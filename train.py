@@ -19,7 +19,7 @@ import time
 
 
 from presets import PRESETS, SEED, describe
-from utils import (DirLock, HelpFormatter, UserError, atomic_pickle, check_dir_flag,
+from utils import (ARCHITECTURE_KEYS, CELL_TYPES, DirLock, HelpFormatter, UserError, atomic_pickle, check_dir_flag,
                    checkpoint_candidates, checkpoint_step, short_error,
                    first_intact_checkpoint, atomic_save_npy, atomic_write_bytes,
                    count_params, cpu_has_bf16, epoch_lines, import_tensorflow,
@@ -27,7 +27,9 @@ from utils import (DirLock, HelpFormatter, UserError, atomic_pickle, check_dir_f
                    positive_int, run_main, safe_load_pickle, session_config, unit_float,
                    val_fraction)
 
-ARCH_FLAGS = ("rnncell", "num_layers", "rnn_size", "embedding_size", "attention")
+# The architecture flags: every key a checkpoint depends on but the vocabulary's size,
+# which comes from the text.
+ARCH_FLAGS = tuple(k for k in ARCHITECTURE_KEYS if k != "vocab_size")
 # Flags whose change would make the saved batch pointer (or the vocabulary) meaningless.
 BATCH_FLAGS = ("batch_size", "seq_length", "val_frac", "val_split", "max_vocab")
 SAVED_FILES = ("config.pkl", "words_vocab.pkl", "checkpoint", "checkpoint_best",
@@ -61,7 +63,7 @@ def build_parser():
     g.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="a named set of the flags below (flags you give win): " + "; ".join(
                        f"{name}: {describe(name)}" for name in PRESETS))
-    g.add_argument("--rnncell", choices=["rnn", "gru", "lstm"], default=SEED["rnncell"],
+    g.add_argument("--rnncell", choices=CELL_TYPES, default=SEED["rnncell"],
                    help="recurrent cell type")
     g.add_argument("--rnn_size", type=positive_int, default=SEED["rnn_size"],
                    help="units per layer")

@@ -116,6 +116,8 @@ class DirLock:
 # Model fields a checkpoint depends on: resuming or sampling must use the same values.
 ARCHITECTURE_KEYS = ("vocab_size", "rnncell", "num_layers", "rnn_size", "embedding_size",
                      "attention")
+# The recurrent cells seq2seq_rnn.Cell builds (here, not there: no TensorFlow for --help).
+CELL_TYPES = ("rnn", "gru", "lstm")
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every flag's default in --help, except None (a default that depends on the run

@@ -37,6 +37,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from craft import DEFAULT_MAX_COPY  # noqa: E402
 from utils import (HelpFormatter, UserError, non_negative_int,  # noqa: E402
                    perplexity, positive_float, positive_int, run_main, seed_int)
 
@@ -296,7 +297,7 @@ def main(argv=None):
     p.add_argument("--start", default="", help="start text of the samples")
     p.add_argument("--temperature", type=positive_float, default=1.0,
                    help="sampling temperature")
-    p.add_argument("--max_copy", type=non_negative_int, default=8,
+    p.add_argument("--max_copy", type=non_negative_int, default=DEFAULT_MAX_COPY,
                    help="sample.py's no-copy rule while sampling (0 = off, to measure the "
                         "raw model)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the first sample")

@@ -51,6 +51,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from presets import PRESETS  # noqa: E402
+from utils import CELL_TYPES  # noqa: E402
 
 # The presets of train.py --preset (presets.py), as the bench trains them (the cell type
 # is the bench's own --rnncell); "base" is what scripts/base.sh trains on a CPU.
@@ -74,7 +75,7 @@ def parse_args():
     p.add_argument("--suite", action="store_true",
                    help="instead of --text and --config: the three cases of the module doc "
                    "(texts prepared once in data/bench/)")
-    p.add_argument("--rnncell", default=None, choices=["lstm", "gru", "rnn", "all"],
+    p.add_argument("--rnncell", default=None, choices=[*CELL_TYPES, "all"],
                    help="cell types to measure (default: all; lstm with --suite)")
     p.add_argument("--config", default="all", choices=["seed", "large", "base", "all"],
                    help="model sizes to measure (all: seed and large)")
@@ -397,7 +398,7 @@ def main():
             print(f"bench: {text} not found; run python data/fetch_corpus.py and "
                   f"python data/parse.py first (or pass --text)", file=sys.stderr)
             sys.exit(2)
-    cells = ["lstm", "gru", "rnn"] if a.rnncell == "all" else [a.rnncell]
+    cells = list(CELL_TYPES) if a.rnncell == "all" else [a.rnncell]
     torch_ok = bool(a.torch_python) and os.path.exists(a.torch_python) and \
         os.path.exists(TORCH_REF)
     from utils import cpu_has_bf16
