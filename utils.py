@@ -192,12 +192,14 @@ def atomic_write_bytes(path, data):
     The bytes go to a temporary file in the same directory, are flushed to disk, and the
     temporary file is renamed over `path` (rename is atomic on POSIX and on Windows).
     """
+    import errno
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(directory, exist_ok=True)
     except FileExistsError:          # a part of the path is a file
-        import errno
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), directory)
+    if os.path.isdir(path):          # said of the user's path, not of the temporary file
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
     try:

@@ -87,6 +87,12 @@ def test_output_paths_that_cannot_be_files_are_one_line(tmp_path):
     (tmp_path / "origin.txt").write_text("春风\n", encoding="utf-8")
     proc = run("data/parse.py", "--input", tmp_path / "origin.txt", "--output", tmp_path)
     assert_one_line_error(proc, 1, "directory")
+    # the message names the user's path, never the temporary file beside it
+    out = tmp_path / "out.txt"
+    out.mkdir()
+    proc = run("data/parse.py", "--input", tmp_path / "origin.txt", "--output", out)
+    assert_one_line_error(proc, 1, f"{out}: Is a directory")
+    assert ".tmp" not in proc.stderr
     (tmp_path / "afile").write_text("x")
     proc = run("data/parse.py", "--input", tmp_path / "origin.txt", "--output",
                tmp_path / "afile" / "lyrics.txt")
