@@ -134,7 +134,10 @@ def build_parser():
 
 
 def existing_model(save_dir):
-    return any(os.path.exists(os.path.join(save_dir, f)) for f in MODEL_MARKERS)
+    """A trained model is there: a checkpoint state file, or a checkpoint itself (the
+    state files may be gone while sample.py still finds the checkpoints)."""
+    return any(os.path.exists(os.path.join(save_dir, f)) for f in MODEL_MARKERS) or \
+        bool(checkpoint_candidates(save_dir))
 
 
 def clear_model(save_dir):

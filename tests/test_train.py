@@ -106,6 +106,13 @@ def test_existing_model_is_not_overwritten(tmp_path):
     _, proc = train_tiny(str(tmp_path), epochs=1)
     assert_one_line_error(proc, 2, "already holds a trained model", "--keep", "--overwrite")
     assert {n: os.path.getmtime(os.path.join(save, n)) for n in os.listdir(save)} == before
+    # without its checkpoint state files the model is still there (sample.py uses it)
+    os.unlink(os.path.join(save, "checkpoint"))
+    os.unlink(os.path.join(save, "checkpoint_best"))
+    before = {n: os.path.getmtime(os.path.join(save, n)) for n in os.listdir(save)}
+    _, proc = train_tiny(str(tmp_path), "--rnncell", "gru", epochs=1)
+    assert_one_line_error(proc, 2, "already holds a trained model")
+    assert {n: os.path.getmtime(os.path.join(save, n)) for n in os.listdir(save)} == before
     _, proc = train_tiny(str(tmp_path), "--overwrite", epochs=1)
     assert proc.returncode == 0, proc.stderr
 
