@@ -5,6 +5,8 @@ import random
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, run
 from data.fetch_corpus import TARBALL, integrity_of
 from test_fetch_corpus import make_tarball
@@ -48,6 +50,7 @@ def base_sh(tmp, *extra, env_extra=None):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_recipe_fetches_trains_within_budget_and_the_base_fine_tunes(tmp_path):
     tmp = str(tmp_path)
     proc = base_sh(tmp, env_extra={"EXCLUDE": "yuanqu"})
@@ -75,6 +78,7 @@ def test_recipe_fetches_trains_within_budget_and_the_base_fine_tunes(tmp_path):
     assert "1 characters of" in proc.stdout            # 呀 is new to the base
 
 
+@pytest.mark.slow
 def test_heldout_genre_script_trains_both_and_scores_three(tmp_path):
     """scripts/heldout_genre.sh, offline: a few made-up 'works' stand in for 元曲, a tiny
     model trained on other text for the base."""

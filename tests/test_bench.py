@@ -2,6 +2,8 @@
 the ceiling no build can pass."""
 import math
 
+import pytest
+
 from bench.speed import (CONFIGS, _row_text, ceiling_chars_per_s, flops_per_char,
                          matmul_peak, update_floor)
 
@@ -103,6 +105,7 @@ def test_rows_without_validation_or_reference_still_print():
     assert "ours / torch = 0.70x" in text and "(+0.20% vs float32)" in text
 
 
+@pytest.mark.slow
 def test_bench_runs_the_large_config_on_a_small_text(tmp_path):
     """`--config large` on a text with no full validation batch prints its rows and the
     JSON line (it once died formatting the missing loss); a text shorter than one batch

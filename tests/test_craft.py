@@ -98,6 +98,7 @@ def test_rhyme_auto_takes_the_first_lines_rhyme():
 
 # ------------------------------------------------------------------ line structure
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lines, lo, hi", [(6, 3, 5), (4, 7, 7), (9, 1, 2)])
 def test_lines_and_line_lengths_are_exact(trained, tmp_path, lines, lo, hi):
     proc = run("sample.py", "--save_dir", trained("lstm"), "--lines", lines, "--line_len",
@@ -107,6 +108,7 @@ def test_lines_and_line_lengths_are_exact(trained, tmp_path, lines, lo, hi):
     assert all(lo <= len(line) <= hi for line in out), out
 
 
+@pytest.mark.slow
 def test_stanza_inserts_blank_lines(trained):
     proc = run("sample.py", "--save_dir", trained("lstm"), "--lines", "6", "--stanza", "2",
                "--seed", "1", "--out", "", check=0)
@@ -114,6 +116,7 @@ def test_stanza_inserts_blank_lines(trained):
     assert [len(b.split("\n")) for b in blocks] == [2, 2, 2]
 
 
+@pytest.mark.slow
 def test_rhyme_cli_reports_rate(trained):
     proc = run("sample.py", "--save_dir", trained("gru"), "--rhyme", "auto", "--lines", "5",
                "--seed", "2", "--out", "", check=0)
@@ -162,6 +165,7 @@ def _brute_force_longest(text, corpus_text):
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", [3, 5])
 def test_no_output_run_longer_than_max_copy_in_training_text(trained, limit):
     """The tiny models have memorised ten short lines, so unconstrained they copy long
@@ -193,6 +197,7 @@ def test_fast_and_python_samplers_agree_on_argmax_with_no_copy(trained):
     assert fast == slow
 
 
+@pytest.mark.slow
 def test_default_cli_reports_longest_copied_run(trained):
     proc = run("sample.py", "--save_dir", trained("rnn"), "--n", "60", "--seed", "1",
                "--out", "", check=0)
@@ -260,6 +265,7 @@ def test_evaluate_without_a_model(tmp_path):
     assert_one_line_error(proc, 1, "train")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gru", "attention"])
 def test_evaluate_windowed_score_equals_step_by_step(trained, kind):
     from analysis.evaluate import cross_entropy, cross_entropy_windowed
@@ -273,12 +279,14 @@ def test_evaluate_windowed_score_equals_step_by_step(trained, kind):
 
 def test_word_share_tells_words_from_salad():
     from craft import word_share
-    assert word_share("我们一起唱歌 明天会更好") == 1.0        # every character in a word
-    assert word_share("月光拖诬于蹇 官首上干") < 0.2                # model salad (README)
+    assert word_share("我们一起唱歌") == 1.0                  # every character in a word
+    assert word_share("我们一起唱歌 明天会更好") == pytest.approx(10 / 11)   # 会 alone
+    assert word_share("月光拖诬于蹇 官首上干") == pytest.approx(0.2)   # salad (README)
     assert word_share("我们 的") == pytest.approx(2 / 3)
     assert word_share("   ") is None
 
 
+@pytest.mark.slow
 def test_offset_spread_from_offset_zero_is_the_plain_score(trained):
     """The state-robustness figure scores the same pairs from k places; the one starting
     at 0 is exactly the headline cross-entropy when the text is whole windows."""
@@ -292,6 +300,7 @@ def test_offset_spread_from_offset_zero_is_the_plain_score(trained):
     assert offset_spread(Sampler(trained("attention")), ids, offsets=4) is None
 
 
+@pytest.mark.slow
 def test_evaluate_reports_fluency_and_the_spread(trained, tmp_path):
     text = tmp_path / "held.txt"
     text.write_text("\n".join(MADE_UP_LINES * 12), encoding="utf-8")
@@ -306,6 +315,7 @@ def test_evaluate_reports_fluency_and_the_spread(trained, tmp_path):
     assert "in words (fluency), samples" in proc.stdout
 
 
+@pytest.mark.slow
 def test_evaluate_text_of_unknown_characters_only_is_charged(tmp_path):
     chars = [" "] + sorted(set("".join(MADE_UP_LINES)))
     uniform_model(str(tmp_path / "save"), chars)

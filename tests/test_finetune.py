@@ -114,6 +114,7 @@ def finetuned(base, tmp_path_factory):
     return dict(tmp=tmp, data=data, save=save, proc=proc, before=before)
 
 
+@pytest.mark.slow
 def test_fine_tuning_loads_every_base_weight_and_adds_new_characters(base, finetuned):
     proc, save = finetuned["proc"], finetuned["save"]
     base_chars = safe_load_pickle(os.path.join(base, "words_vocab.pkl"))[0]
@@ -152,6 +153,7 @@ def test_base_is_byte_identical_and_config_records_it(base, finetuned):
     assert config["learning_rate"] == 1e-9          # given on the command line
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_model_is_a_normal_model(base, finetuned):
     tmp, data, save = finetuned["tmp"], finetuned["data"], finetuned["save"]
     before = tree_digest(base)
@@ -177,6 +179,7 @@ def test_a_fine_tuned_model_is_a_normal_model(base, finetuned):
     assert b["unknown_chars"] > 0                 # the new characters, counted for the base
 
 
+@pytest.mark.slow
 def test_fine_tuning_beats_scratch_at_equal_steps(base, tmp_path):
     """The user's text is the base's lines plus two new ones: 60 steps from the base
     must end far below 60 steps from random weights."""
@@ -195,6 +198,7 @@ def test_fine_tuning_beats_scratch_at_equal_steps(base, tmp_path):
 
 # ------------------------------------------------------------------------- bad input
 
+@pytest.mark.slow
 def test_bad_init_from_is_one_clear_line_and_writes_nothing(base, tmp_path):
     data = write(str(tmp_path / "data"), user_text())
     save = str(tmp_path / "ft")
@@ -223,6 +227,7 @@ def test_bad_init_from_is_one_clear_line_and_writes_nothing(base, tmp_path):
     assert (config["learning_rate"], config["dropout"]) == (0.0005, 0.3)   # the defaults
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "bitflip"])
 def test_corrupt_base_checkpoint_is_refused_before_anything_is_written(base, tmp_path,
                                                                       damage):
@@ -248,6 +253,7 @@ def test_corrupt_base_checkpoint_is_refused_before_anything_is_written(base, tmp
 
 # ---------------------------------------------------------------------- --max_minutes
 
+@pytest.mark.slow
 def test_max_minutes_stops_in_time_and_keeps_the_best_model(tmp_path):
     data = write(str(tmp_path / "data"), made_up_text(4000))
     save = str(tmp_path / "save")

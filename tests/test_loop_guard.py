@@ -102,6 +102,7 @@ def weak(tmp_path_factory):
     return save
 
 
+@pytest.mark.slow
 def test_weak_model_loops_without_the_guard_and_not_with_it(weak):
     from sample import Sampler, constrained_sample, start_ids
     s = Sampler(weak)
@@ -125,6 +126,7 @@ def test_weak_model_loops_without_the_guard_and_not_with_it(weak):
     assert looped, "the weak model should loop without the guard (else this proves nothing)"
 
 
+@pytest.mark.slow
 def test_cli_flags(weak):
     proc = run("sample.py", "--save_dir", weak, "--sample", "argmax", "--n", "80",
                "--out", "", "--raw", "--max_run", "0", "--repeat_ngram", "0", check=0)

@@ -58,6 +58,7 @@ def train_losses(m, sess, batches, epochs):
     return losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_every_cell_and_depth_builds_and_learns(cell, layers):
@@ -123,6 +124,7 @@ def test_attention_reaches_back_within_the_window():
     assert not np.allclose(sess.run(m.logits, {m.input_data: x2})[-1], base[-1])
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     c = cfg(rnncell="gru")
     m, sess, saver = build(c, seed=1)
@@ -136,6 +138,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     np.testing.assert_array_equal(sess2.run(m2.logits, {m2.input_data: x}), before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "attention"])
 def test_inference_graph_matches_training_graph_step_by_step(tmp_path, kind):
     """Feeding characters one at a time (the sampler) gives the training graph's
@@ -195,6 +198,7 @@ def test_graph_ops_are_not_created_in_the_loop():
     train_losses(m, sess, repetitive_batches(c, 2), epochs=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_hoisted_input_projection_equals_the_plain_per_step_cell(cell):
     """The fast build (all inputs projected in one matmul) computes what TF's own cells

@@ -18,6 +18,7 @@ def snapshot(d):
             if os.path.isfile(os.path.join(d, n))}
 
 
+@pytest.mark.slow
 def test_a_second_train_on_the_same_save_dir_is_refused_and_a_killed_one_leaves_no_lock(
         tmp_path):
     data = tmp_path / "data"
@@ -48,6 +49,7 @@ def test_a_second_train_on_the_same_save_dir_is_refused_and_a_killed_one_leaves_
     assert "resumed" in proc.stdout
 
 
+@pytest.mark.slow
 def test_divergence_stops_and_keeps_the_good_checkpoints(tmp_path):
     save, proc = train_tiny(str(tmp_path), epochs=1)
     assert proc.returncode == 0, proc.stderr
@@ -63,6 +65,7 @@ def test_divergence_stops_and_keeps_the_good_checkpoints(tmp_path):
     assert not [n for n in after if n not in before and "ckpt" in n]
 
 
+@pytest.mark.slow
 def test_sample_out_only_appends_and_keeps_bytes_and_mode(trained, tmp_path):
     out = tmp_path / "sequence"
     gbk = "我的旧歌词\n".encode("gbk")
@@ -76,6 +79,7 @@ def test_sample_out_only_appends_and_keeps_bytes_and_mode(trained, tmp_path):
     assert_one_line_error(proc, 2, "is a directory")
 
 
+@pytest.mark.slow
 def test_disk_full_is_one_line(trained, tmp_path):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
@@ -99,6 +103,7 @@ def test_output_paths_that_cannot_be_files_are_one_line(tmp_path):
     assert_one_line_error(proc, 1, "not a directory")
 
 
+@pytest.mark.slow
 def test_plot_to_a_directory_leaves_no_empty_png(tmp_path):
     save, proc = train_tiny(str(tmp_path), epochs=2)
     logs = sorted((tmp_path / "log").glob("*.txt"))
@@ -134,6 +139,7 @@ def test_failed_checkpoint_save_is_one_clear_line():
         checked_save(FullDisk(), None, "save/model.ckpt")
 
 
+@pytest.mark.slow
 def test_damaged_no_copy_index_is_rebuilt(trained, tmp_path):
     import shutil
     save = tmp_path / "save"
@@ -189,6 +195,7 @@ def newest(save):
     return max(steps), sorted(steps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["truncate", "bitflip", "garbage_index", "deleted"])
 def test_keep_falls_back_to_the_newest_intact_checkpoint(tmp_path, how):
     save, proc = train_tiny(str(tmp_path), "--max_steps", "120", "--save_every", "40",
@@ -211,6 +218,7 @@ def test_keep_falls_back_to_the_newest_intact_checkpoint(tmp_path, how):
     assert run("sample.py", "--save_dir", save, "--n", "20", "--out", "").returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("latest", [False, True])
 def test_sample_skips_a_damaged_checkpoint_with_a_warning(trained, tmp_path, latest):
     import shutil
@@ -225,6 +233,7 @@ def test_sample_skips_a_damaged_checkpoint_with_a_warning(trained, tmp_path, lat
     assert f"{first} is damaged" in proc.stderr and "using" in proc.stderr
 
 
+@pytest.mark.slow
 def test_every_checkpoint_damaged_is_one_line_naming_the_way_out(trained, tmp_path):
     import shutil
     save = tmp_path / "save"
@@ -247,6 +256,7 @@ def test_forced_encoding_that_gives_nonsense_is_refused(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_sample_warns_about_too_small_max_copy_and_missing_lines(trained):
     proc = run("sample.py", "--save_dir", trained("lstm"), "--max_copy", "1", "--n", "20",
                "--out", "", check=0)
@@ -258,6 +268,7 @@ def test_sample_warns_about_too_small_max_copy_and_missing_lines(trained):
     assert len(lines) == 3
 
 
+@pytest.mark.slow
 def test_ckpt_of_another_model_is_one_line(trained, tmp_path):
     import glob
     other = glob.glob(os.path.join(trained("gru"), "model.ckpt-*.index"))[0][:-len(".index")]
@@ -265,6 +276,7 @@ def test_ckpt_of_another_model_is_one_line(trained, tmp_path):
     assert_one_line_error(proc, 1, "made by another model", "does not match")
 
 
+@pytest.mark.slow
 def test_tensorboard_reads_the_training_events(tmp_path):
     """README promises `tensorboard --logdir log`: the package is installed with the
     project and reads our scalars."""
@@ -302,6 +314,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mnt)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_training_onto_a_full_disk_is_one_line_and_keeps_what_was_saved(tmp_path,
                                                                         small_disk):
     save = small_disk / "save"

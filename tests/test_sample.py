@@ -87,7 +87,8 @@ def test_unknown_start_characters_are_skipped(lstm_sampler):
     assert kept == "我在 春风 我在 "
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "attention"])
+@pytest.mark.parametrize("kind", ["lstm"] + [pytest.param(k, marks=pytest.mark.slow)
+                                             for k in ("gru", "rnn", "attention")])
 def test_end_to_end_cli_for_every_model_kind(trained, tmp_path, kind):
     save = trained(kind)
     out = tmp_path / "sequence"
@@ -103,6 +104,7 @@ def test_end_to_end_cli_for_every_model_kind(trained, tmp_path, kind):
     assert out.read_text(encoding="utf-8").count("=== ") == 1
 
 
+@pytest.mark.slow
 def test_result_file_is_appended_with_headers_and_raw_keeps_spaces(trained, tmp_path):
     save = trained("lstm")
     out = tmp_path / "sequence"
@@ -117,6 +119,7 @@ def test_result_file_is_appended_with_headers_and_raw_keeps_spaces(trained, tmp_
     assert "\n" not in proc.stdout.strip()
 
 
+@pytest.mark.slow
 def test_best_checkpoint_is_the_default_and_latest_or_ckpt_choose(trained, tmp_path):
     save = trained("gru")
     proc = run("sample.py", "--save_dir", save, "--n", "5", "--out", "", check=0)
@@ -144,6 +147,7 @@ def test_missing_checkpoint_files_with_config_present(trained, tmp_path):
     assert_one_line_error(proc, 1, "no trained model", "python train.py")
 
 
+@pytest.mark.slow
 def test_config_from_another_model_is_refused(trained, tmp_path):
     save = tmp_path / "save"
     shutil.copytree(trained("lstm"), save)

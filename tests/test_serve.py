@@ -71,6 +71,7 @@ def test_models_are_listed_by_name_with_what_they_are(server):
     {"lines": 4, "rhyme": "言前", "max_copy": 0},
     {"start": "春风", "lines": 3, "sample": "weighted", "max_copy": 5},
 ])
+@pytest.mark.slow
 def test_generate_gives_the_command_lines_lyrics(server, req):
     """The page's result equals what the printed sample.py command writes."""
     url, save = server
@@ -148,6 +149,7 @@ def test_the_page_works_offline(server):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)   # no outside assets
 
 
+@pytest.mark.slow
 def test_binding_beyond_loopback_warns(trained, tmp_path):
     save = tmp_path / "save"
     shutil.copytree(trained("rnn"), save)
@@ -160,6 +162,7 @@ def test_binding_beyond_loopback_warns(trained, tmp_path):
     assert "warning: listening on 0.0.0.0" in err
 
 
+@pytest.mark.slow
 def test_no_model_and_busy_port_are_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

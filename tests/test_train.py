@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import ROOT, TINY, assert_one_line_error, made_up_text, run, train_tiny
 from utils import parse_log, safe_load_pickle
 
@@ -41,6 +43,7 @@ def test_training_writes_everything_and_loss_falls(tmp_path):
     assert len(proc.stdout.splitlines()) < 20
 
 
+@pytest.mark.slow
 def test_keep_continues_step_and_epoch(tmp_path):
     save, proc = train_tiny(str(tmp_path), epochs=2)
     assert proc.returncode == 0
@@ -52,6 +55,7 @@ def test_keep_continues_step_and_epoch(tmp_path):
     assert ckpt_step(save) == step2 * 3 // 2
 
 
+@pytest.mark.slow
 def test_keep_continues_mid_epoch_batch_pointer(tmp_path):
     save, proc = train_tiny(str(tmp_path), "--max_steps", "10", epochs=3)
     assert proc.returncode == 0, proc.stderr
@@ -66,6 +70,7 @@ def test_keep_continues_mid_epoch_batch_pointer(tmp_path):
     assert_one_line_error(proc, 2, "already trained", "--max_steps")
 
 
+@pytest.mark.slow
 def test_keep_refuses_a_different_architecture(tmp_path):
     save, _ = train_tiny(str(tmp_path), epochs=1)
     before = sorted(os.listdir(save))
@@ -76,6 +81,7 @@ def test_keep_refuses_a_different_architecture(tmp_path):
     assert sorted(os.listdir(save)) == before
 
 
+@pytest.mark.slow
 def test_keep_refuses_changed_vocabulary(tmp_path):
     save, _ = train_tiny(str(tmp_path), epochs=1)
     with open(tmp_path / "data" / "lyrics.txt", "a", encoding="utf-8") as f:
@@ -84,6 +90,7 @@ def test_keep_refuses_changed_vocabulary(tmp_path):
     assert_one_line_error(proc, 1, "is not the text", "vocabulary", "--init_from")
 
 
+@pytest.mark.slow
 def test_keep_refuses_changed_lyrics_with_the_same_vocabulary(tmp_path):
     save, _ = train_tiny(str(tmp_path), epochs=1)
     lyrics = tmp_path / "data" / "lyrics.txt"
@@ -100,6 +107,7 @@ def test_keep_without_a_model(tmp_path):
     assert_one_line_error(proc, 1, "no trained model to resume")
 
 
+@pytest.mark.slow
 def test_existing_model_is_not_overwritten(tmp_path):
     save, _ = train_tiny(str(tmp_path), epochs=1)
     before = {n: os.path.getmtime(os.path.join(save, n)) for n in os.listdir(save)}
@@ -117,6 +125,7 @@ def test_existing_model_is_not_overwritten(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -144,6 +153,7 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert ckpt_step(str(save)) == step + 1
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_no_checkpoint_holds_bad_weights(tmp_path):
     import numpy as np
     from utils import import_tensorflow
@@ -186,6 +196,7 @@ class Boom:
         return (os.system, ("echo pwned > pwned.txt",))
 
 
+@pytest.mark.slow
 def test_tampered_config_is_refused_on_resume(tmp_path):
     save, _ = train_tiny(str(tmp_path), epochs=1)
     with open(os.path.join(save, "config.pkl"), "wb") as f:
@@ -195,6 +206,7 @@ def test_tampered_config_is_refused_on_resume(tmp_path):
     assert not os.path.exists(os.path.join(ROOT, "pwned.txt"))
 
 
+@pytest.mark.slow
 def test_plot_reads_logs_and_skips_other_files(tmp_path):
     for sub in ("a", "b"):
         _, proc = train_tiny(str(tmp_path / sub), epochs=2)
@@ -214,6 +226,7 @@ def test_plot_reads_logs_and_skips_other_files(tmp_path):
     assert_one_line_error(proc, 1, "none of the files")
 
 
+@pytest.mark.slow
 def test_bf16_trains_and_saves_float32_checkpoints(tmp_path):
     save, proc = train_tiny(str(tmp_path), "--bf16", epochs=2)
     assert proc.returncode == 0, proc.stderr
@@ -250,6 +263,7 @@ def test_anneal_ends_at_a_tenth():
     assert annealed(0.002, 1.0) == annealed(0.002, 3.0) == 0.002 * 0.1
 
 
+@pytest.mark.slow
 def test_anneal_and_resets_train(tmp_path):
     save, proc = train_tiny(str(tmp_path), "--anneal", "--reset_chars", "32",
                             "--max_steps", "60", epochs=3)
@@ -259,6 +273,7 @@ def test_anneal_and_resets_train(tmp_path):
     assert config["val_split"] == "blocks" and config["max_vocab"] == 0
 
 
+@pytest.mark.slow
 def test_keep_on_a_model_from_before_the_spread_split_keeps_its_tail(tmp_path):
     save, proc = train_tiny(str(tmp_path), epochs=1)
     assert proc.returncode == 0, proc.stderr
@@ -275,6 +290,7 @@ def test_keep_on_a_model_from_before_the_spread_split_keeps_its_tail(tmp_path):
     assert safe_load_pickle(path)["val_split"] == "tail"
 
 
+@pytest.mark.slow
 def test_max_vocab_trains_and_conflicts_with_init_from(tmp_path):
     save, proc = train_tiny(str(tmp_path), "--max_vocab", "12", epochs=1)
     assert proc.returncode == 0, proc.stderr
@@ -286,6 +302,7 @@ def test_max_vocab_trains_and_conflicts_with_init_from(tmp_path):
     assert_one_line_error(proc, 2, "--max_vocab and --init_from")
 
 
+@pytest.mark.slow
 def test_preset_sets_flags_and_given_flags_win(tmp_path):
     from presets import PRESETS
     save, proc = train_tiny(str(tmp_path), "--preset", "base-cpu", "--rnn_size", "16",
@@ -303,3 +320,21 @@ def test_preset_sets_flags_and_given_flags_win(tmp_path):
     assert "base-cpu: --rnncell lstm --embedding_size 128" in " ".join(help_text.split())
     proc = run("train.py", "--preset", "tiny")
     assert_one_line_error(proc, 2, "--preset")
+
+
+def test_plot_draws_logs_in_the_training_format(tmp_path):
+    """plot.py's main path without training first: logs as train.py writes them."""
+    from utils import epoch_lines, logging
+    logs = []
+    for k, name in enumerate(("a.txt", "b.txt")):
+        path = str(tmp_path / name)
+        logging(path, config={"rnncell": "lstm", "rnn_size": 32 * (k + 1)})
+        for epoch in range(1, 4):
+            for line in epoch_lines(epoch, 3.0 - epoch / 2 - k / 10, 3.1 - epoch / 3, 1.5):
+                logging(path, line)
+        logs.append(path)
+    proc = run("analysis/plot.py", *logs, "--out", tmp_path / "cmp.png", check=0)
+    for log in logs:
+        with open(log[:-4] + ".png", "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "cmp.png").exists() and "Traceback" not in proc.stderr
