@@ -18,12 +18,21 @@ import zipfile
 import numpy as np
 
 from utils import (ARCHITECTURE_KEYS, HelpFormatter, UserError, checkpoint_candidates,
-                   first_intact_checkpoint, import_tensorflow, non_negative_int,
-                   positive_float, positive_int, run_main, safe_load_pickle, seed_int)
+                   first_intact_checkpoint, float_in, import_tensorflow, int_in,
+                   non_negative_int, run_main, safe_load_pickle, seed_int)
 
 from craft import DEFAULT_MAX_COPY, DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM
 
 MODES = {"argmax": 0, "weighted": 1, "combined": 2}
+# Bounds of the flags, where time, memory or a 32-bit tensor would give out: the loop
+# guard looks at the whole sample at each step, so 20,000 characters take about a minute;
+# a copy index of L characters is a table of every (L+1)-gram of the training text.
+MAX_N = 20000
+MAX_COUNT = 1000
+MAX_TOP_K = 1000000
+MAX_COPY = 64
+MAX_NGRAM = 64
+TEMPERATURES = (0.01, 100.0)
 SPACE = " "
 
 
@@ -34,18 +43,22 @@ def build_parser():
     p.add_argument("--save_dir", default="save", help="directory train.py saved into")
     p.add_argument("--start", default="",
                    help="start text the lyrics continue (empty: start at a line start)")
-    p.add_argument("--n", type=positive_int, default=200, help="characters to generate")
+    p.add_argument("--n", type=int_in(1, MAX_N), default=200,
+                   help=f"characters to generate (at most {MAX_N:,})")
     p.add_argument("--sample", choices=list(MODES), default="weighted",
                    help="argmax: most probable character; weighted: draw from the "
                         "distribution; combined: weighted at a line start, argmax elsewhere")
-    p.add_argument("--temperature", type=positive_float, default=1.0,
-                   help="below 1 more conservative, above 1 more adventurous")
-    p.add_argument("--top_k", type=non_negative_int, default=0,
-                   help="draw only among the k most probable characters (0 = all)")
+    p.add_argument("--temperature", type=float_in(*TEMPERATURES), default=1.0,
+                   help=f"below 1 more conservative, above 1 more adventurous "
+                        f"({TEMPERATURES[0]:g} to {TEMPERATURES[1]:g})")
+    p.add_argument("--top_k", type=int_in(0, MAX_TOP_K), default=0,
+                   help="draw only among the k most probable characters (0 = all; more "
+                        "than the vocabulary = all)")
     p.add_argument("--seed", type=seed_int, default=None,
                    help="random seed for reproducible output (default: a fresh one, shown "
                         "in the result header)")
-    p.add_argument("--count", type=positive_int, default=1, help="number of samples")
+    p.add_argument("--count", type=int_in(1, MAX_COUNT), default=1,
+                   help=f"number of samples (at most {MAX_COUNT:,})")
     p.add_argument("--raw", action="store_true",
                    help="print spaces (line ends) as spaces instead of line breaks")
     p.add_argument("--out", default=os.path.join("result", "sequence"),
@@ -57,19 +70,21 @@ def build_parser():
                    help="use this checkpoint prefix, e.g. save/model.ckpt-2000")
     p.add_argument("--cpu", action="store_true", help="use the CPU even if a GPU is visible")
     g = p.add_argument_group("lyrics craft")
-    g.add_argument("--max_copy", type=non_negative_int, default=None,
+    g.add_argument("--max_copy", type=int_in(0, MAX_COPY), default=None,
                    help=f"never repeat more than this many characters of the training text "
-                        f"verbatim (default {DEFAULT_MAX_COPY}; 0 = off)")
+                        f"verbatim (default {DEFAULT_MAX_COPY}; 0 = off; at most "
+                        f"{MAX_COPY})")
     g.add_argument("--rhyme", default=None,
                    help="make line ends rhyme: 'auto' (the first line's rhyme), a 十三辙 "
                         "group such as 言前, or a pinyin final such as an")
-    g.add_argument("--lines", type=positive_int, default=None,
-                   help="stop after this many lines instead of --n characters")
+    g.add_argument("--lines", type=int_in(1, MAX_N // 2), default=None,
+                   help=f"stop after this many lines instead of --n characters (at most "
+                        f"{MAX_N // 2:,})")
     g.add_argument("--line_len", type=line_range, default=None, metavar="MIN-MAX",
                    help="keep each line between MIN and MAX characters, e.g. 5-9")
-    g.add_argument("--stanza", type=non_negative_int, default=0,
+    g.add_argument("--stanza", type=int_in(0, MAX_N), default=0,
                    help="print a blank line after every this many lines (0 = never)")
-    g.add_argument("--max_run", type=non_negative_int, default=DEFAULT_MAX_RUN,
+    g.add_argument("--max_run", type=int_in(0, MAX_N), default=DEFAULT_MAX_RUN,
                    help="loop guard: a character may not come more than this many times in "
                         "a row, as in 不不不不 (0 = off)")
     g.add_argument("--repeat_ngram", type=ngram_size, default=DEFAULT_REPEAT_NGRAM,
@@ -423,8 +438,8 @@ def append_result(path, header, body):
 
 def ngram_size(value):
     v = non_negative_int(value)
-    if v == 1:
-        raise argparse.ArgumentTypeError("must be 0 (off) or at least 2, not 1")
+    if v == 1 or v > MAX_NGRAM:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or from 2 to {MAX_NGRAM}, not {v}")
     return v
 
 

@@ -25,7 +25,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from utils import HelpFormatter, UserError, positive_int, run_main
+from utils import HelpFormatter, UserError, int_in, positive_int, run_main
 
 MAX_N = 2000            # characters per request
 MAX_LINES = 100
@@ -45,7 +45,8 @@ def build_parser():
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (anything but loopback lets other machines "
                         "use the page)")
-    p.add_argument("--port", type=int, default=8000, help="port (0 = any free one)")
+    p.add_argument("--port", type=int_in(0, 65535), default=8000,
+                   help="port (0 = any free one)")
     p.add_argument("--max_concurrent", type=positive_int, default=4,
                    help="generation requests served at once; more get 503 'busy'")
     return p

@@ -150,6 +150,28 @@ def non_negative_int(s):
     return v
 
 
+def int_in(lo, hi):
+    """argparse type: a whole number from lo to hi (a bound where memory, time or a 32-bit
+    TensorFlow tensor would fail, said in the flag's help)."""
+    def parse(s):
+        v = int(s) if s.strip().lstrip("-").isdigit() else None
+        if v is None or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from {lo:,} to {hi:,}, not {s!r}")
+        return v
+    return parse
+
+
+def float_in(lo, hi):
+    """argparse type: a number from lo to hi."""
+    def parse(s):
+        v = _float(s)
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be a number from {lo:g} to {hi:g}, not {s}")
+        return v
+    return parse
+
+
 def _float(s):
     try:
         return float(s)

@@ -38,8 +38,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from craft import DEFAULT_MAX_COPY  # noqa: E402
-from utils import (HelpFormatter, UserError, non_negative_int,  # noqa: E402
-                   perplexity, positive_float, positive_int, run_main, seed_int)
+from sample import MAX_COPY, MAX_COUNT, MAX_N, TEMPERATURES  # noqa: E402
+from utils import (HelpFormatter, UserError, float_in, int_in,  # noqa: E402
+                   non_negative_int, perplexity, run_main, seed_int)
 
 # The cost of a character outside a model's vocabulary: ln of the number of characters
 # data/parse.py keeps (U+4E00-U+9FA5), i.e. a uniform guess among them.
@@ -291,13 +292,13 @@ def main(argv=None):
                    help="text to score (raw lyrics, cleaned like data/parse.py); default: "
                         "the held-out part of the first model's training text")
     p.add_argument("--encoding", default="auto", help="encoding of --text")
-    p.add_argument("--samples", type=non_negative_int, default=10,
+    p.add_argument("--samples", type=int_in(0, MAX_COUNT), default=10,
                    help="generated samples to measure (0 = none)")
-    p.add_argument("--n", type=positive_int, default=200, help="characters per sample")
+    p.add_argument("--n", type=int_in(1, MAX_N), default=200, help="characters per sample")
     p.add_argument("--start", default="", help="start text of the samples")
-    p.add_argument("--temperature", type=positive_float, default=1.0,
+    p.add_argument("--temperature", type=float_in(*TEMPERATURES), default=1.0,
                    help="sampling temperature")
-    p.add_argument("--max_copy", type=non_negative_int, default=DEFAULT_MAX_COPY,
+    p.add_argument("--max_copy", type=int_in(0, MAX_COPY), default=DEFAULT_MAX_COPY,
                    help="sample.py's no-copy rule while sampling (0 = off, to measure the "
                         "raw model)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the first sample")

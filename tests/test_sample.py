@@ -197,3 +197,17 @@ def test_tampered_pickles_are_refused(trained, tmp_path, name):
 def test_bad_flag_values_are_usage_errors(tmp_path, flag, value):
     proc = run("sample.py", "--save_dir", tmp_path, flag, value)
     assert_one_line_error(proc, 2, flag)
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--n", "3000000000", "from 1 to 20,000"), ("--n", "100000", "from 1 to 20,000"),
+    ("--top_k", "3000000000", "from 0 to 1,000,000"),
+    ("--temperature", "1e-50", "from 0.01 to 100"), ("--temperature", "nan", "0.01"),
+    ("--max_copy", "20000000", "from 0 to 64"), ("--repeat_ngram", "200", "from 2 to 64"),
+    ("--repeat_ngram", "3000", "from 2 to 64"), ("--count", "0", "from 1 to 1,000"),
+])
+def test_absurd_values_are_one_line_with_the_bound(flag, value, needle):
+    """Values a 32-bit tensor, the softmax or the time a sample takes cannot hold are
+    refused by the parser, before a model is loaded (the page uses the same parser)."""
+    proc = run("sample.py", "--save_dir", "no_such_dir", flag, value)
+    assert_one_line_error(proc, 2, flag, needle)

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, assert_one_line_error, run
 
 
 def start_server(save_dir, *extra):
@@ -91,13 +91,18 @@ def test_generate_gives_the_command_lines_lyrics(server, req):
 
 
 @pytest.mark.parametrize("req, field, needle", [
-    ({"temperature": 0}, "temperature", "must be a number > 0"),
-    ({"temperature": "nan"}, "temperature", "must be a number > 0"),
+    ({"temperature": 0}, "temperature", "must be a number from 0.01 to 100"),
+    ({"temperature": "nan"}, "temperature", "must be a number from 0.01 to 100"),
+    ({"temperature": 1e-50}, "temperature", "must be a number from 0.01 to 100"),
     ({"top_k": -1}, "top_k", "whole number"),
+    ({"top_k": 3000000000}, "top_k", "from 0 to 1,000,000"),
+    ({"max_copy": 20000000}, "max_copy", "from 0 to 64"),
+    ({"repeat_ngram": 3000}, "repeat_ngram", "from 2 to 64"),
     ({"line_len": "9-5"}, "line_len", "MIN <= MAX"),
     ({"rhyme": "xyz"}, "rhyme", "13 groups"),
-    ({"lines": 0}, "lines", "at least 1"),
-    ({"n": 99999}, "n", "at most 2000"),
+    ({"lines": 0}, "lines", "from 1 to"),
+    ({"n": 5000}, "n", "at most 2000"),
+    ({"n": 3000000000}, "n", "from 1 to 20,000"),
     ({"lines": 1000}, "lines", "at most 100"),
     ({"start": "春" * 500}, "start", "at most 100"),
     ({"seed": -3}, "seed", "0 to 2**62"),
@@ -236,3 +241,9 @@ def test_the_page_in_a_real_browser(server, tmp_path):
             driver.save_screenshot(shot)
     finally:
         driver.quit()
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_port_out_of_range_is_a_usage_error(port):
+    proc = run("serve.py", "--port", port)
+    assert_one_line_error(proc, 2, "--port", "0 to 65,535")
