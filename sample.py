@@ -17,7 +17,7 @@ import zipfile
 
 import numpy as np
 
-from utils import (ARCHITECTURE_KEYS, HelpFormatter, UserError, checkpoint_candidates,
+from utils import (HelpFormatter, UserError, check_model_config, checkpoint_candidates,
                    first_intact_checkpoint, float_in, import_tensorflow, int_in,
                    non_negative_int, run_main, safe_load_pickle, seed_int)
 
@@ -126,12 +126,11 @@ def load_saved(save_dir):
         if not os.path.exists(path):
             raise UserError(f"{path} is missing: {save_dir}/ was not written by train.py "
                             f"(train first: python train.py --save_dir {save_dir})")
-    config = safe_load_pickle(cfg_path, "model config")
+    config = check_model_config(safe_load_pickle(cfg_path, "model config"), cfg_path)
     words = safe_load_pickle(vocab_path, "vocabulary file")
-    if not isinstance(config, dict) or any(k not in config for k in ARCHITECTURE_KEYS):
-        raise UserError(f"{cfg_path} is not a model config written by train.py")
     if not (isinstance(words, (tuple, list)) and len(words) == 2
-            and isinstance(words[0], (list, tuple)) and isinstance(words[1], dict)):
+            and isinstance(words[0], (list, tuple)) and isinstance(words[1], dict)
+            and all(isinstance(c, str) and len(c) == 1 for c in words[0])):
         raise UserError(f"{vocab_path} is not a vocabulary written by train.py")
     chars, vocab = list(words[0]), dict(words[1])
     if len(chars) != config["vocab_size"] or any(vocab.get(c) != i

@@ -73,8 +73,9 @@ def describe(name, directory):
     """What the model picker shows: cell, size, text, vocabulary, best held-out
     perplexity, and what it was fine-tuned from."""
     import numpy as np
-    from utils import perplexity, safe_load_pickle, state_checkpoint
-    cfg = safe_load_pickle(os.path.join(directory, "config.pkl"), "model config")
+    from utils import check_model_config, perplexity, safe_load_pickle, state_checkpoint
+    path = os.path.join(directory, "config.pkl")
+    cfg = check_model_config(safe_load_pickle(path, "model config"), path)
     info = {"name": name, "rnncell": cfg.get("rnncell"), "num_layers": cfg.get("num_layers"),
             "rnn_size": cfg.get("rnn_size"), "vocab_size": cfg.get("vocab_size"),
             "fine_tuned_from": os.path.basename(cfg["init_from"]) if cfg.get("init_from")
@@ -102,8 +103,13 @@ class Models:
 
     def __init__(self, save_dir):
         self.save_dir = save_dir
-        self.dirs = find_models(save_dir)
-        self.info = {name: describe(name, d) for name, d in self.dirs.items()}
+        self.dirs, self.info = {}, {}
+        for name, d in find_models(save_dir).items():
+            try:                 # a damaged model is left off the list, not the server
+                self.info[name] = describe(name, d)
+                self.dirs[name] = d
+            except UserError as e:
+                print(f"serve: skipping {name}: {e}", file=sys.stderr)
         self.samplers = {}
         self.lock = threading.Lock()
 

@@ -19,7 +19,8 @@ import time
 
 
 from presets import PRESETS, SEED, describe
-from utils import (ARCHITECTURE_KEYS, CELL_TYPES, DirLock, HelpFormatter, UserError, atomic_pickle, check_dir_flag,
+from utils import (ARCHITECTURE_KEYS, CELL_TYPES, DirLock, HelpFormatter, UserError,
+                   atomic_pickle, check_dir_flag, check_model_config,
                    checkpoint_candidates, checkpoint_step, short_error,
                    first_intact_checkpoint, atomic_save_npy, atomic_write_bytes,
                    count_params, cpu_has_bf16, epoch_lines, import_tensorflow,
@@ -180,11 +181,7 @@ def adopt(args, explicit, saved, keys, what, fix_hint):
 
 def read_saved_config(save_dir, what):
     path = os.path.join(save_dir, "config.pkl")
-    saved = safe_load_pickle(path, "model config")
-    if not isinstance(saved, dict):
-        raise UserError(f"{path} is not a model config; delete {save_dir}/ or use another "
-                        f"--save_dir")
-    return saved
+    return check_model_config(safe_load_pickle(path, "model config"), path)
 
 
 def saved_chars(save_dir):

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import assert_one_line_error, run
 from sample import Sampler, start_ids
+from utils import safe_load_pickle
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +212,31 @@ def test_absurd_values_are_one_line_with_the_bound(flag, value, needle):
     refused by the parser, before a model is loaded (the page uses the same parser)."""
     proc = run("sample.py", "--save_dir", "no_such_dir", flag, value)
     assert_one_line_error(proc, 2, flag, needle)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field, value, needle", [
+    ("rnn_size", "abc", "rnn_size = 'abc'"), ("rnn_size", -5, "rnn_size = -5"),
+    ("vocab_size", 2.5, "vocab_size = 2.5"), ("rnncell", "transformer", "rnncell"),
+    ("attention", "yes", "attention"), ("num_layers", None, "num_layers"),
+])
+def test_config_with_wrong_contents_is_one_line(trained, tmp_path, field, value, needle):
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    config = safe_load_pickle(str(save / "config.pkl"))
+    config[field] = value
+    with open(save / "config.pkl", "wb") as f:
+        pickle.dump(config, f)
+    proc = run("sample.py", "--save_dir", save, "--out", "")
+    assert_one_line_error(proc, 1, "config.pkl is damaged", needle)
+
+
+@pytest.mark.slow
+def test_vocabulary_of_numbers_is_one_line(trained, tmp_path):
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    chars, _ = safe_load_pickle(str(save / "words_vocab.pkl"))
+    with open(save / "words_vocab.pkl", "wb") as f:
+        pickle.dump((list(range(len(chars))), {i: i for i in range(len(chars))}), f)
+    proc = run("sample.py", "--save_dir", save, "--out", "")
+    assert_one_line_error(proc, 1, "is not a vocabulary written by train.py")

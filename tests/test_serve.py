@@ -2,6 +2,7 @@
 lyrics as the command line) and the page in a real headless Chromium."""
 import json
 import os
+import pickle
 import re
 import shlex
 import shutil
@@ -33,6 +34,10 @@ def server(trained, tmp_path_factory):
     save = tmp_path_factory.mktemp("serve") / "save"
     shutil.copytree(trained("lstm"), save / "lyrics")
     shutil.copytree(trained("gru"), save / "demo")
+    # a damaged model beside them is left off the list, not the server
+    shutil.copytree(trained("gru"), save / "broken")
+    with open(save / "broken" / "config.pkl", "wb") as f:
+        pickle.dump(["not", "a", "config"], f)
     proc, url = start_server(save)
     yield url, save
     proc.terminate()
