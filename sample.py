@@ -508,8 +508,9 @@ def command_of(args, seed):
     """The sample.py command line that makes the same sample."""
     import shlex
     parts = ["python", "sample.py", "--save_dir", args.save_dir]
-    if args.start:
-        parts += ["--start", args.start]
+    if args.start:      # --start=-x: a start text beginning with '-' is not a flag
+        parts += [f"--start={args.start}"] if args.start.startswith("-") else \
+            ["--start", args.start]
     parts += ["--lines", str(args.lines)] if args.lines else ["--n", str(args.n)]
     defaults = vars(build_parser().parse_args([]))
     defaults["max_copy"] = DEFAULT_MAX_COPY

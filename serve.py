@@ -154,7 +154,12 @@ def sample_args(req, model_dir):
             continue
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise BadRequest(f"{field}: must be a number or text", field)
-        argv += [f"--{field}", str(value)]
+        try:
+            str(value).encode("utf-8")
+        except UnicodeEncodeError:            # a lone surrogate ("\ud800") from JSON
+            raise BadRequest(f"{field}: is not valid text (a broken character)", field)
+        # --field=value: a start text beginning with '-' is a value, not a flag
+        argv.append(f"--{field}={value}")
     parser = sample_parser()
 
     def error(message):

@@ -75,6 +75,7 @@ def test_models_are_listed_by_name_with_what_they_are(server):
     {"lines": 6, "line_len": "3-6", "rhyme": "auto", "stanza": 2},
     {"lines": 4, "rhyme": "言前", "max_copy": 0},
     {"start": "春风", "lines": 3, "sample": "weighted", "max_copy": 5},
+    {"start": "-春风", "n": 30},
 ])
 @pytest.mark.slow
 def test_generate_gives_the_command_lines_lyrics(server, req):
@@ -104,6 +105,7 @@ def test_generate_gives_the_command_lines_lyrics(server, req):
     ({"max_copy": 20000000}, "max_copy", "from 0 to 64"),
     ({"repeat_ngram": 3000}, "repeat_ngram", "from 2 to 64"),
     ({"line_len": "9-5"}, "line_len", "MIN <= MAX"),
+    ({"start": "\ud800春"}, "start", "not valid text"),
     ({"rhyme": "xyz"}, "rhyme", "13 groups"),
     ({"lines": 0}, "lines", "from 1 to"),
     ({"n": 5000}, "n", "at most 2000"),
