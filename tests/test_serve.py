@@ -103,7 +103,6 @@ def test_generate_gives_the_command_lines_lyrics(server, req):
     ({"top_k": -1}, "top_k", "whole number"),
     ({"top_k": 3000000000}, "top_k", "from 0 to 1,000,000"),
     ({"max_copy": 20000000}, "max_copy", "from 0 to 64"),
-    ({"repeat_ngram": 3000}, "repeat_ngram", "from 2 to 64"),
     ({"line_len": "9-5"}, "line_len", "MIN <= MAX"),
     ({"start": "\ud800春"}, "start", "not valid text"),
     ({"rhyme": "xyz"}, "rhyme", "13 groups"),
