@@ -236,7 +236,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         driver.find_element(By.ID, "go").click()
         slot = driver.find_element(By.CSS_SELECTOR, '.err[data-for="temperature"]')
         wait.until(lambda d: slot.text)
-        assert "must be a number > 0" in slot.text
+        assert "must be a number from 0.01 to 100" in slot.text
         assert len(driver.find_elements(By.CSS_SELECTOR, "#results .card")) == 1
         shot = os.environ.get("LYRICS_SCREENSHOT")
         if shot:                      # README's picture: python -m pytest -k browser
