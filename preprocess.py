@@ -49,7 +49,6 @@ from utils import (MIN_VAL_FRAC, HelpFormatter, UserError, atomic_pickle, atomic
 VOCAB_FORMAT = 1
 VAL_BLOCK = 1000         # characters per held-out block (a few songs' worth of lines)
 VAL_SEED = 20161         # where in each stretch its block goes; fixed: one split per text
-VAL_SPLITS = ("blocks", "tail")   # how the held-out part is chosen (tail: before 2026-11-30)
 
 
 def file_sha256(path):

@@ -25,8 +25,9 @@ from craft import DEFAULT_MAX_COPY, DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM
 
 MODES = {"argmax": 0, "weighted": 1, "combined": 2}
 # Bounds of the flags, where time, memory or a 32-bit tensor would give out: the loop
-# guard looks at the whole sample at each step, so 20,000 characters take about a minute;
-# a copy index of L characters is a table of every (L+1)-gram of the training text.
+# guard looks at the whole sample at each step (10,000 characters took 14 s on a 2-core
+# CPU, so the bound allows about a minute); a copy index of L characters is a table of
+# every (L+1)-gram of the training text.
 MAX_N = 20000
 MAX_COUNT = 1000
 MAX_TOP_K = 1000000
