@@ -19,7 +19,7 @@ import numpy as np
 
 from utils import (HelpFormatter, UserError, check_model_config, checkpoint_candidates,
                    first_intact_checkpoint, float_in, import_tensorflow, int_in,
-                   non_negative_int, run_main, safe_load_pickle, seed_int)
+                   non_negative_int, run_main, safe_load_pickle, seed_int, tf_path)
 
 from craft import DEFAULT_MAX_COPY, DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM
 
@@ -194,7 +194,7 @@ class Sampler:
         self.sess = tf1.Session(graph=self.graph)
         self.ckpt, skipped = first_intact_checkpoint(
             candidates, variables, save_dir,
-            restore=lambda prefix: saver.restore(self.sess, prefix))
+            restore=lambda prefix: saver.restore(self.sess, tf_path(prefix)))
         for prefix, why in skipped:
             print(f"sample.py: warning: {prefix} is {why}; using {self.ckpt}",
                   file=sys.stderr)

@@ -25,7 +25,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from utils import HelpFormatter, UserError, int_in, positive_int, run_main
+from utils import HelpFormatter, UserError, int_in, positive_int, run_main, tf_path
 
 MAX_N = 2000            # characters per request
 MAX_LINES = 100
@@ -89,7 +89,7 @@ def describe(name, directory):
     if best:
         try:
             import tensorflow as tf
-            loss = float(tf.train.load_checkpoint(best).get_tensor("best_val_loss"))
+            loss = float(tf.train.load_checkpoint(tf_path(best)).get_tensor("best_val_loss"))
             if np.isfinite(loss):
                 info["best_perplexity"] = round(perplexity(loss), 1)
         except Exception:               # a damaged checkpoint: the picker shows no figure

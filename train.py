@@ -25,8 +25,8 @@ from utils import (ARCHITECTURE_KEYS, CELL_TYPES, DirLock, HelpFormatter, UserEr
                    first_intact_checkpoint, atomic_save_npy, atomic_write_bytes,
                    count_params, cpu_has_bf16, epoch_lines, import_tensorflow,
                    log_filename, logging, non_negative_int, perplexity, positive_float,
-                   positive_int, run_main, safe_load_pickle, session_config, unit_float,
-                   val_fraction)
+                   positive_int, real_path, run_main, safe_load_pickle, session_config,
+                   tf_path, unit_float, val_fraction)
 
 # The architecture flags: every key a checkpoint depends on but the vocabulary's size,
 # which comes from the text.
@@ -275,7 +275,7 @@ def read_base_weights(tf, ckpt, variables):
     checkpoint is unreadable or does not fit."""
     import numpy as np
     try:
-        reader = tf.train.load_checkpoint(ckpt)
+        reader = tf.train.load_checkpoint(tf_path(ckpt))
         shapes = reader.get_variable_to_shape_map()
         out = {}
         for v in variables:
@@ -511,7 +511,7 @@ def main(argv=None):
     args.lock = DirLock(args.save_dir, "train.py")
     if args.keep:             # chosen before config.pkl is rewritten: a failure changes nothing
         ckpt = resume_checkpoint(args.save_dir, all_variables)
-        reader = tf.train.load_checkpoint(ckpt)
+        reader = tf.train.load_checkpoint(tf_path(ckpt))
         step, start_epoch, start_pointer = (int(reader.get_tensor(n)) for n in
                                             ("global_step", "epoch", "batch_pointer"))
         if start_pointer >= data.num_batches:
@@ -553,11 +553,11 @@ def main(argv=None):
               "may be slower than float32")
     sess = tf1.Session(graph=graph, config=session_config(args.bf16 and not gpus))
     if args.keep:
-        saver.restore(sess, ckpt)
+        saver.restore(sess, tf_path(ckpt))
         best_val = float(sess.run(model.best_val_loss))
         # the Saver forgets across runs: tell it which of ours to rotate out later
         saver.recover_last_checkpoints(sorted(
-            (p for p in checkpoint_candidates(args.save_dir)
+            (tf_path(p) for p in checkpoint_candidates(args.save_dir)
              if os.path.basename(p).startswith("model.ckpt-")), key=checkpoint_step))
         print(f"train: resumed {ckpt} at step {step}, epoch {start_epoch + 1}, batch "
               f"{start_pointer}")
@@ -598,7 +598,7 @@ def checked_save(saver, sess, prefix, **kw):
     """saver.save, with a failed write (full or read-only disk) as one clear line."""
     import tensorflow as tf
     try:
-        return saver.save(sess, prefix, **kw)
+        return real_path(saver.save(sess, tf_path(prefix), **kw))
     except (tf.errors.OpError, OSError) as e:
         raise UserError(f"could not save a checkpoint in {os.path.dirname(prefix)}/ "
                         f"({short_error(e, 120)}); is the disk full or read-only? "

@@ -444,6 +444,39 @@ def import_tensorflow():
 # ------------------------------------------------------------------------- checkpoints
 
 
+# TensorFlow looks checkpoints up with its glob (Saver.restore's existence check, the
+# checkpoint reader, the Saver's rotation of old files), so a directory named `run[1]` or
+# `a*b` matches nothing: the model reads as damaged and old checkpoints are never deleted.
+# Every checkpoint prefix handed to TensorFlow goes through tf_path, which gives such a
+# directory a plain-named alias: a symlink in a temporary directory, removed at exit.
+GLOB_CHARS = "*?[\\"
+_ALIASES = {}                   # real directory -> its alias
+
+
+def tf_path(prefix):
+    """prefix, or the same checkpoint under an alias directory without glob characters
+    (the file name itself, model.ckpt-N / best.ckpt-N or the user's, must have none)."""
+    real = os.path.abspath(os.path.dirname(prefix) or ".")
+    if not any(c in real for c in GLOB_CHARS):
+        return prefix
+    if real not in _ALIASES:
+        import atexit
+        import shutil
+        tmp = tempfile.mkdtemp(prefix="lyrics-ckpt-")
+        atexit.register(shutil.rmtree, tmp, True)
+        os.symlink(real, os.path.join(tmp, "dir"))
+        _ALIASES[real] = os.path.join(tmp, "dir")
+    return os.path.join(_ALIASES[real], os.path.basename(prefix))
+
+
+def real_path(path):
+    """The inverse of tf_path, for messages: the user's directory, not the alias."""
+    for real, alias in _ALIASES.items():
+        if path == alias or path.startswith(alias + os.sep):
+            return real + path[len(alias):]
+    return path
+
+
 def checkpoint_step(prefix):
     """The step number of a prefix like save/model.ckpt-1200 (-1 if it has none)."""
     tail = prefix.rsplit("-", 1)[-1]
@@ -494,7 +527,7 @@ def checkpoint_problem(prefix, variables):
     'damaged' or 'made by another model'."""
     import tensorflow as tf
     try:
-        reader = tf.train.load_checkpoint(prefix)
+        reader = tf.train.load_checkpoint(tf_path(prefix))
         shapes = reader.get_variable_to_shape_map()
     except Exception as e:                  # not an sstable, truncated index, ...
         return f"damaged ({short_error(e)})"

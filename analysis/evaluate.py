@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from craft import DEFAULT_MAX_COPY  # noqa: E402
 from sample import MAX_COPY, MAX_COUNT, MAX_N, TEMPERATURES  # noqa: E402
 from utils import (HelpFormatter, UserError, float_in, int_in,  # noqa: E402
-                   non_negative_int, perplexity, run_main, seed_int)
+                   non_negative_int, perplexity, run_main, seed_int, tf_path)
 
 # The cost of a character outside a model's vocabulary: ln of the number of characters
 # data/parse.py keeps (U+4E00-U+9FA5), i.e. a uniform guess among them.
@@ -76,7 +76,7 @@ def cross_entropy_windowed(sampler, ids, window=64):
         saver = tf1.train.Saver(tf1.global_variables())
     graph.finalize()
     with tf1.Session(graph=graph) as sess:
-        saver.restore(sess, sampler.ckpt)
+        saver.restore(sess, tf_path(sampler.ckpt))
         x, y = np.asarray(ids[:-1], np.int32), np.asarray(ids[1:], np.int32)
         full = len(x) // window
         state, total = sess.run(m.initial_state), 0.0
@@ -119,7 +119,7 @@ def offset_spread(sampler, ids, offsets=8, window=64):
     graph.finalize()
     total = np.zeros(offsets)
     with tf1.Session(graph=graph) as sess:
-        saver.restore(sess, sampler.ckpt)
+        saver.restore(sess, tf_path(sampler.ckpt))
         state = sess.run(m.initial_state)
         for k in range(full):
             feed = {m.input_data: xs[:, k * window:(k + 1) * window],

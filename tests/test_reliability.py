@@ -354,3 +354,25 @@ def test_evaluate_json_has_null_not_nan():
     out = json.dumps(json_safe({"perplexity": float("inf"), "x": [float("nan"), 1.5]}))
     assert json.loads(out) == {"perplexity": None, "x": [None, 1.5]}
     assert "NaN" not in out and "Infinity" not in out
+
+
+@pytest.mark.slow
+def test_a_save_dir_with_glob_characters_trains_resumes_rotates_and_samples(tmp_path):
+    # TensorFlow finds checkpoints with its glob: run[1] used to read as damaged, and the
+    # Saver never deleted the checkpoints it rotated out.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    save = tmp_path / "run[1]*?"
+    common = ["--data_dir", data, "--save_dir", save, "--log_dir", tmp_path / "log",
+              *TINY, "--save_every", "10", "--num_epochs", "50"]
+    run("train.py", *common, "--max_steps", "80", check=0)
+    kept = sorted(n for n in os.listdir(save) if n.startswith("model.ckpt-")
+                  and n.endswith(".index"))
+    assert len(kept) == 5, kept                       # max_to_keep: the others deleted
+    proc = run("train.py", *common, "--keep", "--max_steps", "100", check=0)
+    assert "resumed" in proc.stdout and str(save) in proc.stdout, proc.stdout
+    assert "damaged" not in proc.stdout + proc.stderr
+    proc = run("sample.py", "--save_dir", save, "--n", "20", "--out", "", check=0)
+    assert "damaged" not in proc.stderr and "lyrics-ckpt-" not in proc.stderr
+    assert not any(n.startswith("damaged-") for n in os.listdir(save))
