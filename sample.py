@@ -106,12 +106,33 @@ def find_checkpoints(save_dir, ckpt=None, latest=False):
         if not os.path.exists(ckpt + ".index"):
             raise UserError(f"--ckpt {ckpt}: no such checkpoint ({ckpt}.index is missing); "
                             f"pass a prefix like {os.path.join(save_dir, 'model.ckpt-1000')}")
+        check_ckpt_owner(save_dir, ckpt)
         return [ckpt]
     found = checkpoint_candidates(save_dir, prefer_best=not latest)
     if not found:
         raise UserError(f"no trained model in {save_dir}/: train one first, e.g. "
                         f"python train.py --rnncell lstm --save_dir {save_dir}")
     return found
+
+
+def check_ckpt_owner(save_dir, ckpt):
+    """--ckpt from another directory must belong to a model with save_dir's vocabulary
+    and architecture: a checkpoint of the same shapes but other characters would sample
+    nonsense without a word (a different shape is caught before the restore)."""
+    other = os.path.dirname(os.path.abspath(ckpt))
+    if os.path.realpath(other) == os.path.realpath(save_dir):
+        return
+    mine = {}
+    for d in (save_dir, other):
+        try:
+            with open(os.path.join(d, "words_vocab.pkl"), "rb") as f:
+                mine[d] = f.read()
+        except OSError:
+            return                  # a bare checkpoint elsewhere: its shapes are checked
+    if mine[save_dir] != mine[other]:
+        raise UserError(f"--ckpt {ckpt} belongs to the model in {other}/, whose vocabulary "
+                        f"differs from {save_dir}/'s: sample it with --save_dir {other}",
+                        code=2)
 
 
 def find_checkpoint(save_dir, ckpt=None, latest=False):

@@ -521,10 +521,12 @@ def checkpoint_candidates(save_dir, prefer_best=False):
     return list(dict.fromkeys(first + newest_first))
 
 
-def checkpoint_problem(prefix, variables):
+def checkpoint_problem(prefix, variables, read_all=True):
     """None when the checkpoint at prefix holds each of `variables` with its shape and
-    every tensor reads back intact (checksums included); else why not, starting with
-    'damaged' or 'made by another model'."""
+    (read_all) every tensor reads back intact, checksums included; else why not, starting
+    with 'damaged' or 'made by another model'.  The shapes are checked before any restore:
+    a Saver restores a resource variable of another shape without complaint, and the
+    error comes later, deep in a run."""
     import tensorflow as tf
     try:
         reader = tf.train.load_checkpoint(tf_path(prefix))
@@ -539,7 +541,7 @@ def checkpoint_problem(prefix, variables):
             return (f"made by another model ({name} is {list(shapes[name])}, this model's "
                     f"is {v.shape.as_list()})")
     try:
-        for name in shapes:
+        for name in shapes if read_all else ():
             reader.get_tensor(name)
     except Exception as e:                  # a checksum mismatch, a truncated .data file
         return f"damaged ({short_error(e)})"
@@ -553,21 +555,22 @@ def short_error(e, width=90):
 
 
 def first_intact_checkpoint(candidates, variables, save_dir, restore=None):
-    """(prefix, [(skipped prefix, reason)]) of the first intact candidate.  With restore
-    (a function of a prefix), each candidate is restored and only one that fails is read
-    tensor by tensor to say why (a restore checks the checksums itself); without, each is
-    read and checked.  A checkpoint made by another model stops the search (the others
+    """(prefix, [(skipped prefix, reason)]) of the first intact candidate.  Each one's
+    shapes are checked first; then with restore (a function of a prefix) it is restored,
+    and only one that fails is read tensor by tensor to say why (a restore checks the
+    checksums itself); without, each is read and checked.  A checkpoint made by another model stops the search (the others
     are from the same run); when none is intact, a UserError says so."""
     skipped = []
     for prefix in candidates:
         failure = None
-        if restore is not None:
+        problem = checkpoint_problem(prefix, variables, read_all=restore is None)
+        if restore is not None and problem is None:
             try:
                 restore(prefix)
                 return prefix, skipped
             except Exception as e:          # why, is found out below
                 failure = e
-        problem = checkpoint_problem(prefix, variables)
+            problem = checkpoint_problem(prefix, variables)
         if problem is None and failure is None:
             return prefix, skipped
         problem = problem or f"damaged ({short_error(failure)})"

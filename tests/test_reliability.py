@@ -376,3 +376,31 @@ def test_a_save_dir_with_glob_characters_trains_resumes_rotates_and_samples(tmp_
     proc = run("sample.py", "--save_dir", save, "--n", "20", "--out", "", check=0)
     assert "damaged" not in proc.stderr and "lyrics-ckpt-" not in proc.stderr
     assert not any(n.startswith("damaged-") for n in os.listdir(save))
+
+
+@pytest.mark.slow
+def test_ckpt_of_another_shape_or_vocabulary_is_one_line_before_any_restore(trained,
+                                                                           tmp_path):
+    import glob
+    mine = trained("lstm")
+
+    def other_model(name, text, *extra):
+        (tmp_path / name / "data").mkdir(parents=True)
+        (tmp_path / name / "data" / "lyrics.txt").write_text(text, encoding="utf-8")
+        save, proc = train_tiny(str(tmp_path / name), "--rnncell", "lstm", *extra, epochs=1)
+        assert proc.returncode == 0, proc.stderr
+        return glob.glob(os.path.join(save, "model.ckpt-*.index"))[0][:-len(".index")]
+
+    # another size: restored, it used to fail deep in a run ("rnn/split ... Got: 48")
+    wider = other_model("wider", made_up_text(), "--rnn_size", "48")
+    proc = run("sample.py", "--save_dir", mine, "--ckpt", wider, "--out", "")
+    assert_one_line_error(proc, 1, "made by another model", "[", "does not match")
+    # the same shapes, other characters (秋 for 春): it used to sample without a word
+    renamed = other_model("renamed", made_up_text().replace("春", "秋"))
+    proc = run("sample.py", "--save_dir", mine, "--ckpt", renamed, "--out", "")
+    assert_one_line_error(proc, 2, "vocabulary differs", "--save_dir")
+    # a copy of the model's own directory is the same model
+    import shutil
+    shutil.copytree(mine, tmp_path / "copy")
+    own = glob.glob(str(tmp_path / "copy" / "model.ckpt-*.index"))[0][:-len(".index")]
+    run("sample.py", "--save_dir", mine, "--ckpt", own, "--n", "10", "--out", "", check=0)
