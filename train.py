@@ -456,8 +456,26 @@ def main(argv=None):
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 
-    # What this run starts from, read before anything is written: a saved model to resume
-    # (--keep), a base model to fine-tune (--init_from), or nothing.
+    # The lock comes before anything is decided about save_dir: a second train.py started
+    # a moment later is refused here, instead of finding the directory still empty and
+    # writing its model over the first one's when that one has finished.  A directory made
+    # here is removed again if the run ends before writing anything into it.
+    made = not os.path.isdir(args.save_dir)
+    os.makedirs(args.save_dir, exist_ok=True)
+    args.lock = DirLock(args.save_dir, "train.py")
+    try:
+        return start(args, explicit)
+    except BaseException:
+        if made and os.listdir(args.save_dir) == [".lock"]:
+            os.unlink(os.path.join(args.save_dir, ".lock"))
+            os.rmdir(args.save_dir)
+        raise
+
+
+def start(args, explicit):
+    """Everything after the flags, under save_dir's lock: what this run starts from (read
+    before anything is written: a saved model to resume with --keep, a base model to
+    fine-tune with --init_from, or nothing), the data, the graph, then fit()."""
     saved = base_chars = None
     if args.init_from:
         base_config, base_chars, base_ckpt = read_base(args, explicit)
@@ -506,9 +524,7 @@ def main(argv=None):
               "CPU (--cpu)" if args.cpu else "CPU (no GPU visible)")
     print(f"train: device {device}")
 
-    # From here on save_dir is written, by this process only.
-    os.makedirs(args.save_dir, exist_ok=True)
-    args.lock = DirLock(args.save_dir, "train.py")
+    # From here on save_dir is written (by this process only: main() holds its lock).
     if args.keep:             # chosen before config.pkl is rewritten: a failure changes nothing
         ckpt = resume_checkpoint(args.save_dir, all_variables)
         reader = tf.train.load_checkpoint(tf_path(ckpt))

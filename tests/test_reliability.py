@@ -50,6 +50,58 @@ def test_a_second_train_on_the_same_save_dir_is_refused_and_a_killed_one_leaves_
 
 
 @pytest.mark.slow
+def test_two_trainings_started_a_second_apart_on_a_new_save_dir_one_wins(tmp_path):
+    # The lock used to come after the data and the graph: the second run found the
+    # directory still empty, waited for the first to finish and wrote its model over it.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    save = tmp_path / "new"
+    common = [sys.executable, os.path.join(ROOT, "train.py"), "--data_dir", str(data),
+              "--save_dir", str(save), "--log_dir", str(tmp_path / "log"), *TINY,
+              "--num_epochs", "2"]
+    first = subprocess.Popen(common + ["--rnncell", "gru"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    second = run("train.py", *common[2:], "--rnncell", "lstm")
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert_one_line_error(second, 1, "in use by another train.py")
+    import pickle
+    assert pickle.load(open(save / "config.pkl", "rb"))["rnncell"] == "gru"
+
+
+def test_a_run_refused_by_the_lock_does_nothing_before(tmp_path):
+    # whether save_dir holds a model is decided under the lock: a run that cannot take it
+    # has not read or written anything (the data's cache included)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    (tmp_path / "save").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, "
+                               f"{ROOT!r}); from utils import DirLock; "
+                               f"l = DirLock({str(tmp_path / 'save')!r}, 'train.py'); "
+                               "print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = run("train.py", "--data_dir", data, "--save_dir", tmp_path / "save",
+                   "--log_dir", tmp_path / "log")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert_one_line_error(proc, 1, "in use by another train.py", f"process {holder.pid}")
+    assert proc.stdout == "" and sorted(os.listdir(data)) == ["lyrics.txt"]
+
+
+def test_a_refused_run_leaves_no_save_dir_it_made(tmp_path):
+    proc = run("train.py", "--data_dir", tmp_path / "nothing", "--save_dir",
+               tmp_path / "fresh", "--log_dir", tmp_path / "log")
+    assert_one_line_error(proc, 1, "lyrics.txt not found")
+    assert not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.slow
 def test_divergence_stops_and_keeps_the_good_checkpoints(tmp_path):
     save, proc = train_tiny(str(tmp_path), epochs=1)
     assert proc.returncode == 0, proc.stderr
