@@ -440,7 +440,8 @@ def show(text, raw, stanza=0):
 
 def append_result(path, header, body):
     """Append header + body to path.  Only appended: what the file holds already (in any
-    encoding) is never read or rewritten."""
+    encoding) is never read or rewritten, and a block that cannot be written whole (a
+    full disk) is cut off again, so the file ends as it was."""
     if os.path.isdir(path):
         raise UserError(f"--out {path} is a directory; name a file, or --out '' for none",
                         code=2)
@@ -448,10 +449,19 @@ def append_result(path, header, body):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     block = (header + "\n" + body.rstrip("\n") + "\n\n").encode("utf-8")
     try:
-        with open(path, "ab") as f:
-            f.write(block)
-            f.flush()
-            os.fsync(f.fileno())
+        with open(path, "ab", buffering=0) as f:
+            end = f.seek(0, os.SEEK_END)
+            try:
+                view = memoryview(block)
+                while view:                 # a full disk can take part of a block
+                    view = view[f.write(view):]
+                os.fsync(f.fileno())
+            except OSError:
+                try:
+                    f.truncate(end)         # nothing half-written stays behind
+                except OSError:             # not a regular file (/dev/full)
+                    pass
+                raise
     except OSError as e:
         e.filename = e.filename or path        # a failed write() names no file
         raise

@@ -139,6 +139,22 @@ def test_disk_full_is_one_line(trained, tmp_path):
     assert_one_line_error(proc, 1, "/dev/full", "free some disk space")
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_full_disk_mid_block_leaves_the_out_file_as_it_was(trained, tmp_path):
+    # the file may grow by 100 bytes only: the block of 3 samples is cut off part-way
+    import resource
+    out = tmp_path / "sequence"
+    before = "旧的结果\n".encode("utf-8") * 100
+    out.write_bytes(before)
+    limit = len(before) + 100
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "sample.py"), "--save_dir", trained("gru"),
+         "--count", "3", "--n", "200", "--out", str(out)], capture_output=True, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert_one_line_error(proc, 1, str(out))
+    assert out.read_bytes() == before
+
+
 def test_output_paths_that_cannot_be_files_are_one_line(tmp_path):
     (tmp_path / "origin.txt").write_text("春风\n", encoding="utf-8")
     proc = run("data/parse.py", "--input", tmp_path / "origin.txt", "--output", tmp_path)
