@@ -96,6 +96,57 @@ def _plausible_share(text):
     return ok / max(len(text), 1)
 
 
+LEGACY = (("gb18030", _gb2312_share), ("big5", _big5_common_share))
+
+
+def _mend_mixed(raw, name, text):
+    """(text, [line numbers]): a file of lyrics pasted together from several sources can be
+    part GBK, part Big5.  Decoded whole as one, the other's lines come out as rare
+    characters, symbols and private-use code points (mojibake).  Each line with 4+
+    non-ASCII letters of which under half are Han characters common in the chosen
+    encoding, and which decoded as the other reads as 90 % common ones, is decoded as the
+    other.  A line end (0x0A) is never part of a GBK or Big5 character, so
+    the bytes split safely into lines."""
+    score = dict(LEGACY)
+    other = [n for n, _ in LEGACY if n != name][0]
+    lines, moved = raw.split(b"\n"), []
+    out = text.split("\n")
+    if len(out) != len(lines):
+        return text, []
+    def common(line, encoding):
+        """Share of the line's non-ASCII letters (punctuation aside) that are Han
+        characters common in encoding; (share, number of letters)."""
+        letters = [c for c in line if c > "\x7f" and not ("\u3000" <= c <= "\u303f"
+                                                         or "\uff00" <= c <= "\uffef")]
+        han = sum(1 for c in letters if CJK_FIRST <= c <= CJK_LAST)
+        return score[encoding](line) * han / max(len(letters), 1), len(letters)
+
+    for k, (line, mine) in enumerate(zip(lines, out)):
+        share, letters = common(mine, name)
+        if letters < 4 or share >= 0.5:
+            continue
+        try:
+            alt = line.decode(other)
+        except UnicodeDecodeError:
+            continue
+        if common(alt, other)[0] >= 0.9:
+            out[k] = alt
+            moved.append(k + 1)
+    return "\n".join(out), moved
+
+
+def _line_list(numbers, most=6):
+    """'3, 7, 9-14, ...' for a warning: runs of consecutive numbers as a range."""
+    runs = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
+    return ", ".join(parts[:most]) + (", ..." if len(parts) > most else "")
+
+
 def _first_bad_byte(raw, encoding):
     try:
         raw.decode(encoding)
@@ -148,7 +199,7 @@ def decode_bytes(raw, encoding="auto"):
             if _plausible_share(text) >= 0.9:
                 return text, name
     candidates = []
-    for name, score in (("gb18030", _gb2312_share), ("big5", _big5_common_share)):
+    for name, score in LEGACY:
         try:
             text = raw.decode(name)
         except UnicodeDecodeError:
@@ -156,6 +207,11 @@ def decode_bytes(raw, encoding="auto"):
         candidates.append((score(text), name == "gb18030", text, name))
     if candidates:
         _, _, text, name = max(candidates, key=lambda c: (c[0], c[1]))
+        text, moved = _mend_mixed(raw, name, text)
+        if moved:
+            other = LEGACY[1 - [n for n, _ in LEGACY].index(name)][0]
+            return text, (f"{name}, {len(moved):,} line{'s' * (len(moved) > 1)} in {other}: "
+                          f"{_line_list(moved)}")
         return text, name
     start, line, sample = _first_bad_byte(raw, "utf-8")
     raise UserError(f"cannot tell the encoding: byte {start} (line {line}) {sample!r} is not "
@@ -247,6 +303,10 @@ def main(argv=None):
     out, s = parse_file(args.input, args.encoding, args.simplified)
     atomic_write_text(args.output, out)
     print(f"parse: {args.input} ({s['encoding']}) -> {args.output}")
+    if "line" in s["encoding"]:
+        print(f"parse: warning: {args.input} mixes encodings (lines pasted from files saved "
+              f"differently); those lines were read in the encoding that makes sense of "
+              f"them: check {args.output}, or re-save the input as UTF-8")
     print(f"parse: {s['chars_in']:,} chars in, {s['chars_out']:,} chars out, "
           f"{s['distinct']:,} distinct characters, {s['lines']:,} lines")
     return 0

@@ -52,6 +52,26 @@ def test_big5_traditional_text_is_detected():
     assert clean(text) == "從前有座山 山裡有座廟 廟裡有個老和尚 我們愛這個世界"
 
 
+SIMPLIFIED_LINES = ["春风吹过小河边", "我在窗前等你回来", "月光洒满旧街道", "雨停了我们还在笑"]
+TRADITIONAL_LINES = ["春風吹過小河邊", "我在窗前等你回來", "月光灑滿舊街道", "雨停了我們還在笑"]
+
+
+@pytest.mark.parametrize("big5_first", [False, True])
+def test_a_file_half_gbk_half_big5_reads_each_half_right_and_warns(tmp_path, big5_first):
+    # pasted together from two sources: decoded whole as GB18030, the Big5 half used to
+    # come out as mojibake (1,196 of 4,581 characters) without a word
+    gbk = "\n".join(SIMPLIFIED_LINES * 20).encode("gbk")
+    big5 = "\n".join(TRADITIONAL_LINES * 20).encode("big5")
+    src = tmp_path / "origin.txt"
+    src.write_bytes(b"\n".join([big5, gbk] if big5_first else [gbk, big5]))
+    out = tmp_path / "lyrics.txt"
+    proc = run("data/parse.py", "--input", src, "--output", out, check=0)
+    halves = [" ".join(TRADITIONAL_LINES * 20), " ".join(SIMPLIFIED_LINES * 20)]
+    assert out.read_text(encoding="utf-8") == " ".join(halves if big5_first else halves[::-1])
+    assert "mixes encodings" in proc.stdout
+    assert f"(gb18030, 80 lines in big5: {'1-80' if big5_first else '81-160'})" in proc.stdout
+
+
 def test_gbk_text_is_not_mistaken_for_big5():
     text, used = decode_bytes("我们的爱情故事就从这里开始\n".encode("gbk"))
     assert used == "gb18030"
