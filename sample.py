@@ -12,6 +12,7 @@ result/sequence under a header saying how it was made.
 import argparse
 import os
 import sys
+import threading
 import time
 import zipfile
 
@@ -79,8 +80,8 @@ def build_parser():
                    help="make line ends rhyme: 'auto' (the first line's rhyme), a 十三辙 "
                         "group such as 言前, or a pinyin final such as an")
     g.add_argument("--lines", type=int_in(1, MAX_N // 2), default=None,
-                   help=f"stop after this many lines instead of --n characters (at most "
-                        f"{MAX_N // 2:,})")
+                   help=f"stop after this many lines instead of --n characters; lines x "
+                        f"(--line_len MAX, else 40, + 1) may not pass {MAX_N:,}")
     g.add_argument("--line_len", type=line_range, default=None, metavar="MIN-MAX",
                    help="keep each line between MIN and MAX characters, e.g. 5-9")
     g.add_argument("--stanza", type=int_in(0, MAX_N), default=0,
@@ -227,17 +228,23 @@ class Sampler:
         self._zero = self.sess.run(m.initial_state)
         self._flatten = tf.nest.flatten
         self._generators = {}
+        self._build_lock = threading.Lock()
 
     def generator(self, mode, top_k, repeat_ngram, max_run):
         """The in-graph sampler for this mode and rules (built on first use: building all
-        variants up front would cost start-up time for ones never run)."""
+        variants up front would cost start-up time for ones never run).  Built under a
+        lock: serve.py draws from one Sampler in several threads at once."""
         key = (mode, top_k > 0, repeat_ngram, max_run)
-        if key not in self._generators:
-            with self.graph.as_default():
-                self._generators[key] = self.model.build_generator(
-                    self.space_id, self.index.length if self.index is not None else 0,
-                    mode, top_k > 0, repeat_ngram, max_run)
-        return self._generators[key]
+        with self._build_lock:
+            if key not in self._generators:
+                with self.graph.as_default():
+                    self._generators[key] = self.model.build_generator(
+                        self.space_id, self.index.length if self.index is not None else 0,
+                        mode, top_k > 0, repeat_ngram, max_run)
+            return self._generators[key]
+
+    def close(self):
+        self.sess.close()
 
     def generate(self, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0,
                  repeat_ngram=DEFAULT_REPEAT_NGRAM, max_run=DEFAULT_MAX_RUN):
@@ -349,6 +356,25 @@ def masked(p, banned):
     return q / total if total > 0 else p
 
 
+def char_budget(n, lines=None, line_len=None):
+    """The most characters one sample may draw: --n, or with --lines enough for every
+    line at its longest (--line_len MAX, else 40) plus its line end.  sample.py bounds it
+    by MAX_N and serve.py by its own limit, with the same message."""
+    if not lines:
+        return n
+    return max(n, lines * ((line_len[1] if line_len else 40) + 1))
+
+
+def check_budget(args, limit, where=""):
+    """None, or what is wrong when the sample args ask for more than limit characters."""
+    budget = char_budget(args.n, args.lines, args.line_len)
+    if budget <= limit:
+        return None
+    return (f"--lines {args.lines} x --line_len up to "
+            f"{args.line_len[1] if args.line_len else 40} (+1 line end) may draw "
+            f"{budget:,} characters; at most {limit:,}{where}: fewer lines or a lower MAX")
+
+
 def constrained_sample(s, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0,
                        rhyme=None, lines=None, line_len=None,
                        repeat_ngram=DEFAULT_REPEAT_NGRAM, max_run=DEFAULT_MAX_RUN):
@@ -373,7 +399,7 @@ def constrained_sample(s, ids, n, mode="weighted", temperature=1.0, top_k=0, see
     seq = list(ids)                          # start + generated: the runs and lines
     line = len(seq) - 1 - max((k for k, c in enumerate(seq) if c == space), default=-1)
     x, out, done_lines, prev = ids[-1], [], 0, None
-    cap = n if lines is None else max(n, lines * ((hi or 40) + 1))
+    cap = char_budget(n, lines, line_len)
     L = s.index.length if s.index is not None else 0
 
     def may_end_line_after(tail, c):
@@ -531,7 +557,7 @@ def copy_warning(max_copy):
 def lines_warning(args, text):
     if args.lines and text.count(SPACE) + 1 < args.lines:
         return (f"{text.count(SPACE) + 1} of {args.lines} lines: generation stops at "
-                f"{max(args.n, args.lines * 41)} characters (--n, or 41 per line); bound the "
+                f"{char_budget(args.n, args.lines)} characters (--n, or 41 per line); bound the "
                 f"lines with --line_len MIN-MAX or raise --n")
     return None
 
@@ -543,8 +569,10 @@ def command_of(args, seed):
     if args.start:      # --start=-x: a start text beginning with '-' is not a flag
         parts += [f"--start={args.start}"] if args.start.startswith("-") else \
             ["--start", args.start]
-    parts += ["--lines", str(args.lines)] if args.lines else ["--n", str(args.n)]
     defaults = vars(build_parser().parse_args([]))
+    parts += ["--lines", str(args.lines)] if args.lines else ["--n", str(args.n)]
+    if args.lines and args.n != defaults["n"]:      # with --lines, --n still bounds it
+        parts += ["--n", str(args.n)]
     defaults["max_copy"] = DEFAULT_MAX_COPY
     for flag in ("sample", "temperature", "top_k", "max_copy", "max_run", "repeat_ngram",
                  "rhyme", "stanza"):
@@ -558,7 +586,10 @@ def command_of(args, seed):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if check_budget(args, MAX_N):
+        parser.error(check_budget(args, MAX_N))
     rhyme = None
     if args.rhyme:
         from craft import parse_rhyme

@@ -18,6 +18,8 @@ Built on the standard library's ThreadingHTTPServer: nothing to install, and the
 is the model's (about 2 s), not a framework's.
 """
 import argparse
+import collections
+import contextlib
 import json
 import os
 import sys
@@ -98,8 +100,13 @@ def describe(name, directory):
 
 
 class Models:
-    """Samplers made on first use and kept, one per (model, no-copy length); each with a
-    lock, because a sampler builds its graph lazily and is one TensorFlow session."""
+    """Samplers made on first use and kept, one per (model, no-copy length), at most
+    MAX_SAMPLERS of them: the least recently used one nobody is drawing from is closed
+    when another is made (each holds a TensorFlow session and the training text's
+    index).  Requests draw from one sampler at the same time (Session.run is
+    thread-safe), so a long request does not hold up a short one to the same model."""
+
+    MAX_SAMPLERS = 4
 
     def __init__(self, save_dir):
         self.save_dir = save_dir
@@ -110,23 +117,40 @@ class Models:
                 self.dirs[name] = d
             except UserError as e:
                 print(f"serve: skipping {name}: {e}", file=sys.stderr)
-        self.samplers = {}
+        self.samplers = collections.OrderedDict()      # oldest use first
         self.lock = threading.Lock()
 
-    def sampler(self, name, max_copy):
+    @contextlib.contextmanager
+    def using(self, name, max_copy):
+        """The sampler for (name, max_copy), kept from being closed while in use."""
         from sample import Sampler
         key = (name, max_copy)
         with self.lock:
-            if key not in self.samplers:
+            s = self.samplers.pop(key, None)
+            if s is None:
                 s = Sampler(self.dirs[name], max_copy=max_copy, warn=lambda m: None)
                 if s.corpus is not None:
                     from craft import CorpusMatcher
                     s.matcher = CorpusMatcher(s.corpus, len(s.chars))
                 else:
                     s.matcher = None
-                s.lock = threading.Lock()
-                self.samplers[key] = s
-            return self.samplers[key]
+                s.users = 0
+            self.samplers[key] = s
+            s.users += 1
+            self._evict()
+        try:
+            yield s
+        finally:
+            with self.lock:
+                s.users -= 1
+                self._evict()
+
+    def _evict(self):
+        while len(self.samplers) > self.MAX_SAMPLERS:
+            idle = next((k for k, s in self.samplers.items() if s.users == 0), None)
+            if idle is None:
+                return
+            self.samplers.pop(idle).close()
 
 
 # --------------------------------------------------------------------------- requests
@@ -141,7 +165,7 @@ class BadRequest(Exception):
 def sample_args(req, model_dir):
     """The request as sample.py's arguments, checked by sample.py's own parser: the page
     gets the command line's message for a bad value."""
-    from sample import build_parser as sample_parser
+    from sample import build_parser as sample_parser, check_budget
     if not isinstance(req, dict):
         raise BadRequest("the request must be a JSON object")
     unknown = sorted(set(req) - set(FIELDS) - {"model"})
@@ -175,6 +199,8 @@ def sample_args(req, model_dir):
         raise BadRequest(f"argument --lines: at most {MAX_LINES} here", "lines")
     if args.n > MAX_N:
         raise BadRequest(f"argument --n: at most {MAX_N} here", "n")
+    if check_budget(args, MAX_N):
+        raise BadRequest(check_budget(args, MAX_N, " here"), "line_len")
     if len(args.start) > MAX_START:
         raise BadRequest(f"argument --start: at most {MAX_START} characters here", "start")
     return args
@@ -195,14 +221,14 @@ def generate(models, req):
         raise BadRequest(str(e), "rhyme")
     max_copy = DEFAULT_MAX_COPY if args.max_copy is None else args.max_copy
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    s = models.sampler(name, max_copy)
     warnings = []
-    kept, ids = start_ids(args.start, s.vocab, warn=lambda m: warnings.append(
-        m.split("warning: ", 1)[-1]))
-    t0 = time.perf_counter()
-    with s.lock:
+    with models.using(name, max_copy) as s:
+        kept, ids = start_ids(args.start, s.vocab, warn=lambda m: warnings.append(
+            m.split("warning: ", 1)[-1]))
+        t0 = time.perf_counter()
         result = write_one(s, args, ids, kept, seed, rhyme, s.matcher)
-    result["ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        result["ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        copy_length = s.index.length if s.index is not None else 0
     for w in (copy_warning(max_copy), lines_warning(args, result["text"])):
         if w:
             warnings.append(w)
@@ -214,7 +240,7 @@ def generate(models, req):
         group = [bool(line) and rhyme_group(line[-1]) == target for line in lines]
     args.save_dir = os.path.relpath(models.dirs[name])     # as typed where serve.py runs
     result.update(model=name, lines=lines, rhymes=group, stanza=args.stanza,
-                  warnings=warnings, max_copy=s.index.length if s.index is not None else 0,
+                  warnings=warnings, max_copy=copy_length,
                   command=command_of(args, seed))
     return result
 
@@ -262,8 +288,8 @@ def make_handler(models, busy):
                                  {"error": f"send a JSON body of at most {MAX_BODY} bytes"})
             try:
                 req = json.loads(self.rfile.read(length).decode("utf-8"))
-            except (ValueError, UnicodeDecodeError):
-                return self.send(400, {"error": "the body is not JSON"})
+            except (ValueError, UnicodeDecodeError, RecursionError):   # nested 8,000 deep
+                return self.send(400, {"error": "the body is not JSON (or nested too deep)"})
             if not busy.acquire(timeout=10):
                 return self.send(503, {"error": "busy: too many requests at once; try again"})
             try:
@@ -279,6 +305,20 @@ def make_handler(models, busy):
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    """The standard library's threading server with a listen queue for a burst of
+    requests (its default of 5 reset connections at 50 at once: now they wait for a
+    generation slot and get 503 'busy' if none frees up), and one line on stderr, not a
+    traceback, for a request that fails (a client that hung up, ...)."""
+    request_queue_size = 128
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        e = sys.exc_info()[1]
+        print(f"serve.py: a request from {client_address[0]} failed "
+              f"({type(e).__name__}: {e})", file=sys.stderr)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if not os.path.isdir(args.save_dir):
@@ -292,9 +332,10 @@ def main(argv=None):
                         f"first: python train.py --save_dir {args.save_dir}")
     first = next(iter(models.dirs))
     from sample import DEFAULT_MAX_COPY
-    models.sampler(first, DEFAULT_MAX_COPY)          # loaded once, before the first visit
+    with models.using(first, DEFAULT_MAX_COPY):      # loaded once, before the first visit
+        pass
     try:
-        server = ThreadingHTTPServer((args.host, args.port),
+        server = Server((args.host, args.port),
                                      make_handler(models, threading.BoundedSemaphore(
                                          args.max_concurrent)))
     except OSError as e:

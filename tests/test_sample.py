@@ -214,6 +214,26 @@ def test_absurd_values_are_one_line_with_the_bound(flag, value, needle):
     assert_one_line_error(proc, 2, flag, needle)
 
 
+def test_lines_times_their_longest_length_is_bounded_like_n():
+    # one line of 30,000 characters used to be drawn past the --n bound
+    proc = run("sample.py", "--save_dir", "no_such_dir", "--lines", "1", "--line_len",
+               "30000-30000")
+    assert_one_line_error(proc, 2, "--line_len", "may draw 30,001 characters",
+                          "at most 20,000")
+    proc = run("sample.py", "--save_dir", "no_such_dir", "--lines", "600")  # x 41 > 20,000
+    assert_one_line_error(proc, 2, "--lines 600", "24,600")
+
+
+def test_the_equivalent_command_keeps_n_when_lines_are_asked_for():
+    # --n bounds a --lines sample too: the page's card printed --lines 2 alone, and the
+    # command drew 200 characters where the page had drawn 313
+    from sample import build_parser, command_of
+    args = build_parser().parse_args(["--save_dir", "save", "--lines", "2", "--n", "313"])
+    assert "--lines 2 --n 313" in command_of(args, 5)
+    args = build_parser().parse_args(["--save_dir", "save", "--lines", "2"])
+    assert "--n" not in command_of(args, 5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("field, value, needle", [
     ("rnn_size", "abc", "rnn_size = 'abc'"), ("rnn_size", -5, "rnn_size = -5"),

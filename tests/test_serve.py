@@ -110,6 +110,9 @@ def test_generate_gives_the_command_lines_lyrics(server, req):
     ({"n": 5000}, "n", "at most 2000"),
     ({"n": 3000000000}, "n", "from 1 to 20,000"),
     ({"lines": 1000}, "lines", "at most 100"),
+    # one line of 30,000 characters used to be drawn past the 2,000 limit (72 s)
+    ({"lines": 1, "line_len": "30000-30000"}, "line_len",
+     "may draw 30,001 characters; at most 2,000 here"),
     ({"start": "春" * 500}, "start", "at most 100"),
     ({"seed": -3}, "seed", "0 to 2**62"),
     ({"sample": "best"}, "sample", "invalid choice"),
@@ -130,6 +133,7 @@ def test_broken_bodies_and_unknown_paths_do_not_hurt_the_server(server):
     assert call(url, "/api/generate", raw=b"{not json")[0] == 400
     assert call(url, "/api/generate", raw=b"[1, 2]")[0] == 400
     assert call(url, "/api/generate", raw=b"x" * 20000)[0] == 413
+    assert call(url, "/api/generate", raw=b"[" * 8000 + b"]" * 8000)[0] == 400  # was no reply
     assert call(url, "/nowhere")[0] == 404
     status, res = call(url, "/api/generate", {"model": "save/demo", "n": 10})
     assert status == 200 and len(res["text"]) > 0
@@ -150,6 +154,59 @@ def test_concurrent_requests_each_get_their_own_correct_result(server):
     for t in threads:
         t.join(timeout=120)
     assert together == alone
+
+
+def test_a_long_request_does_not_hold_up_a_short_one_to_the_same_model(server):
+    # one sampler per model used to serve one request at a time: a short request waited
+    # for the whole of a long one
+    url, _ = server
+    long = {"model": "save/lyrics", "lines": 60, "line_len": "30-32", "seed": 1}
+    done = {}
+
+    def worker():
+        done["long"] = call(url, "/api/generate", long)
+    t = threading.Thread(target=worker)
+    t.start()
+    import time
+    time.sleep(0.5)                                  # the long one is drawing
+    status, res = call(url, "/api/generate", {"model": "save/lyrics", "n": 10, "seed": 2})
+    assert status == 200 and "long" not in done      # answered while the long one runs
+    t.join(timeout=120)
+    assert done["long"][0] == 200 and len(done["long"][1]["lines"]) == 60
+
+
+def test_fifty_requests_at_once_each_get_an_answer(server):
+    # the listen queue of 5 used to reset connections (18 of 50)
+    url, _ = server
+    got = []
+
+    def worker(k):
+        try:
+            got.append(call(url, "/api/generate", {"model": "save/demo", "n": 20,
+                                                   "seed": k})[0])
+        except OSError as e:                         # a reset connection
+            got.append(repr(e))
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(got) == 50 and set(got) <= {200, 503}, got
+
+
+def test_the_sampler_cache_is_bounded_and_spares_samplers_in_use(server):
+    from serve import Models
+    _, save = server
+    models = Models(str(save))
+    with models.using("save/lyrics", 8) as held:
+        for max_copy in range(2, 2 + Models.MAX_SAMPLERS + 3):
+            with models.using("save/demo", max_copy):
+                pass
+            assert len(models.samplers) <= Models.MAX_SAMPLERS
+        assert ("save/lyrics", 8) in models.samplers      # in use: never closed
+        assert len(held.decode(held.generate([held.space_id], 5))) == 5
+    for s in list(models.samplers.values()):
+        s.close()
 
 
 def test_the_page_works_offline(server):
