@@ -142,6 +142,27 @@ def make_batches(ids, batch_size, seq_length):
     return num_batches, xs, ys
 
 
+def mixed_batches(train_ids, other_ids, batch_size, seq_length, rows, seed, epoch):
+    """make_batches with `rows` of each batch's rows from other_ids (a base model's text,
+    --mix_base): the first batch_size - rows rows walk train_ids as make_batches lays them
+    out, the last `rows` walk one stretch of other_ids that (seed, epoch) picks, so every
+    epoch reads another part of it and a resumed run the same part.  Returns (num_batches,
+    xs, ys); num_batches is one pass over train_ids and depends on the sizes only."""
+    n, xs, ys = make_batches(train_ids, batch_size - rows, seq_length)
+    need = n * rows * seq_length + 1
+    if n == 0:
+        return 0, [], []
+    if len(other_ids) < need:
+        raise UserError(f"--mix_base: the base's text ({len(other_ids):,} characters) is "
+                        f"shorter than the {need:,} an epoch mixes in; lower --mix_base",
+                        code=2)
+    rng = np.random.default_rng((seed % 2**32, epoch))
+    start = int(rng.integers(0, len(other_ids) - need + 1))
+    _, oxs, oys = make_batches(np.asarray(other_ids[start:start + need]), rows, seq_length)
+    return (n, [np.concatenate([a, b]) for a, b in zip(xs, oxs)],
+            [np.concatenate([a, b]) for a, b in zip(ys, oys)])
+
+
 def min_chars(per_batch, val_frac):
     """Smallest text length (leading space included) giving one training batch and, with
     a validation split, one validation batch."""
@@ -176,6 +197,7 @@ class TextParser:
         self.val_split = val_split
         self.max_vocab = max_vocab
         self.left_out = 0
+        self.mix, self.own_rows = None, None      # mix_in(): rows of another text
         self.input_file = os.path.join(data_dir, "lyrics.txt")
         self.vocab_file = os.path.join(data_dir, "vocab.pkl")
         self.context_file = os.path.join(data_dir, "context.npy")
@@ -267,6 +289,19 @@ class TextParser:
                 f" x seq_length {self.seq_length} with val_frac {self.val_frac} needs at "
                 f"least {need:,}; add text or lower --batch_size / --seq_length"
                 f"{' / raise --val_frac' if self.val_frac > 0 else ''}", code=2)
+
+    def mix_in(self, other_ids, rows, seed):
+        """Train on batches whose last `rows` rows are other_ids (see mixed_batches);
+        set_epoch(k) picks epoch k's stretch.  Validation stays this text alone."""
+        self.mix = (other_ids, rows, seed)
+        self.own_rows = self.batch_size - rows
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch):
+        if self.mix is not None:
+            other, rows, seed = self.mix
+            self.num_batches, self.x_batches, self.y_batches = mixed_batches(
+                self.train_data, other, self.batch_size, self.seq_length, rows, seed, epoch)
 
     def next_batch(self):
         """The next training batch (x, y); wraps to the first one after the last."""

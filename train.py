@@ -23,7 +23,7 @@ from utils import (ARCHITECTURE_KEYS, CELL_TYPES, DirLock, HelpFormatter, UserEr
                    atomic_pickle, check_dir_flag, check_model_config,
                    checkpoint_candidates, checkpoint_step, short_error,
                    first_intact_checkpoint, atomic_save_npy, atomic_write_bytes,
-                   count_params, cpu_has_bf16, epoch_lines, import_tensorflow,
+                   count_params, cpu_has_bf16, epoch_lines, float_in, import_tensorflow,
                    log_filename, logging, non_negative_int, perplexity, positive_float,
                    positive_int, real_path, run_main, safe_load_pickle, session_config,
                    tf_path, unit_float, val_fraction)
@@ -32,14 +32,14 @@ from utils import (ARCHITECTURE_KEYS, CELL_TYPES, DirLock, HelpFormatter, UserEr
 # which comes from the text.
 ARCH_FLAGS = tuple(k for k in ARCHITECTURE_KEYS if k != "vocab_size")
 # Flags whose change would make the saved batch pointer (or the vocabulary) meaningless.
-BATCH_FLAGS = ("batch_size", "seq_length", "val_frac", "val_split", "max_vocab")
+BATCH_FLAGS = ("batch_size", "seq_length", "val_frac", "val_split", "max_vocab", "mix_base")
 SAVED_FILES = ("config.pkl", "words_vocab.pkl", "checkpoint", "checkpoint_best",
                "corpus.npy")
 MODEL_MARKERS = ("checkpoint", "checkpoint_best")   # a trained model is there
 # Defaults that depend on the run: a fresh model, a fine-tuned one (--init_from; measured
 # on 元曲 held out of the base, README "A base model"), or a resumed one (its own values).
-DEFAULTS = {"learning_rate": SEED["learning_rate"], "dropout": 0.0}
-FINE_TUNE_DEFAULTS = {"learning_rate": 0.0005, "dropout": 0.3}
+DEFAULTS = {"learning_rate": SEED["learning_rate"], "dropout": 0.0, "mix_base": 0.0}
+FINE_TUNE_DEFAULTS = {"learning_rate": 0.0005, "dropout": 0.3, "mix_base": 0.5}
 # Weights whose rows (embedding) or columns (softmax) are characters: a fine-tuned model
 # has more characters than its base, so only the base's part is loaded.
 PER_CHARACTER = {"word_embedding": 0, "softmax_w": 1, "softmax_b": 0}
@@ -88,6 +88,11 @@ def build_parser():
     g.add_argument("--learning_rate", type=positive_float, default=None,
                    help=f"Adam rate; default {DEFAULTS['learning_rate']}, with --init_from "
                         f"{FINE_TUNE_DEFAULTS['learning_rate']}, with --keep the model's own")
+    g.add_argument("--mix_base", type=float_in(0.0, 0.95), default=None, metavar="SHARE",
+                   help=f"fine-tuning: this share of each batch's rows reads the base's own "
+                        f"text (its corpus.npy), so the model keeps what it knew while it "
+                        f"learns yours; default {DEFAULTS['mix_base']}, with --init_from "
+                        f"{FINE_TUNE_DEFAULTS['mix_base']}, with --keep the model's own")
     g.add_argument("--decay_rate", type=positive_float, default=1.0,
                    help="learning rate x decay_rate after each epoch (1 = constant)")
     g.add_argument("--reset_chars", type=non_negative_int, default=256,
@@ -198,8 +203,9 @@ def check_resume(args, explicit):
         raise UserError(f"--keep: no trained model to resume in {args.save_dir}/ "
                         f"(config.pkl and a checkpoint are needed); drop --keep to start one")
     saved = read_saved_config(args.save_dir, "--keep")
-    # before 2026-11-30 the held-out part was the tail of the text and nothing was capped
-    saved = dict({"val_split": "tail", "max_vocab": 0}, **saved)
+    # before 2026-11-30 the held-out part was the tail of the text, nothing was capped
+    # and nothing mixed in
+    saved = dict({"val_split": "tail", "max_vocab": 0, "mix_base": 0.0}, **saved)
     adopt(args, explicit, saved, ARCH_FLAGS + BATCH_FLAGS,
           f"--keep: the model in {args.save_dir}/",
           lambda fix: f"resume with {fix}, or train a new model in another --save_dir")
@@ -219,6 +225,51 @@ def check_resume_data(args, saved, data):
                         f"{args.save_dir}/ was trained on (the lyrics changed{also}); train "
                         f"a new model in another --save_dir, or fine-tune this one on the "
                         f"new text with --init_from {args.save_dir}")
+
+
+def mix_rows(args, saved):
+    """--mix_base: (the base's directory, rows of each batch from its text), checked
+    before the data is read."""
+    base_dir = args.init_from or (saved or {}).get("init_from")
+    if not base_dir:
+        raise UserError("--mix_base mixes a base model's text into fine-tuning: use it "
+                        "with --init_from DIR", code=2)
+    rows = round(args.mix_base * args.batch_size)
+    if not 1 <= rows <= args.batch_size - 1:
+        raise UserError(f"--mix_base {args.mix_base:g} of --batch_size {args.batch_size} is "
+                        f"{rows} rows of the base's text; it must be 1 to "
+                        f"{args.batch_size - 1} (or --mix_base 0)", code=2)
+    return base_dir, rows
+
+
+def mix_base_text(args, explicit, saved, data):
+    """--mix_base: the base's text (corpus.npy beside its checkpoints, as train.py saves
+    it) into data's training batches.  A base without it (copied without) trains on the
+    user's text alone, said once; asked for explicitly, or without a base, it is an
+    error."""
+    import numpy as np
+    if not args.mix_base:
+        return
+    base_dir, rows = mix_rows(args, saved)
+    path = os.path.join(base_dir, "corpus.npy")
+    try:
+        ids = np.load(path, mmap_mode="r", allow_pickle=False)
+        base_vocab = len(data.base_chars or ())
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or not len(ids) \
+                or int(ids.max()) >= base_vocab or int(ids.min()) < 0:
+            raise ValueError("not the ids of the base's vocabulary")
+    except (OSError, ValueError) as e:
+        why = f"{path} is missing or unreadable ({short_error(e, 60)})"
+        if "mix_base" in explicit or saved is not None:
+            raise UserError(f"--mix_base: {why}; copy the base with its corpus.npy, or "
+                            f"pass --mix_base 0")
+        print(f"train: warning: {why}: fine-tuning on your text alone (--mix_base 0)")
+        args.mix_base = 0.0
+        return
+    data.mix_in(ids, rows, args.seed)
+    print(f"train: {rows} of each batch's {args.batch_size} rows read the base's text "
+          f"(--mix_base {args.mix_base:g}); an epoch is {data.num_batches:,} batches, one "
+          f"pass over yours")
 
 
 def resume_checkpoint(save_dir, variables):
@@ -408,16 +459,19 @@ def masked_state(state, mask):
 
 
 def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_step=None,
-              state_mask=None):
+              state_mask=None, rows=None):
     """Run batches xs[start:], ys[start:] carrying the RNN state from batch to batch.
 
     With eval_op (the train op) it trains; without, it only measures (validation).
     on_step(i, loss, grad_norm) may return True to stop early.  state_mask(i), if given,
     returns None or a [batch_size] array of 0/1: the rows with 0 start batch i from the
-    zero state.  Returns (mean loss, number of batches run).
+    zero state.  rows: the loss reported (and checked) is the mean over the first `rows`
+    rows only (--mix_base: the user's text; the gradient covers every row).  Returns
+    (mean loss, number of batches run).
     """
     state = session.run(model.initial_state)
-    fetches = {"cost": model.cost, "state": model.final_state}
+    fetches = {"cost": model.cost if rows is None else model.row_cost,
+               "state": model.final_state}
     if eval_op is not None:
         fetches["train"] = eval_op
         fetches["grad_norm"] = model.grad_norm
@@ -432,6 +486,8 @@ def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_s
             feed[model.keep_prob] = keep_prob
         out = session.run(fetches, feed)
         state = out["state"]
+        if rows is not None:
+            out["cost"] = float(out["cost"][:rows].mean())
         total += out["cost"]
         n += 1
         if on_step is not None and on_step(i, out["cost"], out.get("grad_norm", 0.0)):
@@ -487,6 +543,8 @@ def start(args, explicit):
         if getattr(args, k) is None:
             setattr(args, k, defaults.get(k, DEFAULTS[k]))
 
+    if args.mix_base:
+        mix_rows(args, saved)
     from preprocess import TextParser
     data = TextParser(args.data_dir, args.batch_size, args.seq_length, args.val_frac,
                       verbose=True, base_chars=base_chars, val_split=args.val_split,
@@ -498,6 +556,7 @@ def start(args, explicit):
         raise UserError(f"{args.save_dir}/ already holds a trained model; resume it with "
                         f"--keep, train into another --save_dir, or pass --overwrite to "
                         f"replace it", code=2)
+    mix_base_text(args, explicit, saved, data)
 
     tf = import_tensorflow()
     from seq2seq_rnn import Model
@@ -689,6 +748,7 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
         return done
 
     for epoch in range(start_epoch, args.num_epochs):
+        data.set_epoch(epoch)           # --mix_base: this epoch's stretch of the base
         lr = args.learning_rate * args.decay_rate ** epoch
         model.set_lr(sess, annealed(lr, budget_done()) if args.anneal else lr)
         progress = Progress(data.num_batches, epoch, args.num_epochs, chars_per_step)
@@ -720,7 +780,7 @@ def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
             sess, model, data.x_batches, data.y_batches, eval_op=model.train_op,
             start=start_pointer if epoch == start_epoch else 0,
             keep_prob=1.0 - args.dropout, on_step=on_step,
-            state_mask=lambda i: resets(step))
+            state_mask=lambda i: resets(step), rows=data.own_rows)
         seconds = time.time() - t0
         progress.close()
         if stop["signal"]:

@@ -265,3 +265,77 @@ def test_max_minutes_stops_in_time_and_keeps_the_best_model(tmp_path):
     assert os.path.exists(os.path.join(save, "checkpoint_best"))
     m = re.search(r"after ([0-9.]+) minutes", proc.stdout)
     assert float(m.group(1)) <= 0.25
+
+
+# ------------------------------------------------------------------ --mix_base
+
+def test_mixed_batches_put_a_stretch_of_the_other_text_in_the_last_rows():
+    from preprocess import make_batches, mixed_batches
+    mine, other = np.arange(1, 241), np.arange(1000, 3000)
+    n, xs, ys = mixed_batches(mine, other, 4, 5, 1, seed=3, epoch=0)
+    n3, xs3, ys3 = make_batches(mine, 3, 5)
+    assert n == n3 == 16
+    for x, y, x3, y3 in zip(xs, ys, xs3, ys3):
+        assert x.shape == (4, 5) and (x[:3] == x3).all() and (y[:3] == y3).all()
+    row = np.concatenate([x[3] for x in xs])                 # the other text's row ...
+    assert (np.diff(row) == 1).all() and row[0] >= 1000       # ... one stretch of it
+    assert (np.concatenate([y[3] for y in ys]) == row + 1).all()
+    again = mixed_batches(mine, other, 4, 5, 1, seed=3, epoch=0)[1]
+    later = mixed_batches(mine, other, 4, 5, 1, seed=3, epoch=1)[1]
+    assert all((a == b).all() for a, b in zip(xs, again))    # a resumed run: the same
+    assert later[0][3, 0] != xs[0][3, 0]                      # the next epoch: elsewhere
+
+
+@pytest.mark.slow
+def test_fine_tuning_mixes_the_base_text_by_default_and_resumes_in_its_layout(base,
+                                                                             tmp_path):
+    data = write(str(tmp_path / "data"), user_text())
+    common = ["--init_from", base, "--batch_size", "8", "--seq_length", "8",
+              "--save_every", "1000", "--num_epochs", "50"]
+    mixed = str(tmp_path / "mixed")
+    proc = train(str(tmp_path), data, mixed, *common, "--max_steps", "70")
+    assert proc.returncode == 0, proc.stderr
+    # half the rows read the base: an epoch of the user's text is twice the batches
+    plain = int(re.search(r"preprocess: (\d+) training batches per epoch",
+                          proc.stdout).group(1))
+    m = re.search(r"4 of each batch's 8 rows read the base's text \(--mix_base 0.5\); an "
+                  r"epoch is (\d+) batches", proc.stdout)
+    assert m and 2 * plain <= int(m.group(1)) <= 2 * plain + 1 and plain < 70, proc.stdout
+    assert safe_load_pickle(os.path.join(mixed, "config.pkl"))["mix_base"] == 0.5
+    # resumed mid-epoch (batch 70 of an epoch the plain layout would have ended at 49)
+    resume = run("train.py", "--data_dir", data, "--save_dir", mixed, "--log_dir",
+                 str(tmp_path / "log"), "--keep", "--max_steps", "120", "--num_epochs", "50")
+    assert resume.returncode == 0, resume.stderr
+    assert "read the base's text (--mix_base 0.5)" in resume.stdout
+    assert "at step 70, epoch 1, batch 70" in resume.stdout
+    assert os.path.exists(os.path.join(mixed, "model.ckpt-120.index"))
+    # --mix_base 0: the text alone, and so other weights after the same steps
+    off = str(tmp_path / "off")
+    proc = train(str(tmp_path), data, off, *common, "--max_steps", "70", "--mix_base", "0")
+    assert proc.returncode == 0 and "base's text" not in proc.stdout
+    a = ckpt_weights(os.path.join(mixed, "model.ckpt-70"))
+    c = ckpt_weights(os.path.join(off, "model.ckpt-70"))
+    assert not np.allclose(a["softmax_w"], c["softmax_w"])
+
+
+@pytest.mark.slow
+def test_mix_base_without_a_base_text_or_a_base_is_said(base, tmp_path):
+    import shutil
+    data = write(str(tmp_path / "data"), user_text())
+    proc = train(str(tmp_path), data, str(tmp_path / "a"), "--mix_base", "0.5")
+    assert_one_line_error(proc, 2, "--mix_base", "--init_from")
+    proc = train(str(tmp_path), data, str(tmp_path / "b"), "--init_from", base,
+                 "--mix_base", "0.99")
+    assert_one_line_error(proc, 2, "--mix_base", "from 0 to 0.95")
+    bare = tmp_path / "bare"                         # a base copied without corpus.npy
+    shutil.copytree(base, bare)
+    os.remove(bare / "corpus.npy")
+    proc = train(str(tmp_path), data, str(tmp_path / "c"), "--init_from", bare,
+                 "--batch_size", "8", "--seq_length", "8", "--max_steps", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "corpus.npy is missing" in proc.stdout and "your text alone" in proc.stdout
+    assert safe_load_pickle(str(tmp_path / "c" / "config.pkl"))["mix_base"] == 0.0
+    proc = train(str(tmp_path), data, str(tmp_path / "d"), "--init_from", bare,
+                 "--batch_size", "8", "--seq_length", "8", "--max_steps", "5",
+                 "--mix_base", "0.25")
+    assert_one_line_error(proc, 1, "corpus.npy is missing", "--mix_base 0")
