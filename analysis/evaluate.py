@@ -238,18 +238,25 @@ def sample_numbers(s, args):
     if s.corpus is not None:
         train_text = s.decode(s.corpus[:200000])
         summary["line_length_training"] = length_summary(line_lengths(train_text))
-        # the same number of windows of the same length, from the training text
-        shares = [word_share(s.decode(w)) for w in
-                  text_windows(s.corpus, args.samples, args.n, args.seed)]
-        shares = [v for v in shares if v is not None]
-        summary["word_share_training"] = float(np.mean(shares)) if shares else None
+        # the same number of windows of the same length, from the training text: what
+        # the samples' fluency and diversity would be if they read like it
+        windows = [s.decode(w) for w in
+                   text_windows(s.corpus, args.samples, args.n, args.seed)]
+        for key, figure in (("word_share_training", word_share),
+                            ("distinct_1_training", lambda t: distinct_n(t.replace(" ", ""), 1)),
+                            ("distinct_2_training", lambda t: distinct_n(t.replace(" ", ""), 2))):
+            vals = [v for v in map(figure, windows) if v is not None]
+            summary[key] = float(np.mean(vals)) if vals else None
     print(f"  {args.samples} samples of {args.n} characters (temperature "
           f"{args.temperature}, max_copy {args.max_copy}):")
     for key, label in (("longest_copied_run_max", "longest verbatim run (max)"),
                        ("longest_copied_run_mean", "longest verbatim run (mean)"),
                        ("share_4grams_in_training", "4-grams found in training"),
                        ("share_8grams_in_training", "8-grams found in training"),
-                       ("distinct_1", "distinct-1"), ("distinct_2", "distinct-2"),
+                       ("distinct_1", "distinct-1"),
+                       ("distinct_1_training", "distinct-1, training text"),
+                       ("distinct_2", "distinct-2"),
+                       ("distinct_2_training", "distinct-2, training text"),
                        ("rhyme_rate", "rhyme rate"),
                        ("longest_char_run_max", "one character in a row (max)"),
                        ("max_line_repeats", "same line (most times)"),

@@ -311,6 +311,14 @@ def test_evaluate_reports_fluency_and_the_spread(trained, tmp_path):
     assert 0 < result["word_share_text"] <= 1
     samples = result["samples"]
     assert 0 <= samples["word_share"] <= 1 and 0 < samples["word_share_training"] <= 1
+    # diversity of the training text, from the same windows as its fluency
+    from craft import distinct_n, text_windows
+    s = Sampler(trained("gru"))
+    windows = [s.decode(w).replace(" ", "") for w in text_windows(s.corpus, 2, 60, 0)]
+    for n in (1, 2):
+        assert samples[f"distinct_{n}_training"] == pytest.approx(
+            np.mean([distinct_n(w, n) for w in windows]))
+    assert "distinct-1, training text" in proc.stdout
     assert "from the zero state at 8 places" in proc.stdout
     assert "in words (fluency), samples" in proc.stdout
 
