@@ -481,10 +481,12 @@ class Model:
         return ban
 
     @staticmethod
-    def _loop_ban(V, repeat_ngram, max_run, space_id):
+    def _loop_ban(V, repeat_ngram, max_run, space_id, window=None):
         """(logits, hist [S+n], pos, penalty) -> logits with the loop guard's bans pushed
-        down; hist[:pos] is the sequence so far.  The same rule as craft.loop_banned."""
-        from craft import NARROW, REPEAT_LIMIT
+        down; hist[:pos] is the sequence so far, of which the last `window` ids count.
+        The same rule as craft.loop_banned."""
+        from craft import LOOP_WINDOW, NARROW, REPEAT_LIMIT
+        window = window or LOOP_WINDOW
         m = repeat_ngram - 1
 
         def last(hist, pos, r):
@@ -533,6 +535,8 @@ class Model:
             return (cur_len >= 2) & (set_size <= NARROW) & (close >= REPEAT_LIMIT)
 
         def guard(logits, hist, pos, penalty):
+            start = tf.maximum(pos - window, 0)      # each step costs O(window), not O(n)
+            hist, pos = hist[start:pos], pos - start
             prev = last(hist, pos, 1)[0]
             space = tf.equal(prev, space_id)
             if repeat_ngram:

@@ -30,6 +30,15 @@ def test_rule_allows_a_refrain_once_and_bans_the_third_time():
     assert list(loop_banned(ids("不是不不不 "), 0, 0, SPACE)) == []       # off
 
 
+def test_only_the_last_window_of_characters_counts():
+    # a refrain twice long ago and once now is not a loop; twice close by, it is
+    seq = ids(" 我爱你 天地 我爱你 天地 ")
+    assert list(loop_banned(seq + ids("我爱你"), 5, 3, SPACE)) == [SPACE]
+    far = seq + list(range(100, 1300)) + ids(" 我爱你")  # 1,200 other ids later
+    assert list(loop_banned(far, 5, 3, SPACE)) == []
+    assert list(loop_banned(far, 5, 3, SPACE, window=len(far))) == [SPACE]
+
+
 def test_narrow_lines_with_a_changing_first_character_are_stopped():
     """argmax on a weak model: "X我的我 / 不不的我 / 我的我的我" - no n-gram comes three
     times, yet every line is made of the same few characters."""
@@ -57,7 +66,7 @@ def test_ordinary_lyrics_are_left_alone():
         assert seq[i] not in loop_banned(seq[:i], 5, 3, chars.index(" ")), text[:i + 1]
 
 
-def graph_bans(sequences, repeat_ngram, max_run, V=9):
+def graph_bans(sequences, repeat_ngram, max_run, V=9, window=None):
     """The in-graph guard's bans for each (sequence, padding) as id sets."""
     from utils import import_tensorflow
     tf = import_tensorflow()
@@ -67,7 +76,7 @@ def graph_bans(sequences, repeat_ngram, max_run, V=9):
     with g.as_default():
         hist = tf1.placeholder(tf.int32, [None])
         pos = tf1.placeholder(tf.int32, [])
-        guard = Model._loop_ban(V, repeat_ngram, max_run, SPACE)
+        guard = Model._loop_ban(V, repeat_ngram, max_run, SPACE, window)
         out = guard(tf.zeros([V]), hist, pos, tf.constant(1.0))
     out_sets = []
     with tf1.Session(graph=g) as sess:
@@ -77,18 +86,23 @@ def graph_bans(sequences, repeat_ngram, max_run, V=9):
     return out_sets
 
 
-@pytest.mark.parametrize("repeat_ngram, max_run", [(5, 3), (3, 2), (2, 0), (0, 1), (6, 4)])
-def test_in_graph_guard_bans_exactly_what_the_definition_bans(repeat_ngram, max_run):
-    rng = np.random.default_rng(repeat_ngram * 10 + max_run)
+@pytest.mark.parametrize("repeat_ngram, max_run, window", [
+    (5, 3, None), (3, 2, None), (2, 0, None), (0, 1, None), (6, 4, None),
+    (5, 3, 12), (3, 2, 7)])    # a window shorter than the sequences: only its tail counts
+def test_in_graph_guard_bans_exactly_what_the_definition_bans(repeat_ngram, max_run,
+                                                             window):
+    from craft import LOOP_WINDOW
+    rng = np.random.default_rng(repeat_ngram * 10 + max_run + (window or 0))
     cases = []
     for k in range(150):
         n = int(rng.integers(1, 40))
         # few distinct ids, so repeats and runs are common
         cases.append((rng.integers(0, 4 if k % 2 else 9, n).tolist(), int(rng.integers(0, 5))))
-    got = graph_bans(cases, repeat_ngram, max_run)
+    got = graph_bans(cases, repeat_ngram, max_run, window=window)
     narrow = 0
     for (seq, _), bans in zip(cases, got):
-        assert bans == loop_banned(seq, repeat_ngram, max_run, SPACE).tolist(), seq
+        assert bans == loop_banned(seq, repeat_ngram, max_run, SPACE,
+                                   window or LOOP_WINDOW).tolist(), seq
         narrow += bool(repeat_ngram) and _narrow_again(np.array(seq), SPACE)
     assert narrow >= 5 or not repeat_ngram      # the narrow-line rule was exercised
 
