@@ -26,14 +26,15 @@ from craft import DEFAULT_MAX_COPY, DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM
 
 MODES = {"argmax": 0, "weighted": 1, "combined": 2}
 # Bounds of the flags, where time, memory or a 32-bit tensor would give out: the loop
-# guard looks at the whole sample at each step (10,000 characters took 14 s on a 2-core
-# CPU, so the bound allows about a minute); a copy index of L characters is a table of
-# every (L+1)-gram of the training text.
+# guard looks at the last 1,000 characters at each step, with work growing as the square
+# of --repeat_ngram (2,000 characters took 9 s at 5, 16 s at 16 and 113 s at 64 on a
+# shared 2-core CPU, so 20,000 at 16 is about two minutes at worst); a copy index of L
+# characters is a table of every (L+1)-gram of the training text.
 MAX_N = 20000
 MAX_COUNT = 1000
 MAX_TOP_K = 1000000
 MAX_COPY = 64
-MAX_NGRAM = 64
+MAX_NGRAM = 16
 TEMPERATURES = (0.01, 100.0)
 SPACE = " "
 

@@ -204,8 +204,9 @@ def test_bad_flag_values_are_usage_errors(tmp_path, flag, value):
     ("--n", "3000000000", "from 1 to 20,000"), ("--n", "100000", "from 1 to 20,000"),
     ("--top_k", "3000000000", "from 0 to 1,000,000"),
     ("--temperature", "1e-50", "from 0.01 to 100"), ("--temperature", "nan", "0.01"),
-    ("--max_copy", "20000000", "from 0 to 64"), ("--repeat_ngram", "200", "from 2 to 64"),
-    ("--repeat_ngram", "3000", "from 2 to 64"), ("--count", "0", "from 1 to 1,000"),
+    ("--max_copy", "20000000", "from 0 to 64"), ("--repeat_ngram", "200", "from 2 to 16"),
+    ("--repeat_ngram", "3000", "from 2 to 16"), ("--repeat_ngram", "64", "from 2 to 16"),
+    ("--count", "0", "from 1 to 1,000"),
 ])
 def test_absurd_values_are_one_line_with_the_bound(flag, value, needle):
     """Values a 32-bit tensor, the softmax or the time a sample takes cannot hold are
