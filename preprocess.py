@@ -145,20 +145,20 @@ def make_batches(ids, batch_size, seq_length):
 def mixed_batches(train_ids, other_ids, batch_size, seq_length, rows, seed, epoch):
     """make_batches with `rows` of each batch's rows from other_ids (a base model's text,
     --mix_base): the first batch_size - rows rows walk train_ids as make_batches lays them
-    out, the last `rows` walk one stretch of other_ids that (seed, epoch) picks, so every
-    epoch reads another part of it and a resumed run the same part.  Returns (num_batches,
+    out, the last `rows` walk one stretch of other_ids that (seed, epoch) picks (going
+    round to its start if it ends first), so every epoch reads another part of it and a
+    resumed run the same part.  Returns (num_batches,
     xs, ys); num_batches is one pass over train_ids and depends on the sizes only."""
     n, xs, ys = make_batches(train_ids, batch_size - rows, seq_length)
-    need = n * rows * seq_length + 1
     if n == 0:
         return 0, [], []
-    if len(other_ids) < need:
-        raise UserError(f"--mix_base: the base's text ({len(other_ids):,} characters) is "
-                        f"shorter than the {need:,} an epoch mixes in; lower --mix_base",
-                        code=2)
-    rng = np.random.default_rng((seed % 2**32, epoch))
-    start = int(rng.integers(0, len(other_ids) - need + 1))
-    _, oxs, oys = make_batches(np.asarray(other_ids[start:start + need]), rows, seq_length)
+    need = n * rows * seq_length + 1
+    start = int(np.random.default_rng((seed % 2**32, epoch)).integers(0, len(other_ids)))
+    if start + need <= len(other_ids):
+        stretch = np.asarray(other_ids[start:start + need])
+    else:                               # round the end to the start (a short base text)
+        stretch = np.asarray(other_ids)[(start + np.arange(need)) % len(other_ids)]
+    _, oxs, oys = make_batches(stretch, rows, seq_length)
     return (n, [np.concatenate([a, b]) for a, b in zip(xs, oxs)],
             [np.concatenate([a, b]) for a, b in zip(ys, oys)])
 

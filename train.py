@@ -39,7 +39,7 @@ MODEL_MARKERS = ("checkpoint", "checkpoint_best")   # a trained model is there
 # Defaults that depend on the run: a fresh model, a fine-tuned one (--init_from; measured
 # on 元曲 held out of the base, README "A base model"), or a resumed one (its own values).
 DEFAULTS = {"learning_rate": SEED["learning_rate"], "dropout": 0.0, "mix_base": 0.0}
-FINE_TUNE_DEFAULTS = {"learning_rate": 0.0005, "dropout": 0.3, "mix_base": 0.5}
+FINE_TUNE_DEFAULTS = {"learning_rate": 0.0005, "dropout": 0.3, "mix_base": 0.75}
 # Weights whose rows (embedding) or columns (softmax) are characters: a fine-tuned model
 # has more characters than its base, so only the base's part is loaded.
 PER_CHARACTER = {"word_embedding": 0, "softmax_w": 1, "softmax_b": 0}

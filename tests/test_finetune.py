@@ -284,6 +284,10 @@ def test_mixed_batches_put_a_stretch_of_the_other_text_in_the_last_rows():
     later = mixed_batches(mine, other, 4, 5, 1, seed=3, epoch=1)[1]
     assert all((a == b).all() for a, b in zip(xs, again))    # a resumed run: the same
     assert later[0][3, 0] != xs[0][3, 0]                      # the next epoch: elsewhere
+    short = np.arange(1000, 1030)                 # shorter than an epoch needs: round it
+    _, xs, _ = mixed_batches(mine, short, 4, 5, 1, seed=3, epoch=0)
+    row = np.concatenate([x[3] for x in xs])
+    assert set(row) <= set(short) and ((np.diff(row) == 1) | (np.diff(row) == -29)).all()
 
 
 @pytest.mark.slow
@@ -295,18 +299,18 @@ def test_fine_tuning_mixes_the_base_text_by_default_and_resumes_in_its_layout(ba
     mixed = str(tmp_path / "mixed")
     proc = train(str(tmp_path), data, mixed, *common, "--max_steps", "70")
     assert proc.returncode == 0, proc.stderr
-    # half the rows read the base: an epoch of the user's text is twice the batches
+    # 3/4 of the rows read the base: an epoch of the user's text is 4 times the batches
     plain = int(re.search(r"preprocess: (\d+) training batches per epoch",
                           proc.stdout).group(1))
-    m = re.search(r"4 of each batch's 8 rows read the base's text \(--mix_base 0.5\); an "
+    m = re.search(r"6 of each batch's 8 rows read the base's text \(--mix_base 0.75\); an "
                   r"epoch is (\d+) batches", proc.stdout)
-    assert m and 2 * plain <= int(m.group(1)) <= 2 * plain + 1 and plain < 70, proc.stdout
-    assert safe_load_pickle(os.path.join(mixed, "config.pkl"))["mix_base"] == 0.5
+    assert m and 4 * plain <= int(m.group(1)) <= 4 * plain + 3 and plain < 70, proc.stdout
+    assert safe_load_pickle(os.path.join(mixed, "config.pkl"))["mix_base"] == 0.75
     # resumed mid-epoch (batch 70 of an epoch the plain layout would have ended at 49)
     resume = run("train.py", "--data_dir", data, "--save_dir", mixed, "--log_dir",
                  str(tmp_path / "log"), "--keep", "--max_steps", "120", "--num_epochs", "50")
     assert resume.returncode == 0, resume.stderr
-    assert "read the base's text (--mix_base 0.5)" in resume.stdout
+    assert "read the base's text (--mix_base 0.75)" in resume.stdout
     assert "at step 70, epoch 1, batch 70" in resume.stdout
     assert os.path.exists(os.path.join(mixed, "model.ckpt-120.index"))
     # --mix_base 0: the text alone, and so other weights after the same steps
