@@ -357,27 +357,11 @@ def main(argv=None):
                    help="build the vocabulary a fine-tuning run from the model in DIR uses "
                         "(train.py --init_from DIR does this by itself)")
     args = p.parse_args(argv)
+    from modeldir import base_vocabulary
     base = base_vocabulary(args.init_from) if args.init_from else None
     TextParser(args.data_dir, args.batch_size, args.seq_length, args.val_frac, verbose=True,
                base_chars=base, max_vocab=args.max_vocab)
     return 0
-
-
-def base_vocabulary(model_dir):
-    """The vocabulary (list of characters) of the model train.py saved in model_dir."""
-    if not os.path.isdir(model_dir):
-        raise UserError(f"--init_from {model_dir}: no such directory; name a directory "
-                        f"train.py saved a model into, e.g. save/base", code=2)
-    path = os.path.join(model_dir, "words_vocab.pkl")
-    if not os.path.exists(path):
-        raise UserError(f"--init_from {model_dir}: no trained model there ({path} is "
-                        f"missing); train the base first: bash scripts/base.sh", code=2)
-    words = safe_load_pickle(path, "vocabulary file")
-    if not (isinstance(words, (tuple, list)) and len(words) == 2
-            and isinstance(words[0], (list, tuple))
-            and all(isinstance(c, str) and len(c) == 1 for c in words[0])):
-        raise UserError(f"{path} is not a vocabulary written by train.py")
-    return list(words[0])
 
 
 if __name__ == "__main__":

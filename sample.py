@@ -18,11 +18,11 @@ import zipfile
 
 import numpy as np
 
-from utils import (HelpFormatter, UserError, check_model_config, checkpoint_candidates,
-                   first_intact_checkpoint, float_in, import_tensorflow, int_in,
-                   non_negative_int, run_main, safe_load_pickle, seed_int, tf_path)
+from utils import (HelpFormatter, UserError, first_intact_checkpoint, float_in,
+                   import_tensorflow, int_in, non_negative_int, run_main, seed_int, tf_path)
 
 from craft import DEFAULT_MAX_COPY, DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM
+from modeldir import find_checkpoints, load_corpus, load_saved
 
 MODES = {"argmax": 0, "weighted": 1, "combined": 2}
 # Bounds of the flags, where time, memory or a 32-bit tensor would give out: the loop
@@ -99,70 +99,6 @@ def build_parser():
 
 
 # --------------------------------------------------------------------- saved model
-
-
-def find_checkpoints(save_dir, ckpt=None, latest=False):
-    """The checkpoints to try, in order: --ckpt alone; else the best-validation one (unless
-    --latest), the latest, then the others newest first (a damaged one is skipped)."""
-    if ckpt:
-        if not os.path.exists(ckpt + ".index"):
-            raise UserError(f"--ckpt {ckpt}: no such checkpoint ({ckpt}.index is missing); "
-                            f"pass a prefix like {os.path.join(save_dir, 'model.ckpt-1000')}")
-        check_ckpt_owner(save_dir, ckpt)
-        return [ckpt]
-    found = checkpoint_candidates(save_dir, prefer_best=not latest)
-    if not found:
-        raise UserError(f"no trained model in {save_dir}/: train one first, e.g. "
-                        f"python train.py --rnncell lstm --save_dir {save_dir}")
-    return found
-
-
-def check_ckpt_owner(save_dir, ckpt):
-    """--ckpt from another directory must belong to a model with save_dir's vocabulary
-    and architecture: a checkpoint of the same shapes but other characters would sample
-    nonsense without a word (a different shape is caught before the restore)."""
-    other = os.path.dirname(os.path.abspath(ckpt))
-    if os.path.realpath(other) == os.path.realpath(save_dir):
-        return
-    mine = {}
-    for d in (save_dir, other):
-        try:
-            with open(os.path.join(d, "words_vocab.pkl"), "rb") as f:
-                mine[d] = f.read()
-        except OSError:
-            return                  # a bare checkpoint elsewhere: its shapes are checked
-    if mine[save_dir] != mine[other]:
-        raise UserError(f"--ckpt {ckpt} belongs to the model in {other}/, whose vocabulary "
-                        f"differs from {save_dir}/'s: sample it with --save_dir {other}",
-                        code=2)
-
-
-def find_checkpoint(save_dir, ckpt=None, latest=False):
-    """The first checkpoint to try (see find_checkpoints)."""
-    return find_checkpoints(save_dir, ckpt, latest)[0]
-
-
-def load_saved(save_dir):
-    """config dict and (chars, vocab) from save_dir, checked to belong together."""
-    cfg_path = os.path.join(save_dir, "config.pkl")
-    vocab_path = os.path.join(save_dir, "words_vocab.pkl")
-    for path in (cfg_path, vocab_path):
-        if not os.path.exists(path):
-            raise UserError(f"{path} is missing: {save_dir}/ was not written by train.py "
-                            f"(train first: python train.py --save_dir {save_dir})")
-    config = check_model_config(safe_load_pickle(cfg_path, "model config"), cfg_path)
-    words = safe_load_pickle(vocab_path, "vocabulary file")
-    if not (isinstance(words, (tuple, list)) and len(words) == 2
-            and isinstance(words[0], (list, tuple)) and isinstance(words[1], dict)
-            and all(isinstance(c, str) and len(c) == 1 for c in words[0])):
-        raise UserError(f"{vocab_path} is not a vocabulary written by train.py")
-    chars, vocab = list(words[0]), dict(words[1])
-    if len(chars) != config["vocab_size"] or any(vocab.get(c) != i
-                                                  for i, c in enumerate(chars)):
-        raise UserError(f"{vocab_path} ({len(chars)} characters) does not belong to "
-                        f"{cfg_path} (vocab_size {config['vocab_size']}): they are from "
-                        f"different models; retrain or restore both files")
-    return config, chars, vocab
 
 
 def start_ids(start, vocab, warn=print):
@@ -277,21 +213,6 @@ class Sampler:
             self._rhyme_groups = np.array([g or "" for g in vocab_groups(self.chars)],
                                           dtype=object)
         return self._rhyme_groups
-
-
-def load_corpus(save_dir, vocab_size):
-    """The training text as ids (train.py saves it beside the model), or None."""
-    path = os.path.join(save_dir, "corpus.npy")
-    if not os.path.exists(path):
-        return None
-    try:
-        ids = np.load(path, allow_pickle=False)
-    except (ValueError, OSError):
-        raise UserError(f"{path} is unreadable; retrain, or delete it to sample without "
-                        f"the no-copy rule")
-    if ids.ndim != 1 or (len(ids) and (ids.min() < 0 or ids.max() >= vocab_size)):
-        raise UserError(f"{path} does not belong to this model's vocabulary; retrain")
-    return ids
 
 
 def copy_index(save_dir, corpus, length, warn):

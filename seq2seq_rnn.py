@@ -167,12 +167,6 @@ def run_layers(inputs_tm, initial_state, cells, keep_prob=None, hoisted=True):
     return outputs, tuple(final)
 
 
-def rnn_decoder(decoder_inputs, initial_state, cells, keep_prob=None):
-    """The old legacy_seq2seq.rnn_decoder's shape: a list of T inputs [B, in] and an
-    initial state in, a list of T outputs [B, H] and the final state out."""
-    return run_layers(tf.stack(decoder_inputs), initial_state, cells, keep_prob)
-
-
 class CausalAttention:
     """Luong-style attention of each position over the positions before it (and itself).
 

@@ -60,13 +60,14 @@ def build_parser():
 def find_models(save_dir):
     """{name: directory} of every trained model at or below save_dir; the name is the
     path relative to save_dir's parent (save, save/demo, ...)."""
+    from modeldir import CONFIG
     from utils import checkpoint_candidates
     models = {}
     root = os.path.abspath(save_dir)
     base = os.path.dirname(root)
     for d, subdirs, files in os.walk(root):
         subdirs.sort()
-        if "config.pkl" in files and checkpoint_candidates(d):
+        if CONFIG in files and checkpoint_candidates(d):
             models[os.path.relpath(d, base).replace(os.sep, "/")] = d
     return models
 
@@ -75,18 +76,14 @@ def describe(name, directory):
     """What the model picker shows: cell, size, text, vocabulary, best held-out
     perplexity, and what it was fine-tuned from."""
     import numpy as np
-    from utils import check_model_config, perplexity, safe_load_pickle, state_checkpoint
-    path = os.path.join(directory, "config.pkl")
-    cfg = check_model_config(safe_load_pickle(path, "model config"), path)
-    info = {"name": name, "rnncell": cfg.get("rnncell"), "num_layers": cfg.get("num_layers"),
-            "rnn_size": cfg.get("rnn_size"), "vocab_size": cfg.get("vocab_size"),
-            "fine_tuned_from": os.path.basename(cfg["init_from"]) if cfg.get("init_from")
-            else None, "text_chars": None, "best_perplexity": None}
-    try:
-        info["text_chars"] = int(np.load(os.path.join(directory, "corpus.npy"),
-                                         mmap_mode="r").shape[0])
-    except (OSError, ValueError):
-        pass
+    from modeldir import corpus_length, read_config
+    from utils import perplexity, state_checkpoint
+    cfg = read_config(directory)
+    base = cfg.get("init_from")
+    info = {"name": name, "rnncell": cfg["rnncell"], "num_layers": cfg["num_layers"],
+            "rnn_size": cfg["rnn_size"], "vocab_size": cfg["vocab_size"],
+            "fine_tuned_from": os.path.basename(base) if isinstance(base, str) else None,
+            "text_chars": corpus_length(directory), "best_perplexity": None}
     best = state_checkpoint(directory, "checkpoint_best")
     if best:
         try:

@@ -19,23 +19,20 @@ import time
 
 
 from presets import PRESETS, SEED, describe
+from modeldir import (base_vocabulary, clear_model, existing_model, find_checkpoint,
+                      load_saved, read_config, read_vocab, write_model_files)
 from utils import (ARCHITECTURE_KEYS, CELL_TYPES, DirLock, HelpFormatter, UserError,
-                   atomic_pickle, check_dir_flag, check_model_config,
-                   checkpoint_candidates, checkpoint_step, short_error,
-                   first_intact_checkpoint, atomic_save_npy, atomic_write_bytes,
-                   count_params, cpu_has_bf16, epoch_lines, float_in, import_tensorflow,
-                   log_filename, logging, non_negative_int, perplexity, positive_float,
-                   positive_int, real_path, run_main, safe_load_pickle, session_config,
-                   tf_path, unit_float, val_fraction)
+                   check_dir_flag, checkpoint_candidates, checkpoint_step, short_error,
+                   first_intact_checkpoint, count_params, cpu_has_bf16, epoch_lines,
+                   float_in, import_tensorflow, log_filename, logging, non_negative_int,
+                   perplexity, positive_float, positive_int, real_path, run_main,
+                   session_config, tf_path, unit_float, val_fraction)
 
 # The architecture flags: every key a checkpoint depends on but the vocabulary's size,
 # which comes from the text.
 ARCH_FLAGS = tuple(k for k in ARCHITECTURE_KEYS if k != "vocab_size")
 # Flags whose change would make the saved batch pointer (or the vocabulary) meaningless.
 BATCH_FLAGS = ("batch_size", "seq_length", "val_frac", "val_split", "max_vocab", "mix_base")
-SAVED_FILES = ("config.pkl", "words_vocab.pkl", "checkpoint", "checkpoint_best",
-               "corpus.npy")
-MODEL_MARKERS = ("checkpoint", "checkpoint_best")   # a trained model is there
 # Defaults that depend on the run: a fresh model, a fine-tuned one (--init_from; measured
 # on 元曲 held out of the base, README "A base model"), or a resumed one (its own values).
 DEFAULTS = {"learning_rate": SEED["learning_rate"], "dropout": 0.0, "mix_base": 0.0}
@@ -139,20 +136,6 @@ def build_parser():
 # ------------------------------------------------------------------------- save_dir
 
 
-def existing_model(save_dir):
-    """A trained model is there: a checkpoint state file, or a checkpoint itself (the
-    state files may be gone while sample.py still finds the checkpoints)."""
-    return any(os.path.exists(os.path.join(save_dir, f)) for f in MODEL_MARKERS) or \
-        bool(checkpoint_candidates(save_dir))
-
-
-def clear_model(save_dir):
-    for name in os.listdir(save_dir):
-        if name in SAVED_FILES or name.startswith(("model.ckpt-", "best.ckpt-", "ngram",
-                                                    "damaged-")):
-            os.unlink(os.path.join(save_dir, name))
-
-
 def remove_other_checkpoints(save_dir, prefix, keep):
     """Delete checkpoints named prefix* except `keep` (a Saver forgets across runs)."""
     keep = os.path.basename(keep)
@@ -184,16 +167,6 @@ def adopt(args, explicit, saved, keys, what, fix_hint):
         setattr(args, k, saved[k])
 
 
-def read_saved_config(save_dir, what):
-    path = os.path.join(save_dir, "config.pkl")
-    return check_model_config(safe_load_pickle(path, "model config"), path)
-
-
-def saved_chars(save_dir):
-    words = safe_load_pickle(os.path.join(save_dir, "words_vocab.pkl"), "vocabulary file")
-    return list(words[0]) if isinstance(words, (tuple, list)) and len(words) == 2 else None
-
-
 def check_resume(args, explicit):
     """need_be_same, before the data is read: the saved config's architecture and batch
     shape are adopted (a conflicting flag is an error).  Returns (config, base chars for
@@ -202,7 +175,7 @@ def check_resume(args, explicit):
             checkpoint_candidates(args.save_dir):
         raise UserError(f"--keep: no trained model to resume in {args.save_dir}/ "
                         f"(config.pkl and a checkpoint are needed); drop --keep to start one")
-    saved = read_saved_config(args.save_dir, "--keep")
+    saved = read_config(args.save_dir)
     # before 2026-11-30 the held-out part was the tail of the text, nothing was capped
     # and nothing mixed in
     saved = dict({"val_split": "tail", "max_vocab": 0, "mix_base": 0.0}, **saved)
@@ -211,14 +184,14 @@ def check_resume(args, explicit):
           lambda fix: f"resume with {fix}, or train a new model in another --save_dir")
     base = None
     if saved.get("base_vocab_size"):
-        base = (saved_chars(args.save_dir) or [])[:saved["base_vocab_size"]]
+        base = read_vocab(args.save_dir)[0][:saved["base_vocab_size"]]
     return saved, base
 
 
 def check_resume_data(args, saved, data):
     """need_be_same, after: the text must be the one the model was trained on."""
     vocab_path = os.path.join(args.save_dir, "words_vocab.pkl")
-    same_vocab = saved_chars(args.save_dir) == list(data.chars)
+    same_vocab = read_vocab(args.save_dir)[0] == list(data.chars)
     if not same_vocab or saved.get("text_sha256", data.source_sha256) != data.source_sha256:
         also = "" if same_vocab else f", and so did the vocabulary in {vocab_path}"
         raise UserError(f"--keep: {data.input_file} is not the text the model in "
@@ -298,8 +271,6 @@ def resume_checkpoint(save_dir, variables):
 def read_base(args, explicit):
     """--init_from DIR: the base's config and checkpoint, its architecture adopted into
     args (a conflicting flag is an error).  Reads only; returns (config, chars, ckpt)."""
-    from preprocess import base_vocabulary
-    from sample import find_checkpoint, load_saved
     d = args.init_from
     if args.keep:
         raise UserError("--init_from starts a fine-tuning run and --keep resumes one: to "
@@ -599,10 +570,12 @@ def start(args, explicit):
                             f"{step} steps; raise --max_steps to train more", code=2)
     if args.overwrite and not args.keep and existing_model(args.save_dir):
         clear_model(args.save_dir)
-    config = {k: v for k, v in vars(args).items()
-              if k not in ("keep", "overwrite", "cpu", "start_time", "lock")}
-    config["format"] = 1
-    config["text_sha256"] = data.source_sha256
+    # What the directory records: train.py's flags (not whatever else is set on args),
+    # the vocabulary's size, how the held-out part was chosen and the text's hash.
+    flags = set(vars(build_parser().parse_args([]))) - {"keep", "overwrite", "cpu"}
+    config = {k: getattr(args, k) for k in sorted(flags)}
+    config.update(vocab_size=args.vocab_size, val_split=args.val_split,
+                  text_sha256=data.source_sha256)
     if args.init_from:
         config.update(init_from=os.path.abspath(args.init_from),
                       init_checkpoint=os.path.abspath(base_ckpt),
@@ -611,15 +584,7 @@ def start(args, explicit):
         for k in ("init_from", "init_checkpoint", "base_vocab_size"):
             if k in saved:
                 config[k] = saved[k]
-    atomic_pickle(os.path.join(args.save_dir, "config.pkl"), config)
-    atomic_pickle(os.path.join(args.save_dir, "words_vocab.pkl"),
-                  (list(data.chars), dict(data.vocab)))
-    # The training text (as ids) and its no-copy index travel with the model, so sample.py
-    # can keep generated lyrics from repeating it, wherever save/ is copied to.
-    atomic_save_npy(os.path.join(args.save_dir, "corpus.npy"), data.context)
-    with open(data.index_file, "rb") as f:
-        atomic_write_bytes(os.path.join(args.save_dir, os.path.basename(data.index_file)),
-                           f.read())
+    write_model_files(args.save_dir, config, data.chars, data.context, data.index_file)
 
     if args.bf16 and gpus:
         print("train: --bf16 is for CPUs; ignored on the GPU")

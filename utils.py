@@ -145,6 +145,7 @@ def check_model_config(config, path):
         raise bad(f"attention = {config['attention']!r}, not true or false")
     return config
 
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every flag's default in --help, except None (a default that depends on the run
     is said in the flag's own help text instead of as 'default: None')."""

@@ -107,20 +107,26 @@ def test_keep_without_a_model(tmp_path):
     assert_one_line_error(proc, 1, "no trained model to resume")
 
 
+def model_files(save):
+    """mtime of each file of the model (the lock file is the running train.py's)."""
+    return {n: os.path.getmtime(os.path.join(save, n)) for n in os.listdir(save)
+            if n != ".lock"}
+
+
 @pytest.mark.slow
 def test_existing_model_is_not_overwritten(tmp_path):
     save, _ = train_tiny(str(tmp_path), epochs=1)
-    before = {n: os.path.getmtime(os.path.join(save, n)) for n in os.listdir(save)}
+    before = model_files(save)
     _, proc = train_tiny(str(tmp_path), epochs=1)
     assert_one_line_error(proc, 2, "already holds a trained model", "--keep", "--overwrite")
-    assert {n: os.path.getmtime(os.path.join(save, n)) for n in os.listdir(save)} == before
+    assert model_files(save) == before
     # without its checkpoint state files the model is still there (sample.py uses it)
     os.unlink(os.path.join(save, "checkpoint"))
     os.unlink(os.path.join(save, "checkpoint_best"))
-    before = {n: os.path.getmtime(os.path.join(save, n)) for n in os.listdir(save)}
+    before = model_files(save)
     _, proc = train_tiny(str(tmp_path), "--rnncell", "gru", epochs=1)
     assert_one_line_error(proc, 2, "already holds a trained model")
-    assert {n: os.path.getmtime(os.path.join(save, n)) for n in os.listdir(save)} == before
+    assert model_files(save) == before
     _, proc = train_tiny(str(tmp_path), "--overwrite", epochs=1)
     assert proc.returncode == 0, proc.stderr
 

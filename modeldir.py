@@ -1,0 +1,205 @@
+"""A model directory (save/, save/base, ...): the one owner of its files.
+
+    config.pkl        dict: the architecture (utils.ARCHITECTURE_KEYS), the training
+                      choices (train.py's flags), the text's sha256, "format"
+    words_vocab.pkl   (chars, {char: id}): id i is chars[i]
+    corpus.npy        the training text as ids [n] (the no-copy rule, held-out scoring,
+                      --mix_base of a model fine-tuned from this one)
+    ngram<L>.npz      the no-copy index of the training text for runs over L characters
+    checkpoint, checkpoint_best, model.ckpt-<step>.*, best.ckpt-<step>.*   (TensorFlow)
+
+train.py writes through write_model_files(); train.py, sample.py, serve.py, evaluate.py
+and the bench read through read_config / read_vocab / load_saved / load_corpus /
+find_checkpoints.  Every read checks what it reads as data (types, ranges, the two pickles
+belonging together, the format version) and fails with one UserError naming the file.
+No TensorFlow here: serve.py lists models and train.py decides what to do before
+importing it.
+"""
+import os
+
+import numpy as np
+
+from utils import (UserError, atomic_pickle, atomic_save_npy, atomic_write_bytes,
+                   check_model_config, checkpoint_candidates, safe_load_pickle)
+
+FORMAT = 1                  # config["format"]: bumped when a reader must tell versions apart
+CONFIG = "config.pkl"
+VOCAB = "words_vocab.pkl"
+CORPUS = "corpus.npy"
+STATE_FILES = ("checkpoint", "checkpoint_best")     # a trained model is there
+SAVED_FILES = (CONFIG, VOCAB, CORPUS) + STATE_FILES
+# Numbers a config may hold beyond the architecture (utils.check_model_config): their range
+NUMBERS = {"val_frac": (0.0, 0.5), "dropout": (0.0, 1.0), "mix_base": (0.0, 0.95),
+           "learning_rate": (0.0, 1e6)}
+
+
+def path_of(save_dir, name):
+    return os.path.join(save_dir, name)
+
+
+# ------------------------------------------------------------------------------ read
+
+
+def read_config(save_dir):
+    """config.pkl, checked: a dict with every architecture key in range, of a format this
+    code reads (a directory from a newer version says so)."""
+    path = path_of(save_dir, CONFIG)
+    config = check_model_config(safe_load_pickle(path, "model config"), path)
+    version = config.get("format", FORMAT)       # directories from before "format": 1
+    if type(version) is not int or version > FORMAT:
+        raise UserError(f"{path} is format {version!r}, newer than this code reads "
+                        f"({FORMAT}): update the project (git pull), or retrain")
+    for k, (lo, hi) in NUMBERS.items():       # the training choices readers use
+        v = config.get(k, lo)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise UserError(f"{path} is damaged or not written by train.py ({k} = {v!r}, "
+                            f"not a number from {lo:g} to {hi:g}); retrain the model or "
+                            f"restore the file")
+    for k, ok in (("val_split", lambda v: v in ("tail", "blocks")),
+                  ("init_from", lambda v: v is None or isinstance(v, str))):
+        if k in config and not ok(config[k]):
+            raise UserError(f"{path} is damaged or not written by train.py ({k} = "
+                            f"{config[k]!r}); retrain the model or restore the file")
+    return config
+
+
+def read_vocab(save_dir):
+    """(chars, vocab) of words_vocab.pkl, checked: single characters, each id its index."""
+    path = path_of(save_dir, VOCAB)
+    words = safe_load_pickle(path, "vocabulary file")
+    if not (isinstance(words, (tuple, list)) and len(words) == 2
+            and isinstance(words[0], (list, tuple)) and isinstance(words[1], dict)
+            and all(isinstance(c, str) and len(c) == 1 for c in words[0])):
+        raise UserError(f"{path} is not a vocabulary written by train.py")
+    chars, vocab = list(words[0]), dict(words[1])
+    if len(vocab) != len(chars) or any(vocab.get(c) != i for i, c in enumerate(chars)):
+        raise UserError(f"{path} is damaged (its ids are not its characters' places); "
+                        f"retrain or restore the file")
+    return chars, vocab
+
+
+def load_saved(save_dir):
+    """config dict and (chars, vocab) from save_dir, checked to belong together."""
+    for name in (CONFIG, VOCAB):
+        if not os.path.exists(path_of(save_dir, name)):
+            raise UserError(f"{path_of(save_dir, name)} is missing: {save_dir}/ was not "
+                            f"written by train.py (train first: python train.py "
+                            f"--save_dir {save_dir})")
+    config = read_config(save_dir)
+    chars, vocab = read_vocab(save_dir)
+    if len(chars) != config["vocab_size"]:
+        raise UserError(f"{path_of(save_dir, VOCAB)} ({len(chars)} characters) does not "
+                        f"belong to {path_of(save_dir, CONFIG)} (vocab_size "
+                        f"{config['vocab_size']}): they are from different models; "
+                        f"retrain or restore both files")
+    return config, chars, vocab
+
+
+def base_vocabulary(model_dir):
+    """--init_from DIR: the vocabulary (list of characters) of the model saved there."""
+    if not os.path.isdir(model_dir):
+        raise UserError(f"--init_from {model_dir}: no such directory; name a directory "
+                        f"train.py saved a model into, e.g. save/base", code=2)
+    if not os.path.exists(path_of(model_dir, VOCAB)):
+        raise UserError(f"--init_from {model_dir}: no trained model there "
+                        f"({path_of(model_dir, VOCAB)} is missing); train the base first: "
+                        f"bash scripts/base.sh", code=2)
+    return read_vocab(model_dir)[0]
+
+
+def load_corpus(save_dir, vocab_size, mmap=False):
+    """The training text as ids (train.py saves it beside the model), or None when the
+    file is not there."""
+    path = path_of(save_dir, CORPUS)
+    if not os.path.exists(path):
+        return None
+    try:
+        ids = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError):
+        raise UserError(f"{path} is unreadable; retrain, or delete it to sample without "
+                        f"the no-copy rule")
+    if ids.ndim != 1 or ids.dtype.kind not in "iu" or \
+            (len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size)):
+        raise UserError(f"{path} does not belong to this model's vocabulary; retrain")
+    return ids
+
+
+def corpus_length(save_dir):
+    """Characters of the training text, or None (no corpus.npy, or unreadable)."""
+    try:
+        return int(np.load(path_of(save_dir, CORPUS), mmap_mode="r").shape[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# ----------------------------------------------------------------------- checkpoints
+
+
+def find_checkpoints(save_dir, ckpt=None, latest=False):
+    """The checkpoints to try, in order: --ckpt alone; else the best-validation one (unless
+    --latest), the latest, then the others newest first (a damaged one is skipped)."""
+    if ckpt:
+        if not os.path.exists(ckpt + ".index"):
+            raise UserError(f"--ckpt {ckpt}: no such checkpoint ({ckpt}.index is missing); "
+                            f"pass a prefix like {os.path.join(save_dir, 'model.ckpt-1000')}")
+        check_ckpt_owner(save_dir, ckpt)
+        return [ckpt]
+    found = checkpoint_candidates(save_dir, prefer_best=not latest)
+    if not found:
+        raise UserError(f"no trained model in {save_dir}/: train one first, e.g. "
+                        f"python train.py --rnncell lstm --save_dir {save_dir}")
+    return found
+
+
+def find_checkpoint(save_dir, ckpt=None, latest=False):
+    """The first checkpoint to try (see find_checkpoints)."""
+    return find_checkpoints(save_dir, ckpt, latest)[0]
+
+
+def check_ckpt_owner(save_dir, ckpt):
+    """--ckpt from another directory must belong to a model with save_dir's vocabulary
+    and architecture: a checkpoint of the same shapes but other characters would sample
+    nonsense without a word (a different shape is caught before the restore)."""
+    other = os.path.dirname(os.path.abspath(ckpt))
+    if os.path.realpath(other) == os.path.realpath(save_dir):
+        return
+    mine = {}
+    for d in (save_dir, other):
+        try:
+            with open(path_of(d, VOCAB), "rb") as f:
+                mine[d] = f.read()
+        except OSError:
+            return                  # a bare checkpoint elsewhere: its shapes are checked
+    if mine[save_dir] != mine[other]:
+        raise UserError(f"--ckpt {ckpt} belongs to the model in {other}/, whose vocabulary "
+                        f"differs from {save_dir}/'s: sample it with --save_dir {other}",
+                        code=2)
+
+
+def existing_model(save_dir):
+    """A trained model is there: a checkpoint state file, or a checkpoint itself (the
+    state files may be gone while sample.py still finds the checkpoints)."""
+    return any(os.path.exists(path_of(save_dir, f)) for f in STATE_FILES) or \
+        bool(checkpoint_candidates(save_dir))
+
+
+def clear_model(save_dir):
+    """Delete a model's files (train.py --overwrite); anything else there stays."""
+    for name in os.listdir(save_dir):
+        if name in SAVED_FILES or name.startswith(("model.ckpt-", "best.ckpt-", "ngram",
+                                                    "damaged-")):
+            os.unlink(path_of(save_dir, name))
+
+
+# ----------------------------------------------------------------------------- write
+
+
+def write_model_files(save_dir, config, chars, corpus, index_file):
+    """config.pkl, words_vocab.pkl, corpus.npy and the no-copy index, each written whole
+    (temp file, then rename).  The training text and its index travel with the model, so
+    sample.py keeps generated lyrics from repeating it wherever save/ is copied to."""
+    atomic_pickle(path_of(save_dir, CONFIG), dict(config, format=FORMAT))
+    atomic_pickle(path_of(save_dir, VOCAB), (list(chars), {c: i for i, c in enumerate(chars)}))
+    atomic_save_npy(path_of(save_dir, CORPUS), corpus)
+    with open(index_file, "rb") as f:
+        atomic_write_bytes(path_of(save_dir, os.path.basename(index_file)), f.read())
