@@ -258,3 +258,10 @@ def test_variable_names_and_shapes_are_the_documented_checkpoint_contract():
         names = {v.name for v in tf1.trainable_variables()}
     assert {"rnn/layer_0/gru/gates/kernel:0", "rnn/layer_0/gru/gates/bias:0",
             "rnn/layer_0/gru/candidate/kernel:0", "rnn/layer_0/gru/candidate/bias:0"} <= names
+
+
+def test_every_cell_type_argparse_offers_is_one_registered_class():
+    from seq2seq_rnn import Cell
+    from utils import CELL_TYPES
+    assert sorted(Cell.REGISTRY) == sorted(CELL_TYPES)
+    assert all(Cell.REGISTRY[k].kind == k for k in CELL_TYPES)
