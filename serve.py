@@ -19,6 +19,7 @@ is the model's (about 2 s), not a framework's.
 """
 import argparse
 import collections
+import io
 import contextlib
 import json
 import os
@@ -33,6 +34,10 @@ MAX_N = 2000            # characters per request
 MAX_LINES = 100
 MAX_START = 100         # characters of start text
 MAX_BODY = 16 * 1024    # bytes of request body
+# the page's icon (a 歌 on a dark square), also linked from web/index.html
+ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" '
+        'height="32" rx="6" fill="#333"/><text x="16" y="24" font-size="22" '
+        'text-anchor="middle" fill="#fff">歌</text></svg>').encode("utf-8")
 FIELDS = ("start", "n", "lines", "sample", "temperature", "top_k", "rhyme", "line_len",
           "stanza", "max_copy", "seed")
 
@@ -270,8 +275,20 @@ def make_handler(models, busy):
                 self.send(200, page, "text/html; charset=utf-8")
             elif self.path == "/api/models":
                 self.send(200, {"models": list(models.info.values())})
+            elif self.path == "/favicon.ico":
+                self.send(200, ICON, "image/svg+xml")
             else:
                 self.send(404, {"error": f"no such page: {self.path}"})
+
+        def do_HEAD(self):
+            """GET's status and headers without the body (link checkers, curl -I)."""
+            self.wfile, body = io.BytesIO(), self.wfile       # what GET writes, dropped
+            try:
+                self.do_GET()
+                head = self.wfile.getvalue().split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+            finally:
+                self.wfile = body
+            self.wfile.write(head)
 
         def do_POST(self):
             if self.path != "/api/generate":

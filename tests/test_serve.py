@@ -209,6 +209,19 @@ def test_the_sampler_cache_is_bounded_and_spares_samplers_in_use(server):
         s.close()
 
 
+def test_head_and_the_icon_answer(server):
+    # HEAD used to be 501 and /favicon.ico a 404 in the browser's console
+    url, _ = server
+    req = urllib.request.Request(url, method="HEAD")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200 and r.read() == b""
+        assert r.headers["Content-Type"].startswith("text/html")
+        assert int(r.headers["Content-Length"]) > 1000
+    with urllib.request.urlopen(url.rstrip("/") + "/favicon.ico", timeout=30) as r:
+        assert r.status == 200 and r.headers["Content-Type"] == "image/svg+xml"
+        assert r.read().startswith(b"<svg")
+
+
 def test_the_page_works_offline(server):
     url, _ = server
     with urllib.request.urlopen(url, timeout=30) as r:
