@@ -21,7 +21,8 @@ import time
 from presets import PRESETS, SEED, describe
 from modeldir import (base_vocabulary, clear_model, existing_model, find_checkpoint,
                       load_saved, read_config, read_vocab, write_model_files)
-from utils import (ARCHITECTURE_KEYS, CELL_TYPES, DirLock, HelpFormatter, UserError,
+from utils import (ARCHITECTURE_KEYS, CELL_TYPES, CONFIG_RANGES, DirLock, HelpFormatter,
+                   UserError, int_in,
                    check_dir_flag, checkpoint_candidates, checkpoint_step, short_error,
                    first_intact_checkpoint, count_params, cpu_has_bf16, epoch_lines,
                    float_in, import_tensorflow, log_filename, logging, non_negative_int,
@@ -63,11 +64,11 @@ def build_parser():
                        f"{name}: {describe(name)}" for name in PRESETS))
     g.add_argument("--rnncell", choices=CELL_TYPES, default=SEED["rnncell"],
                    help="recurrent cell type")
-    g.add_argument("--rnn_size", type=positive_int, default=SEED["rnn_size"],
+    g.add_argument("--rnn_size", type=int_in(1, CONFIG_RANGES["rnn_size"][1]), default=SEED["rnn_size"],
                    help="units per layer")
-    g.add_argument("--num_layers", type=positive_int, default=SEED["num_layers"],
+    g.add_argument("--num_layers", type=int_in(1, CONFIG_RANGES["num_layers"][1]), default=SEED["num_layers"],
                    help="stacked layers")
-    g.add_argument("--embedding_size", type=positive_int, default=SEED["embedding_size"],
+    g.add_argument("--embedding_size", type=int_in(1, CONFIG_RANGES["embedding_size"][1]), default=SEED["embedding_size"],
                    help="size of the character embedding")
     g.add_argument("--attention", action="store_true",
                    help="causal attention over the window (and a rolling buffer when "
@@ -77,12 +78,12 @@ def build_parser():
                         f"default {DEFAULTS['dropout']}, with --init_from "
                         f"{FINE_TUNE_DEFAULTS['dropout']}, with --keep the model's own")
     g = p.add_argument_group("training")
-    g.add_argument("--batch_size", type=positive_int, default=SEED["batch_size"],
+    g.add_argument("--batch_size", type=int_in(1, CONFIG_RANGES["batch_size"][1]), default=SEED["batch_size"],
                    help="sequences per batch")
-    g.add_argument("--seq_length", type=positive_int, default=SEED["seq_length"],
+    g.add_argument("--seq_length", type=int_in(1, CONFIG_RANGES["seq_length"][1]), default=SEED["seq_length"],
                    help="characters per sequence (steps of backpropagation through time)")
     g.add_argument("--num_epochs", type=positive_int, default=50, help="epochs to train")
-    g.add_argument("--learning_rate", type=positive_float, default=None,
+    g.add_argument("--learning_rate", type=float_in(1e-8, 10.0), default=None,
                    help=f"Adam rate; default {DEFAULTS['learning_rate']}, with --init_from "
                         f"{FINE_TUNE_DEFAULTS['learning_rate']}, with --keep the model's own")
     g.add_argument("--mix_base", type=float_in(0.0, 0.95), default=None, metavar="SHARE",
@@ -90,7 +91,7 @@ def build_parser():
                         f"text (its corpus.npy), so the model keeps what it knew while it "
                         f"learns yours; default {DEFAULTS['mix_base']}, with --init_from "
                         f"{FINE_TUNE_DEFAULTS['mix_base']}, with --keep the model's own")
-    g.add_argument("--decay_rate", type=positive_float, default=1.0,
+    g.add_argument("--decay_rate", type=float_in(0.001, 1.0), default=1.0,
                    help="learning rate x decay_rate after each epoch (1 = constant)")
     g.add_argument("--reset_chars", type=non_negative_int, default=256,
                    help="reset each sequence's RNN state to zero at random, on average "
@@ -198,6 +199,31 @@ def check_resume_data(args, saved, data):
                         f"{args.save_dir}/ was trained on (the lyrics changed{also}); train "
                         f"a new model in another --save_dir, or fine-tune this one on the "
                         f"new text with --init_from {args.save_dir}")
+
+
+def training_bytes(args):
+    """Memory the model's training needs at least: every weight 4 times (itself, its
+    gradient and Adam's two moments), float32."""
+    V, E, H, L = args.vocab_size, args.embedding_size, args.rnn_size, args.num_layers
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[args.rnncell]
+    layers = sum(gates * H * ((E if i == 0 else H) + H + 1) for i in range(L))
+    return 16 * (V * E + layers + H * V + V)
+
+
+def check_memory(args):
+    """An architecture far beyond this machine's memory is one line before TensorFlow
+    tries (--rnn_size 1000000 ended in a traceback from deep inside it)."""
+    need = training_bytes(args)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):       # not POSIX: let TensorFlow say
+        return
+    if need > have:
+        raise UserError(f"{args.rnncell} {args.num_layers}x{args.rnn_size}, embedding "
+                        f"{args.embedding_size}, {args.vocab_size:,} characters needs at "
+                        f"least {need / 2**30:,.1f} GiB to train and this machine has "
+                        f"{have / 2**30:,.1f} GiB: lower --rnn_size, --num_layers or "
+                        f"--embedding_size", code=2)
 
 
 def mix_rows(args, saved):
@@ -521,6 +547,7 @@ def start(args, explicit):
                       verbose=True, base_chars=base_chars, val_split=args.val_split,
                       max_vocab=args.max_vocab)
     args.vocab_size = data.vocab_size
+    check_memory(args)
     if saved is not None:
         check_resume_data(args, saved, data)
     elif existing_model(args.save_dir) and not args.overwrite:

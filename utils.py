@@ -151,8 +151,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     is said in the flag's own help text instead of as 'default: None')."""
 
     def _get_help_string(self, action):
+        text = action.help or ""
+        bounds = getattr(action.type, "bounds", None)     # int_in / float_in
+        if bounds and "%(" not in text and str(bounds[1]) not in text.replace(",", ""):
+            text += f" [{bounds[0]:,g} to {bounds[1]:,g}]"
         if action.default is None:
-            return action.help
+            return text
+        action = argparse.Action(action.option_strings, action.dest, default=action.default,
+                                 help=text)
         return super()._get_help_string(action)
 
 
@@ -186,6 +192,7 @@ def int_in(lo, hi):
             raise argparse.ArgumentTypeError(
                 f"must be a whole number from {lo:,} to {hi:,}, not {s!r}")
         return v
+    parse.bounds = (lo, hi)
     return parse
 
 
@@ -196,6 +203,7 @@ def float_in(lo, hi):
         if not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"must be a number from {lo:g} to {hi:g}, not {s}")
         return v
+    parse.bounds = (lo, hi)
     return parse
 
 

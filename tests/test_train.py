@@ -191,6 +191,26 @@ def test_bad_flag_values_are_usage_errors(tmp_path):
         assert_one_line_error(proc, 2, flag)
 
 
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--rnn_size", "1000000", "from 1 to 65,536"),        # was a traceback (out of memory)
+    ("--learning_rate", "5e-324", "from 1e-08 to 10"),
+    ("--decay_rate", "1e200", "from 0.001 to 1"),         # was an OverflowError
+    ("--batch_size", "3000000000", "from 1 to"),
+])
+def test_absurd_values_are_one_line_with_the_bound_in_help(tmp_path, flag, value, needle):
+    proc = run("train.py", "--data_dir", tmp_path, flag, value)
+    assert_one_line_error(proc, 2, flag, needle)
+    help_text = " ".join(run("train.py", "--help", check=0).stdout.split())
+    assert "units per layer [1 to 65,536]" in help_text and "[0.001 to 1]" in help_text
+
+
+def test_an_architecture_beyond_the_machines_memory_is_one_line(corpus_dir, tmp_path):
+    proc = run("train.py", "--data_dir", corpus_dir, "--save_dir", tmp_path / "save",
+               "--rnn_size", "60000", "--batch_size", "8", "--seq_length", "8")
+    assert_one_line_error(proc, 2, "GiB to train and this machine has", "--rnn_size")
+    assert not (tmp_path / "save").exists()
+
+
 def test_corpus_too_small_is_a_clear_error(tmp_path):
     (tmp_path / "lyrics.txt").write_text("你好 世界", encoding="utf-8")
     proc = run("train.py", "--data_dir", tmp_path, "--save_dir", tmp_path / "save")
