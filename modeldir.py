@@ -56,6 +56,8 @@ def read_config(save_dir):
                             f"not a number from {lo:g} to {hi:g}); retrain the model or "
                             f"restore the file")
     for k, ok in (("val_split", lambda v: v in ("tail", "blocks")),
+                  ("base_vocab_size", lambda v: type(v) is int and 1 <= v <= 10 ** 6),
+                  ("max_vocab", lambda v: type(v) is int and 0 <= v <= 10 ** 6),
                   ("init_from", lambda v: v is None or isinstance(v, str))):
         if k in config and not ok(config[k]):
             raise UserError(f"{path} is damaged or not written by train.py ({k} = "

@@ -19,8 +19,9 @@ import time
 
 
 from presets import PRESETS, SEED, describe
-from modeldir import (base_vocabulary, clear_model, existing_model, find_checkpoint,
-                      load_saved, read_config, read_vocab, write_model_files)
+from modeldir import (CONFIG, VOCAB, base_vocabulary, clear_model, existing_model,
+                      find_checkpoint, load_saved, path_of, read_config, read_vocab,
+                      write_model_files)
 from utils import (ARCHITECTURE_KEYS, CELL_TYPES, CONFIG_RANGES, DirLock, HelpFormatter,
                    UserError, int_in,
                    check_dir_flag, checkpoint_candidates, checkpoint_step, short_error,
@@ -172,7 +173,7 @@ def check_resume(args, explicit):
     """need_be_same, before the data is read: the saved config's architecture and batch
     shape are adopted (a conflicting flag is an error).  Returns (config, base chars for
     the vocabulary: the saved base part of a fine-tuned model, else None)."""
-    if not os.path.exists(os.path.join(args.save_dir, "config.pkl")) or not \
+    if not os.path.exists(path_of(args.save_dir, CONFIG)) or not \
             checkpoint_candidates(args.save_dir):
         raise UserError(f"--keep: no trained model to resume in {args.save_dir}/ "
                         f"(config.pkl and a checkpoint are needed); drop --keep to start one")
@@ -191,7 +192,7 @@ def check_resume(args, explicit):
 
 def check_resume_data(args, saved, data):
     """need_be_same, after: the text must be the one the model was trained on."""
-    vocab_path = os.path.join(args.save_dir, "words_vocab.pkl")
+    vocab_path = path_of(args.save_dir, VOCAB)
     same_vocab = read_vocab(args.save_dir)[0] == list(data.chars)
     if not same_vocab or saved.get("text_sha256", data.source_sha256) != data.source_sha256:
         also = "" if same_vocab else f", and so did the vocabulary in {vocab_path}"

@@ -44,6 +44,7 @@ def test_written_files_read_back(tmp_path, corpus_dir):
     ({"learning_rate": True}, "learning_rate = True"),
     ({"val_split": "middle"}, "val_split = 'middle'"),
     ({"init_from": 7}, "init_from = 7"),
+    ({"base_vocab_size": "12"}, "base_vocab_size = '12'"),
 ])
 def test_a_config_of_the_wrong_contents_is_one_line_for_every_reader(trained, tmp_path,
                                                                       change, needle):
