@@ -13,6 +13,14 @@ from conftest import ROOT, TINY, assert_one_line_error, made_up_text, run, train
 from utils import UserError, atomic_write_text
 
 
+def made_up_data(tmp_path):
+    """tmp_path/data with a made-up lyrics.txt."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    return data
+
+
 def snapshot(d):
     return {n: open(os.path.join(d, n), "rb").read() for n in sorted(os.listdir(d))
             if os.path.isfile(os.path.join(d, n))}
@@ -21,9 +29,7 @@ def snapshot(d):
 @pytest.mark.slow
 def test_a_second_train_on_the_same_save_dir_is_refused_and_a_killed_one_leaves_no_lock(
         tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    data = made_up_data(tmp_path)
     save = tmp_path / "save"
     args = [sys.executable, os.path.join(ROOT, "train.py"), "--data_dir", str(data),
             "--save_dir", str(save), "--log_dir", str(tmp_path / "log"), *TINY,
@@ -53,9 +59,7 @@ def test_a_second_train_on_the_same_save_dir_is_refused_and_a_killed_one_leaves_
 def test_two_trainings_started_a_second_apart_on_a_new_save_dir_one_wins(tmp_path):
     # The lock used to come after the data and the graph: the second run found the
     # directory still empty, waited for the first to finish and wrote its model over it.
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    data = made_up_data(tmp_path)
     save = tmp_path / "new"
     common = [sys.executable, os.path.join(ROOT, "train.py"), "--data_dir", str(data),
               "--save_dir", str(save), "--log_dir", str(tmp_path / "log"), *TINY,
@@ -74,9 +78,7 @@ def test_two_trainings_started_a_second_apart_on_a_new_save_dir_one_wins(tmp_pat
 def test_a_run_refused_by_the_lock_does_nothing_before(tmp_path):
     # whether save_dir holds a model is decided under the lock: a run that cannot take it
     # has not read or written anything (the data's cache included)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    data = made_up_data(tmp_path)
     (tmp_path / "save").mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, "
                                f"{ROOT!r}); from utils import DirLock; "
@@ -386,9 +388,7 @@ def small_disk(tmp_path):
 def test_training_onto_a_full_disk_is_one_line_and_keeps_what_was_saved(tmp_path,
                                                                         small_disk):
     save = small_disk / "save"
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    data = made_up_data(tmp_path)
     proc = run("train.py", "--data_dir", data, "--save_dir", save, "--log_dir",
                tmp_path / "log", *TINY, "--save_every", "5", "--num_epochs", "50")
     assert_one_line_error(proc, 1, "could not save a checkpoint", "disk full")
@@ -403,9 +403,7 @@ def test_training_onto_a_full_disk_is_one_line_and_keeps_what_was_saved(tmp_path
 
 @pytest.mark.parametrize("flag", ["--save_dir", "--log_dir"])
 def test_directory_flags_naming_a_file_are_refused_before_writing(tmp_path, flag):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    data = made_up_data(tmp_path)
     afile = tmp_path / "afile"
     afile.write_text("x")
     dirs = {"--save_dir": tmp_path / "save", "--log_dir": tmp_path / "log"}
@@ -428,9 +426,7 @@ def test_evaluate_json_has_null_not_nan():
 def test_a_save_dir_with_glob_characters_trains_resumes_rotates_and_samples(tmp_path):
     # TensorFlow finds checkpoints with its glob: run[1] used to read as damaged, and the
     # Saver never deleted the checkpoints it rotated out.
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "lyrics.txt").write_text(made_up_text(), encoding="utf-8")
+    data = made_up_data(tmp_path)
     save = tmp_path / "run[1]*?"
     common = ["--data_dir", data, "--save_dir", save, "--log_dir", tmp_path / "log",
               *TINY, "--save_every", "10", "--num_epochs", "50"]
