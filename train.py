@@ -84,7 +84,7 @@ def build_parser():
     g.add_argument("--seq_length", type=int_in(1, CONFIG_RANGES["seq_length"][1]), default=SEED["seq_length"],
                    help="characters per sequence (steps of backpropagation through time)")
     g.add_argument("--num_epochs", type=positive_int, default=50, help="epochs to train")
-    g.add_argument("--learning_rate", type=float_in(1e-8, 10.0), default=None,
+    g.add_argument("--learning_rate", type=float_in(1e-12, 1e38), default=None,
                    help=f"Adam rate; default {DEFAULTS['learning_rate']}, with --init_from "
                         f"{FINE_TUNE_DEFAULTS['learning_rate']}, with --keep the model's own")
     g.add_argument("--mix_base", type=float_in(0.0, 0.95), default=None, metavar="SHARE",
