@@ -112,7 +112,7 @@ def start_ids(start, vocab, warn=print):
     text = " ".join(spaced.split())
     if text and spaced[-1:].isspace():    # "我在。": the line has ended; go on from there
         text += " "
-    unknown = sorted({c for c in text if c not in vocab})
+    unknown = list(dict.fromkeys(c for c in text if c not in vocab))   # as they come
     if unknown:
         warn(f"sample.py: warning: skipping characters the model never saw: "
              f"{''.join(unknown)}")
@@ -498,6 +498,8 @@ def command_of(args, seed):
     defaults["max_copy"] = DEFAULT_MAX_COPY
     for flag in ("sample", "temperature", "top_k", "max_copy", "max_run", "repeat_ngram",
                  "rhyme", "stanza"):
+        if args.sample == "argmax" and flag in ("temperature", "top_k"):
+            continue                    # argmax takes the likeliest: neither changes it
         value = getattr(args, flag)
         if value is not None and value != defaults[flag]:
             parts += [f"--{flag}", str(value)]

@@ -242,6 +242,7 @@ def generate(models, req):
         group = [bool(line) and rhyme_group(line[-1]) == target for line in lines]
     args.save_dir = os.path.relpath(models.dirs[name])     # as typed where serve.py runs
     result.update(model=name, lines=lines, rhymes=group, stanza=args.stanza,
+                  seed_text=str(seed),            # exact in JavaScript too
                   warnings=warnings, max_copy=copy_length,
                   command=command_of(args, seed))
     return result

@@ -209,6 +209,17 @@ def test_the_sampler_cache_is_bounded_and_spares_samplers_in_use(server):
         s.close()
 
 
+def test_large_seeds_exact_argmax_commands_plain_and_warnings_in_order(server):
+    url, _ = server
+    big = 2 ** 62 - 1                                 # rounded by a JavaScript number
+    status, res = call(url, "/api/generate", {"model": "save/lyrics", "n": 10, "seed": big,
+                                              "sample": "argmax", "temperature": 0.8,
+                                              "start": "hello春"})
+    assert status == 200 and res["seed_text"] == str(big)
+    assert "--temperature" not in res["command"] and "--sample argmax" in res["command"]
+    assert any(w.endswith("never saw: helo") for w in res["warnings"]), res["warnings"]
+
+
 def test_head_and_the_icon_answer(server):
     # HEAD used to be 501 and /favicon.ico a 404 in the browser's console
     url, _ = server
@@ -308,6 +319,33 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         wait.until(lambda d: slot.text)
         assert "must be a number from 0.01 to 100" in slot.text
         assert len(driver.find_elements(By.CSS_SELECTOR, "#results .card")) == 1
+        temp.send_keys(".8")                         # fixed: its message goes
+        assert slot.text == ""
+        # an empty "how many" is a message, not 200 characters
+        length.clear()
+        driver.find_element(By.ID, "go").click()
+        slot = driver.find_element(By.CSS_SELECTOR, '.err[data-for="lines"]')
+        wait.until(lambda d: slot.text)
+        assert "give a number of lines" in slot.text
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#results .card")) == 1
+        length.send_keys("6")
+        # a denied clipboard says so ("copied" before)
+        driver.execute_script("navigator.clipboard.writeText = () => "
+                              "Promise.reject(new DOMException('denied'))")
+        copy = driver.find_element(By.CSS_SELECTOR, ".card button")
+        copy.click()
+        wait.until(lambda d: copy.text != "copy")
+        assert copy.text.startswith("copy failed")
+        # a phone's width: the form, then the result under it, nothing off-screen
+        driver.set_window_size(375, 800)
+        wait.until(lambda d: d.execute_script("return window.innerWidth") <= 400)
+        width = driver.execute_script("return document.documentElement.clientWidth")
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= width
+        card = driver.find_element(By.CSS_SELECTOR, "#results .card")
+        form = driver.find_element(By.ID, "form")
+        assert card.rect["x"] + card.rect["width"] <= width
+        assert card.rect["y"] >= form.rect["y"] + form.rect["height"]
+        driver.set_window_size(1200, 800)
         shot = os.environ.get("LYRICS_SCREENSHOT")
         if shot:                      # README's picture: python -m pytest -k browser
             temp.clear()
