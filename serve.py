@@ -122,6 +122,14 @@ class Models:
         self.samplers = collections.OrderedDict()      # oldest use first
         self.lock = threading.Lock()
 
+    def listing(self):
+        """/api/models: the models, finished ones first; `training` is true while a
+        train.py holds a model's directory (its figures are not final yet)."""
+        from utils import dir_locked
+        out = [dict(info, training=dir_locked(self.dirs[name]))
+               for name, info in self.info.items()]
+        return sorted(out, key=lambda m: m["training"])
+
     @contextlib.contextmanager
     def using(self, name, max_copy):
         """The sampler for (name, max_copy), kept from being closed while in use."""
@@ -275,7 +283,7 @@ def make_handler(models, busy):
             if self.path in ("/", "/index.html"):
                 self.send(200, page, "text/html; charset=utf-8")
             elif self.path == "/api/models":
-                self.send(200, {"models": list(models.info.values())})
+                self.send(200, {"models": models.listing()})
             elif self.path == "/favicon.ico":
                 self.send(200, ICON, "image/svg+xml")
             else:

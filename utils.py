@@ -113,6 +113,23 @@ class DirLock:
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
 
 
+def dir_locked(directory):
+    """True while a train.py holds directory's lock (DirLock): a model still in training.
+    The lock is tried and let go at once; without fcntl (Windows) nothing is known."""
+    try:
+        import fcntl
+        fd = os.open(os.path.join(directory, ".lock"), os.O_RDONLY)
+    except (ImportError, OSError):            # no lock file: nobody ever trained here
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)                          # closing releases a lock we took
+
+
 # Model fields a checkpoint depends on: resuming or sampling must use the same values.
 ARCHITECTURE_KEYS = ("vocab_size", "rnncell", "num_layers", "rnn_size", "embedding_size",
                      "attention")

@@ -220,6 +220,25 @@ def test_large_seeds_exact_argmax_commands_plain_and_warnings_in_order(server):
     assert any(w.endswith("never saw: helo") for w in res["warnings"]), res["warnings"]
 
 
+def test_a_model_in_training_is_listed_last_and_marked(server):
+    url, save = server
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, "
+                               f"{ROOT!r}); from utils import DirLock; "
+                               f"l = DirLock({str(save / 'lyrics')!r}, 'train.py'); "
+                               "print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        models = call(url, "/api/models")[1]["models"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [(m["name"], m["training"]) for m in models] == [("save/demo", False),
+                                                            ("save/lyrics", True)]
+    models = call(url, "/api/models")[1]["models"]    # the run ended: a finished model
+    assert not any(m["training"] for m in models)
+
+
 def test_head_and_the_icon_answer(server):
     # HEAD used to be 501 and /favicon.ico a 404 in the browser's console
     url, _ = server
@@ -346,6 +365,17 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         assert card.rect["x"] + card.rect["width"] <= width
         assert card.rect["y"] >= form.rect["y"] + form.rect["height"]
         driver.set_window_size(1200, 800)
+        # the history survives a reload, and clears
+        text = driver.find_element(By.CSS_SELECTOR, "#results .card .lyrics").text
+        driver.refresh()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .card"))
+        assert driver.find_element(By.CSS_SELECTOR, "#results .card .lyrics").text == text
+        assert "1 in this browser's history" in driver.find_element(By.ID, "history-bar").text
+        driver.find_element(By.ID, "clear").click()
+        assert not driver.find_elements(By.CSS_SELECTOR, "#results .card")
+        driver.refresh()
+        wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 2)
+        assert not driver.find_elements(By.CSS_SELECTOR, "#results .card")
         shot = os.environ.get("LYRICS_SCREENSHOT")
         if shot:                      # README's picture: python -m pytest -k browser
             temp.clear()
