@@ -292,6 +292,8 @@ def check_budget(args, limit, where=""):
     budget = char_budget(args.n, args.lines, args.line_len)
     if budget <= limit:
         return None
+    if not args.lines or budget == args.n:
+        return f"--n {args.n:,} characters; at most {limit:,}{where}"
     return (f"--lines {args.lines} x --line_len up to "
             f"{args.line_len[1] if args.line_len else 40} (+1 line end) may draw "
             f"{budget:,} characters; at most {limit:,}{where}: fewer lines or a lower MAX")

@@ -8,7 +8,8 @@ internet) plus a small JSON API:
   GET  /api/models      every trained model under --save_dir, with what it is
   POST /api/generate    {"model": name, "start": ..., "n" or "lines": ..., "sample": ...,
                          "temperature", "top_k", "rhyme", "line_len", "stanza",
-                         "max_copy", "seed"} -> the lyrics and sample.py's figures
+                         "max_copy", "seed", "count"} -> the lyrics and sample.py's
+                        figures (with count > 1 also "drafts", one result per seed)
 A request is checked by sample.py's own argument parser, so a bad value gets the message
 the command line gives (and a 400 naming the field); generation runs through sample.py's
 write_one(), so the rules (no-copy, loop guard, rhyme, line structure) are the same code.
@@ -39,7 +40,8 @@ ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width
         'height="32" rx="6" fill="#333"/><text x="16" y="24" font-size="22" '
         'text-anchor="middle" fill="#fff">歌</text></svg>').encode("utf-8")
 FIELDS = ("start", "n", "lines", "sample", "temperature", "top_k", "rhyme", "line_len",
-          "stanza", "max_copy", "seed")
+          "stanza", "max_copy", "seed", "count")
+MAX_DRAFTS = 4          # drafts a request (count); their characters count against MAX_N
 
 
 def build_parser():
@@ -211,15 +213,21 @@ def sample_args(req, model_dir):
         raise BadRequest(f"argument --n: at most {MAX_N} here", "n")
     if check_budget(args, MAX_N):
         raise BadRequest(check_budget(args, MAX_N, " here"), "line_len")
+    if args.count > MAX_DRAFTS:
+        raise BadRequest(f"argument --count: at most {MAX_DRAFTS} drafts here", "count")
+    if args.count > 1 and check_budget(args, MAX_N // args.count):
+        raise BadRequest(f"{args.count} drafts: " + check_budget(
+            args, MAX_N // args.count, f" each here ({MAX_N:,} in all)"), "count")
     if len(args.start) > MAX_START:
         raise BadRequest(f"argument --start: at most {MAX_START} characters here", "start")
     return args
 
 
 def generate(models, req):
+    """One request: the first draft's result, and with count > 1 every draft in
+    "drafts" (seeds seed, seed + 1, ..., as sample.py --count writes them)."""
     from craft import parse_rhyme
-    from sample import (DEFAULT_MAX_COPY, command_of, copy_warning, lines_warning,
-                        start_ids, write_one)
+    from sample import DEFAULT_MAX_COPY, command_of, copy_warning, start_ids
     name = req.get("model") if isinstance(req, dict) else None
     if name not in models.dirs:
         raise BadRequest(f"no model named {name!r}; choose one of: "
@@ -235,24 +243,35 @@ def generate(models, req):
     with models.using(name, max_copy) as s:
         kept, ids = start_ids(args.start, s.vocab, warn=lambda m: warnings.append(
             m.split("warning: ", 1)[-1]))
-        t0 = time.perf_counter()
-        result = write_one(s, args, ids, kept, seed, rhyme, s.matcher)
-        result["ms"] = round((time.perf_counter() - t0) * 1000, 1)
         copy_length = s.index.length if s.index is not None else 0
-    for w in (copy_warning(max_copy), lines_warning(args, result["text"])):
-        if w:
-            warnings.append(w)
+        drafts = [draft(s, args, ids, kept, seed + k, rhyme) for k in range(args.count)]
+    args.save_dir = os.path.relpath(models.dirs[name])     # as typed where serve.py runs
+    for d in drafts:
+        d.update(model=name, stanza=args.stanza, max_copy=copy_length,
+                 command=command_of(args, d["seed"]),      # one draft: its own seed
+                 warnings=warnings + [w for w in (copy_warning(max_copy),) if w]
+                 + d.pop("own_warnings"))
+    result = dict(drafts[0])
+    if args.count > 1:
+        result["drafts"] = drafts
+    return result
+
+
+def draft(s, args, ids, kept, seed, rhyme):
+    """One sample with its lines, rhyming line ends and time."""
+    from sample import lines_warning, write_one
+    t0 = time.perf_counter()
+    result = write_one(s, args, ids, kept, seed, rhyme, s.matcher)
+    result["ms"] = round((time.perf_counter() - t0) * 1000, 1)
     lines = result["text"].split(" ")
     group = None
     if rhyme:
         from craft import rhyme_group
         target = result["target"] or (rhyme if rhyme != "auto" else None)
         group = [bool(line) and rhyme_group(line[-1]) == target for line in lines]
-    args.save_dir = os.path.relpath(models.dirs[name])     # as typed where serve.py runs
-    result.update(model=name, lines=lines, rhymes=group, stanza=args.stanza,
-                  seed_text=str(seed),            # exact in JavaScript too
-                  warnings=warnings, max_copy=copy_length,
-                  command=command_of(args, seed))
+    w = lines_warning(args, result["text"])
+    result.update(lines=lines, rhymes=group, seed_text=str(seed),  # exact in JavaScript
+                  own_warnings=[w] if w else [])
     return result
 
 

@@ -239,6 +239,23 @@ def test_a_model_in_training_is_listed_last_and_marked(server):
     assert not any(m["training"] for m in models)
 
 
+@pytest.mark.slow
+def test_count_gives_the_drafts_sample_py_count_writes(server):
+    url, _ = server
+    status, res = call(url, "/api/generate", {"model": "save/lyrics", "lines": 4,
+                                              "line_len": "3-8", "count": 3, "seed": 11})
+    assert status == 200 and [d["seed"] for d in res["drafts"]] == [11, 12, 13]
+    assert res["text"] == res["drafts"][0]["text"]
+    argv = shlex.split(res["drafts"][0]["command"])[2:]
+    cli = run("sample.py", *argv, "--count", "3", "--out", "", "--raw", check=0)
+    assert cli.stdout.strip().split("\n\n") == [d["text"] for d in res["drafts"]]
+    for req, needle in (({"count": 5}, "at most 4 drafts"),
+                        ({"count": 3, "n": 1000}, "3 drafts: --n 1,000 characters; at most "
+                                                  "666 each here (2,000 in all)")):
+        status, res = call(url, "/api/generate", {"model": "save/lyrics", **req})
+        assert status == 400 and res["field"] == "count" and needle in res["error"], res
+
+
 def test_head_and_the_icon_answer(server):
     # HEAD used to be 501 and /favicon.ico a 404 in the browser's console
     url, _ = server
@@ -376,12 +393,20 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         driver.refresh()
         wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 2)
         assert not driver.find_elements(By.CSS_SELECTOR, "#results .card")
+        # three drafts a click, side by side, seeds 5, 6, 7 from the left
+        Select(driver.find_element(By.ID, "model")).select_by_value("save/lyrics")
+        driver.find_element(By.ID, "seed").send_keys("5")
+        drafts = driver.find_element(By.ID, "count")
+        drafts.clear()
+        drafts.send_keys("3")
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 3)
+        metas = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".card .meta")]
+        assert [re.search(r"seed (\d+)", m).group(1) for m in metas] == ["5", "6", "7"]
         shot = os.environ.get("LYRICS_SCREENSHOT")
         if shot:                      # README's picture: python -m pytest -k browser
-            temp.clear()
-            temp.send_keys("0.8")
             driver.find_element(By.ID, "go").click()
-            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 2)
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 6)
             driver.save_screenshot(shot)
     finally:
         driver.quit()
