@@ -140,6 +140,7 @@ class Models:
         with self.lock:
             s = self.samplers.pop(key, None)
             if s is None:
+                t0 = time.perf_counter()
                 s = Sampler(self.dirs[name], max_copy=max_copy, warn=lambda m: None)
                 if s.corpus is not None:
                     from craft import CorpusMatcher
@@ -147,6 +148,8 @@ class Models:
                 else:
                     s.matcher = None
                 s.users = 0
+                # the request that waited for the loading says so on its card
+                s.fresh_ms = round((time.perf_counter() - t0) * 1000, 1)
             self.samplers[key] = s
             s.users += 1
             self._evict()
@@ -169,9 +172,12 @@ class Models:
 
 
 class BadRequest(Exception):
-    def __init__(self, message, field=None, status=400):
+    """A 400: the message, the field it is about, and (when several fields are bad)
+    every field's own message in `errors`."""
+    def __init__(self, message, field=None, status=400, errors=None):
         super().__init__(message)
         self.field, self.status = field, status
+        self.errors = errors or ({field: message} if field else {})
 
 
 def sample_args(req, model_dir):
@@ -183,7 +189,7 @@ def sample_args(req, model_dir):
     unknown = sorted(set(req) - set(FIELDS) - {"model"})
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
-    argv = ["--save_dir", model_dir]
+    argv, given = ["--save_dir", model_dir], {}
     for field in FIELDS:
         value = req.get(field)
         if value is None or value == "":
@@ -195,7 +201,8 @@ def sample_args(req, model_dir):
         except UnicodeEncodeError:            # a lone surrogate ("\ud800") from JSON
             raise BadRequest(f"{field}: is not valid text (a broken character)", field)
         # --field=value: a start text beginning with '-' is a value, not a flag
-        argv.append(f"--{field}={value}")
+        given[field] = f"--{field}={value}"
+        argv.append(given[field])
     parser = sample_parser()
 
     def error(message):
@@ -206,7 +213,14 @@ def sample_args(req, model_dir):
     except BadRequest as e:
         import re
         m = re.match(r"argument --(\w+)", str(e))
-        raise BadRequest(str(e), m.group(1) if m and m.group(1) in FIELDS else None)
+        errors = {}                 # every bad field, each checked alone: all at once
+        for field, arg in given.items():
+            try:
+                parser.parse_args(["--save_dir", model_dir, arg])
+            except BadRequest as alone:
+                errors[field] = str(alone)
+        raise BadRequest(str(e), m.group(1) if m and m.group(1) in FIELDS else None,
+                         errors=errors)
     if args.lines and args.lines > MAX_LINES:
         raise BadRequest(f"argument --lines: at most {MAX_LINES} here", "lines")
     if args.n > MAX_N:
@@ -244,7 +258,9 @@ def generate(models, req):
         kept, ids = start_ids(args.start, s.vocab, warn=lambda m: warnings.append(
             m.split("warning: ", 1)[-1]))
         copy_length = s.index.length if s.index is not None else 0
+        load_ms, s.fresh_ms = getattr(s, "fresh_ms", None), None
         drafts = [draft(s, args, ids, kept, seed + k, rhyme) for k in range(args.count)]
+    drafts[0]["load_ms"] = load_ms
     args.save_dir = os.path.relpath(models.dirs[name])     # as typed where serve.py runs
     for d in drafts:
         d.update(model=name, stanza=args.stanza, max_copy=copy_length,
@@ -337,7 +353,8 @@ def make_handler(models, busy):
             try:
                 self.send(200, generate(models, req))
             except BadRequest as e:
-                self.send(e.status, {"error": str(e), "field": e.field})
+                self.send(e.status, {"error": str(e), "field": e.field,
+                                     "errors": e.errors})
             except UserError as e:                   # e.g. a model damaged since start
                 self.send(500, {"error": str(e)})
             except Exception as e:                   # never a dead server

@@ -128,6 +128,21 @@ def test_bad_input_is_a_clear_4xx_next_to_its_field(server, req, field, needle):
     assert res["field"] == field and needle in res["error"], res
 
 
+def test_the_request_that_loads_a_model_says_how_long_that_took(server):
+    url, _ = server
+    first = call(url, "/api/generate", {"model": "save/demo", "n": 10, "max_copy": 5})[1]
+    again = call(url, "/api/generate", {"model": "save/demo", "n": 10, "max_copy": 5})[1]
+    assert first["load_ms"] > 0 and again["load_ms"] is None
+
+
+def test_every_bad_field_gets_its_message_at_once(server):
+    url, _ = server
+    status, res = call(url, "/api/generate", {"model": "save/lyrics", "temperature": 0,
+                                              "top_k": -1, "line_len": "9-5", "n": 20})
+    assert status == 400 and set(res["errors"]) == {"temperature", "top_k", "line_len"}
+    assert "MIN <= MAX" in res["errors"]["line_len"]
+
+
 def test_broken_bodies_and_unknown_paths_do_not_hurt_the_server(server):
     url, _ = server
     assert call(url, "/api/generate", raw=b"{not json")[0] == 400
@@ -350,13 +365,20 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         temp = driver.find_element(By.ID, "temperature")
         temp.clear()
         temp.send_keys("0")
+        top_k = driver.find_element(By.ID, "top_k")    # two bad fields: two messages
+        top_k.clear()
+        top_k.send_keys("-1")
         driver.find_element(By.ID, "go").click()
         slot = driver.find_element(By.CSS_SELECTOR, '.err[data-for="temperature"]')
         wait.until(lambda d: slot.text)
-        assert "must be a number from 0.01 to 100" in slot.text
+        assert slot.text.startswith("must be a number from 0.01 to 100")   # no "--flag"
+        k_slot = driver.find_element(By.CSS_SELECTOR, '.err[data-for="top_k"]')
+        assert "whole number" in k_slot.text
         assert len(driver.find_elements(By.CSS_SELECTOR, "#results .card")) == 1
         temp.send_keys(".8")                         # fixed: its message goes
-        assert slot.text == ""
+        assert slot.text == "" and k_slot.text
+        top_k.clear()
+        top_k.send_keys("0")
         # an empty "how many" is a message, not 200 characters
         length.clear()
         driver.find_element(By.ID, "go").click()
