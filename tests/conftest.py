@@ -38,6 +38,27 @@ def run(script, *args, cwd=ROOT, env=None, timeout=300, check=None):
     return proc
 
 
+class holding_lock:
+    """with holding_lock(d) as pid: another process holds d's train.py lock (DirLock),
+    as a running train.py would, until the block ends."""
+
+    def __init__(self, directory):
+        self.directory = str(directory)
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {ROOT!r}); "
+             f"from utils import DirLock; l = DirLock({self.directory!r}, 'train.py'); "
+             "print('locked', flush=True); time.sleep(120)"],
+            stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "locked"
+        return self.proc.pid
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
 def assert_one_line_error(proc, code, *needles):
     """A user error: the expected exit code, no traceback, the message says what."""
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY, assert_one_line_error, made_up_text, run, train_tiny
+from conftest import (ROOT, TINY, assert_one_line_error, holding_lock, made_up_text, run,
+                      train_tiny)
 from utils import UserError, atomic_write_text
 
 
@@ -80,19 +81,10 @@ def test_a_run_refused_by_the_lock_does_nothing_before(tmp_path):
     # has not read or written anything (the data's cache included)
     data = made_up_data(tmp_path)
     (tmp_path / "save").mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, "
-                               f"{ROOT!r}); from utils import DirLock; "
-                               f"l = DirLock({str(tmp_path / 'save')!r}, 'train.py'); "
-                               "print('locked', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with holding_lock(tmp_path / "save") as pid:
         proc = run("train.py", "--data_dir", data, "--save_dir", tmp_path / "save",
                    "--log_dir", tmp_path / "log")
-    finally:
-        holder.kill()
-        holder.wait()
-    assert_one_line_error(proc, 1, "in use by another train.py", f"process {holder.pid}")
+    assert_one_line_error(proc, 1, "in use by another train.py", f"process {pid}")
     assert proc.stdout == "" and sorted(os.listdir(data)) == ["lyrics.txt"]
 
 

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, assert_one_line_error, run
+from conftest import ROOT, assert_one_line_error, holding_lock, run
 
 
 def start_server(save_dir, *extra):
@@ -237,17 +237,8 @@ def test_large_seeds_exact_argmax_commands_plain_and_warnings_in_order(server):
 
 def test_a_model_in_training_is_listed_last_and_marked(server):
     url, save = server
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, "
-                               f"{ROOT!r}); from utils import DirLock; "
-                               f"l = DirLock({str(save / 'lyrics')!r}, 'train.py'); "
-                               "print('locked', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with holding_lock(save / "lyrics"):
         models = call(url, "/api/models")[1]["models"]
-    finally:
-        holder.kill()
-        holder.wait()
     assert [(m["name"], m["training"]) for m in models] == [("save/demo", False),
                                                             ("save/lyrics", True)]
     models = call(url, "/api/models")[1]["models"]    # the run ended: a finished model
