@@ -21,7 +21,7 @@ import numpy as np
 from utils import (HelpFormatter, UserError, first_intact_checkpoint, float_in,
                    import_tensorflow, int_in, non_negative_int, run_main, seed_int, tf_path)
 
-from craft import DEFAULT_MAX_COPY, DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM
+from craft import DEFAULT_MAX_COPY, DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM, LOOP_WINDOW
 from modeldir import find_checkpoints, load_corpus, load_saved
 
 MODES = {"argmax": 0, "weighted": 1, "combined": 2}
@@ -92,9 +92,10 @@ def build_parser():
                         "a row, as in 不不不不 (0 = off)")
     g.add_argument("--repeat_ngram", type=ngram_size, default=DEFAULT_REPEAT_NGRAM,
                    metavar="N",
-                   help="loop guard: a run of N characters (line ends included) may come at "
-                        "most twice in a sample, so a refrain line may come back once but "
-                        "the same line cannot loop (0 = off)")
+                   help=f"loop guard: a run of N characters (line ends included) may come "
+                        f"at most twice within the last {LOOP_WINDOW:,} characters, so a "
+                        f"refrain line may come back once but the same line cannot loop "
+                        f"(0 = off, else 2 to {MAX_NGRAM})")
     return p
 
 
