@@ -19,12 +19,12 @@ import time
 
 
 from presets import PRESETS, SEED, describe
-from modeldir import (CONFIG, VOCAB, base_vocabulary, clear_model, existing_model,
-                      find_checkpoint, load_saved, path_of, read_config, read_vocab,
-                      write_model_files)
+from modeldir import (CONFIG, CORPUS, VOCAB, base_vocabulary, clear_model, existing_model,
+                      find_checkpoint, load_corpus, load_saved, path_of, read_config,
+                      read_vocab, write_model_files)
 from utils import (ARCHITECTURE_KEYS, CELL_TYPES, CONFIG_RANGES, DirLock, HelpFormatter,
-                   UserError, int_in,
-                   check_dir_flag, checkpoint_candidates, checkpoint_step, short_error,
+                   UserError, int_in, check_dir_flag, checkpoint_candidates, checkpoint_step,
+                   short_error,
                    first_intact_checkpoint, count_params, cpu_has_bf16, epoch_lines,
                    float_in, import_tensorflow, log_filename, logging, non_negative_int,
                    perplexity, positive_float, positive_int, real_path, run_main,
@@ -42,6 +42,11 @@ FINE_TUNE_DEFAULTS = {"learning_rate": 0.0005, "dropout": 0.3, "mix_base": 0.75}
 # Weights whose rows (embedding) or columns (softmax) are characters: a fine-tuned model
 # has more characters than its base, so only the base's part is loaded.
 PER_CHARACTER = {"word_embedding": 0, "softmax_w": 1, "softmax_b": 0}
+
+
+def size_flag(key):
+    """argparse type of a shape flag: the range a saved config may hold (CONFIG_RANGES)."""
+    return int_in(1, CONFIG_RANGES[key][1])
 
 
 def build_parser():
@@ -65,11 +70,12 @@ def build_parser():
                        f"{name}: {describe(name)}" for name in PRESETS))
     g.add_argument("--rnncell", choices=CELL_TYPES, default=SEED["rnncell"],
                    help="recurrent cell type")
-    g.add_argument("--rnn_size", type=int_in(1, CONFIG_RANGES["rnn_size"][1]), default=SEED["rnn_size"],
+    g.add_argument("--rnn_size", type=size_flag("rnn_size"), default=SEED["rnn_size"],
                    help="units per layer")
-    g.add_argument("--num_layers", type=int_in(1, CONFIG_RANGES["num_layers"][1]), default=SEED["num_layers"],
+    g.add_argument("--num_layers", type=size_flag("num_layers"), default=SEED["num_layers"],
                    help="stacked layers")
-    g.add_argument("--embedding_size", type=int_in(1, CONFIG_RANGES["embedding_size"][1]), default=SEED["embedding_size"],
+    g.add_argument("--embedding_size", type=size_flag("embedding_size"),
+                   default=SEED["embedding_size"],
                    help="size of the character embedding")
     g.add_argument("--attention", action="store_true",
                    help="causal attention over the window (and a rolling buffer when "
@@ -79,9 +85,9 @@ def build_parser():
                         f"default {DEFAULTS['dropout']}, with --init_from "
                         f"{FINE_TUNE_DEFAULTS['dropout']}, with --keep the model's own")
     g = p.add_argument_group("training")
-    g.add_argument("--batch_size", type=int_in(1, CONFIG_RANGES["batch_size"][1]), default=SEED["batch_size"],
+    g.add_argument("--batch_size", type=size_flag("batch_size"), default=SEED["batch_size"],
                    help="sequences per batch")
-    g.add_argument("--seq_length", type=int_in(1, CONFIG_RANGES["seq_length"][1]), default=SEED["seq_length"],
+    g.add_argument("--seq_length", type=size_flag("seq_length"), default=SEED["seq_length"],
                    help="characters per sequence (steps of backpropagation through time)")
     g.add_argument("--num_epochs", type=positive_int, default=50, help="epochs to train")
     g.add_argument("--learning_rate", type=float_in(1e-12, 1e38), default=None,
@@ -247,19 +253,16 @@ def mix_base_text(args, explicit, saved, data):
     it) into data's training batches.  A base without it (copied without) trains on the
     user's text alone, said once; asked for explicitly, or without a base, it is an
     error."""
-    import numpy as np
     if not args.mix_base:
         return
     base_dir, rows = mix_rows(args, saved)
-    path = os.path.join(base_dir, "corpus.npy")
-    try:
-        ids = np.load(path, mmap_mode="r", allow_pickle=False)
-        base_vocab = len(data.base_chars or ())
-        if ids.ndim != 1 or ids.dtype.kind not in "iu" or not len(ids) \
-                or int(ids.max()) >= base_vocab or int(ids.min()) < 0:
-            raise ValueError("not the ids of the base's vocabulary")
-    except (OSError, ValueError) as e:
-        why = f"{path} is missing or unreadable ({short_error(e, 60)})"
+    try:                                    # modeldir checks it against the vocabulary
+        ids = load_corpus(base_dir, len(data.base_chars or ()), mmap=True)
+        why = None if ids is not None and len(ids) else \
+            f"{path_of(base_dir, CORPUS)} is missing"
+    except UserError as e:
+        why = str(e)
+    if why:
         if "mix_base" in explicit or saved is not None:
             raise UserError(f"--mix_base: {why}; copy the base with its corpus.npy, or "
                             f"pass --mix_base 0")
