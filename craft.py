@@ -47,17 +47,6 @@ def rhyme_group(ch):
     return FINAL_TO_GROUP.get(_final(ch))
 
 
-def parse_rhyme(value):
-    """--rhyme value -> 'auto' or a group name; accepts a group (言前) or a final (an)."""
-    if value == "auto" or value in THIRTEEN:
-        return value
-    final = FINAL_ALIASES.get(value.lower(), value.lower())
-    if final in FINAL_TO_GROUP:
-        return FINAL_TO_GROUP[final]
-    raise UserError(f"--rhyme {value!r}: use auto, one of the 13 groups "
-                    f"({' '.join(THIRTEEN)}) or a pinyin final such as an, ang, ou", code=2)
-
-
 def vocab_groups(chars):
     """Group name (or None) of every vocabulary entry, in id order."""
     return [rhyme_group(c) for c in chars]
@@ -111,6 +100,24 @@ def window_hashes(ids, length):
     return h1 * (1 << 31) + h2
 
 
+def window_hash(window):
+    """window_hashes() of one window, in Python integers: a sampling step hashes one
+    window, where numpy's per-call cost is most of the time."""
+    pow1, pow2 = _powers(len(window))
+    ids = [int(i) for i in window]
+    return (sum(map(int.__mul__, ids, pow1)) % P1) * (1 << 31) + \
+        sum(map(int.__mul__, ids, pow2)) % P2
+
+
+_POWERS = {}
+
+
+def _powers(length):
+    if length not in _POWERS:
+        _POWERS[length] = tuple(tuple(int(v) for v in p) for p in ngram_hash_params(length))
+    return _POWERS[length]
+
+
 DEFAULT_MAX_COPY = 8     # the no-copy rule's run length: sample.py/serve.py/evaluate.py
 
 
@@ -132,7 +139,7 @@ class NgramIndex:
         """Ids that would make tail (the last L ids) + id a verbatim training run."""
         if len(tail) < self.length:
             return np.zeros(0, dtype=np.int32)
-        key = window_hashes(np.asarray(tail[-self.length:]), self.length)[0]
+        key = window_hash(tail[-self.length:])
         lo = np.searchsorted(self.keys, key, "left")
         hi = np.searchsorted(self.keys, key, "right")
         return self.nexts[lo:hi]
@@ -184,8 +191,11 @@ def _followers(seq, m):
     occurrence)."""
     if m == 0:
         return seq
-    win = np.lib.stride_tricks.sliding_window_view(seq[:-1], m)   # windows seq[j:j+m]
-    return seq[m:][(win == seq[len(seq) - m:]).all(1)]
+    M = len(seq) - m                          # windows seq[j:j+m], j < M
+    match = seq[:M] == seq[M]
+    for k in range(1, m):
+        match &= seq[k:k + M] == seq[M + k]
+    return seq[m:][match]
 
 
 def loop_banned(seq, repeat_ngram=DEFAULT_REPEAT_NGRAM, max_run=DEFAULT_MAX_RUN,
@@ -201,8 +211,10 @@ def loop_banned(seq, repeat_ngram=DEFAULT_REPEAT_NGRAM, max_run=DEFAULT_MAX_RUN,
         banned.append(int(seq[-1]))
     m = repeat_ngram - 1
     if repeat_ngram and len(seq) > m:
-        ids, counts = np.unique(_followers(seq, m), return_counts=True)
-        banned.extend(int(i) for i in ids[counts >= REPEAT_LIMIT])
+        followers = _followers(seq, m)
+        if len(followers) >= REPEAT_LIMIT:          # usually none: no np.unique then
+            ids, counts = np.unique(followers, return_counts=True)
+            banned.extend(int(i) for i in ids[counts >= REPEAT_LIMIT])
     if repeat_ngram and space_id is not None:
         # lines too short for an n-gram to hold them with both line ends: a line end
         # after k characters may not close the same short line a third time

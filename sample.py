@@ -5,38 +5,31 @@
 Restores save/config.pkl, save/words_vocab.pkl and a checkpoint (the best-validation one
 when there is one, else the latest) into the batch-1 inference graph, warms the state up on
 the start text one character at a time from the zero state (as the article does), then
-draws --n characters.  Plain sampling runs as one in-graph tf.while_loop (one Session.run
-per sample); the text goes to stdout, one lyric line per line, and is appended to
-result/sequence under a header saying how it was made.
+draws --n characters through the sampling engine (engine.py: one Session.run per
+character, every rule applied in numpy).  The text goes to stdout as it is drawn, one lyric
+line per line, and is appended to result/sequence under a header saying how it was made.
 """
 import argparse
 import os
 import sys
-import threading
 import time
 import zipfile
 
 import numpy as np
 
 from utils import (HelpFormatter, UserError, first_intact_checkpoint, float_in,
-                   import_tensorflow, int_in, non_negative_int, run_main, seed_int, tf_path)
+                   import_tensorflow, int_in, run_main, seed_int, tf_path)
 
-from craft import DEFAULT_MAX_COPY, DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM, LOOP_WINDOW
+from craft import DEFAULT_MAX_COPY
+from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, build_rules,
+                    plan)
 from modeldir import find_checkpoints, load_corpus, load_saved
 
-MODES = {"argmax": 0, "weighted": 1, "combined": 2}
-# Bounds of the flags, where time, memory or a 32-bit tensor would give out: the loop
-# guard looks at the last 1,000 characters at each step, with work growing as the square
-# of --repeat_ngram (2,000 characters took 9 s at 5, 16 s at 16 and 113 s at 64 on a
-# shared 2-core CPU, so 20,000 at 16 is about two minutes at worst); a copy index of L
-# characters is a table of every (L+1)-gram of the training text.
-MAX_N = 20000
+# Bounds of the flags, where time or memory would give out (the rules' own bounds are
+# with the rules, in engine.py).
 MAX_COUNT = 1000
 MAX_TOP_K = 1000000
-MAX_COPY = 64
-MAX_NGRAM = 16
 TEMPERATURES = (0.01, 100.0)
-SPACE = " "
 
 
 def build_parser():
@@ -72,30 +65,14 @@ def build_parser():
     g.add_argument("--ckpt", default=None,
                    help="use this checkpoint prefix, e.g. save/model.ckpt-2000")
     p.add_argument("--cpu", action="store_true", help="use the CPU even if a GPU is visible")
-    g = p.add_argument_group("lyrics craft")
-    g.add_argument("--max_copy", type=int_in(0, MAX_COPY), default=None,
-                   help=f"never repeat more than this many characters of the training text "
-                        f"verbatim (default {DEFAULT_MAX_COPY}; 0 = off; at most "
-                        f"{MAX_COPY})")
-    g.add_argument("--rhyme", default=None,
-                   help="make line ends rhyme: 'auto' (the first line's rhyme), a 十三辙 "
-                        "group such as 言前, or a pinyin final such as an")
+    g = p.add_argument_group("lyrics craft (the rules of engine.py)")
     g.add_argument("--lines", type=int_in(1, MAX_N // 2), default=None,
                    help=f"stop after this many lines instead of --n characters; lines x "
-                        f"(--line_len MAX, else 40, + 1) may not pass {MAX_N:,}")
-    g.add_argument("--line_len", type=line_range, default=None, metavar="MIN-MAX",
-                   help="keep each line between MIN and MAX characters, e.g. 5-9")
+                        f"(--line_len MAX, else {LINE_CAP}, + 1) may not pass {MAX_N:,}")
     g.add_argument("--stanza", type=int_in(0, MAX_N), default=0,
                    help="print a blank line after every this many lines (0 = never)")
-    g.add_argument("--max_run", type=int_in(0, MAX_N), default=DEFAULT_MAX_RUN,
-                   help="loop guard: a character may not come more than this many times in "
-                        "a row, as in 不不不不 (0 = off)")
-    g.add_argument("--repeat_ngram", type=ngram_size, default=DEFAULT_REPEAT_NGRAM,
-                   metavar="N",
-                   help=f"loop guard: a run of N characters (line ends included) may come "
-                        f"at most twice within the last {LOOP_WINDOW:,} characters, so a "
-                        f"refrain line may come back once but the same line cannot loop "
-                        f"(0 = off, else 2 to {MAX_NGRAM})")
+    for rule in RULES:
+        rule.add_flags(g)
     return p
 
 
@@ -127,8 +104,14 @@ def start_ids(start, vocab, warn=print):
 
 
 class Sampler:
-    """A restored inference graph: fast whole-sample generation in one Session.run, and
-    single steps for the sampler that decides in Python (rhyme, line structure)."""
+    """A restored model for the engine (engine.py): logits(x, state) runs one character
+    through the lean batch-1 step graph (one Session.run for the recurrent layers, the
+    output layer in numpy); step() is the same with the probabilities, for scoring.
+    State is the flat list of the graph's state arrays.
+
+    The session runs each step's ops in the calling thread (inter_op_parallelism_threads
+    -1): a step is a few dozen tiny ops, and handing them to a thread pool cost more than
+    the ops (0.65 ms a step instead of 1.2 ms at 2 x 256, AMD EPYC, 2 cores)."""
 
     def __init__(self, save_dir="save", ckpt=None, latest=False, cpu=False, max_copy=0,
                  warn=None):
@@ -146,65 +129,57 @@ class Sampler:
         tf1 = tf.compat.v1
         self.graph = tf.Graph()
         with self.graph.as_default():
-            self.model = Model(self.config, infer=True)
+            m = self.model = Model(self.config, infer=True)
             saver = tf1.train.Saver(tf1.global_variables())
-            if self.index is not None:
-                self.model._copy_ban(self.index.length, len(self.chars))
+            x = tf1.placeholder(tf.int32, [], name="step_input")
+            h, state = m.step(x, m.initial_state)
             variables = tf1.global_variables()
-        self.sess = tf1.Session(graph=self.graph)
+        self.graph.finalize()
+        config = tf1.ConfigProto()
+        config.inter_op_parallelism_threads = -1
+        self.sess = tf1.Session(graph=self.graph, config=config)
         self.ckpt, skipped = first_intact_checkpoint(
             candidates, variables, save_dir,
             restore=lambda prefix: saver.restore(self.sess, tf_path(prefix)))
         for prefix, why in skipped:
             print(f"sample.py: warning: {prefix} is {why}; using {self.ckpt}",
                   file=sys.stderr)
-        if self.index is not None:
-            self.model.load_copy_index(self.sess, self.index)
-        m = self.model
-        self._step = self.sess.make_callable(
-            [m.probs, m.final_state], [m.input_data] + list(tf.nest.flatten(m.initial_state)))
-        self._zero = self.sess.run(m.initial_state)
         self._flatten = tf.nest.flatten
-        self._generators = {}
-        self._build_lock = threading.Lock()
-
-    def generator(self, mode, top_k, repeat_ngram, max_run):
-        """The in-graph sampler for this mode and rules (built on first use: building all
-        variants up front would cost start-up time for ones never run).  Built under a
-        lock: serve.py draws from one Sampler in several threads at once."""
-        key = (mode, top_k > 0, repeat_ngram, max_run)
-        with self._build_lock:
-            if key not in self._generators:
-                with self.graph.as_default():
-                    self._generators[key] = self.model.build_generator(
-                        self.space_id, self.index.length if self.index is not None else 0,
-                        mode, top_k > 0, repeat_ngram, max_run)
-            return self._generators[key]
+        self._step = fast_callable(self.sess, [x] + self._flatten(m.initial_state),
+                                   [h] + self._flatten(state))
+        self._zero = self.sess.run(self._flatten(m.initial_state))
+        self._w, self._b = self.sess.run([m.softmax_w, m.softmax_b])     # [H, V], [V]
 
     def close(self):
         self.sess.close()
 
-    def generate(self, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0,
-                 repeat_ngram=DEFAULT_REPEAT_NGRAM, max_run=DEFAULT_MAX_RUN):
-        """Warm up on ids, then draw n ids, all in one Session.run."""
-        g = self.generator(mode, top_k, repeat_ngram, max_run)
-        feed = {g.start: ids, g.n: n, g.temperature: temperature, g.top_k: top_k,
-                g.seed: seed}
-        if self.index is not None:
-            L = self.index.length
-            feed[g.tail] = ([-1] * L + list(ids))[-L:]
-        return self.sess.run(g.ids, feed)
-
     def zero_state(self):
         return self._zero
 
+    def logits(self, x, state):
+        """Feed one id; returns (logits [V], new state); state as zero_state() or a
+        previous call gave it."""
+        out = self._step(np.int32(x), *state)
+        return out[0] @ self._w + self._b, out[1:]
+
     def step(self, x, state):
-        """Feed one id; returns (probabilities [V], new state)."""
-        probs, state = self._step([[x]], *self._flatten(state))
-        return probs[0], state
+        """Feed one id; returns (probabilities [V], new state); state may also be the
+        batch graph's nested final_state (analysis/evaluate.py carries it on)."""
+        logits, state = self.logits(x, self._flatten(state))
+        e = np.exp(logits - logits.max())
+        return e / e.sum(), state
 
     def decode(self, ids):
         return "".join(self.chars[i] for i in ids)
+
+    @property
+    def matcher(self):
+        """The training text as a craft.CorpusMatcher (None without corpus.npy), built on
+        first use: it finds the longest run a sample copied."""
+        if getattr(self, "_matcher", None) is None and self.corpus is not None:
+            from craft import CorpusMatcher
+            self._matcher = CorpusMatcher(self.corpus, len(self.chars))
+        return getattr(self, "_matcher", None)
 
     def rhyme_groups(self):
         """The 十三辙 group of every vocabulary entry ('' for none), computed once: pypinyin
@@ -214,6 +189,23 @@ class Sampler:
             self._rhyme_groups = np.array([g or "" for g in vocab_groups(self.chars)],
                                           dtype=object)
         return self._rhyme_groups
+
+
+def fast_callable(sess, feeds, fetches):
+    """f(*feed values) -> [fetched arrays], through TensorFlow's callable handle.
+    Session.make_callable with a feed list only wraps Session.run and its feed-dict
+    handling, about 1 ms of Python a step at batch 1 (profiled); the handle runs a
+    prepared step directly.  The handle is the Session's own (used by tf.keras's
+    TF1 backend); should a TensorFlow not have it, the plain make_callable serves."""
+    make = getattr(sess, "_make_callable_from_options", None)
+    if make is None:
+        plain = sess.make_callable(fetches, feeds)
+        return lambda *values: plain(*values)
+    from tensorflow.core.protobuf import config_pb2
+    options = config_pb2.CallableOptions()
+    options.feed.extend(t.name for t in feeds)
+    options.fetch.extend(t.name for t in fetches)
+    return make(options)
 
 
 def copy_index(save_dir, corpus, length, warn):
@@ -238,141 +230,20 @@ def copy_index(save_dir, corpus, length, warn):
     return NgramIndex.build(corpus, length)
 
 
-def choose(p, weighted, rng):
-    return int(rng.choice(len(p), p=p)) if weighted else int(np.argmax(p))
-
-
-def choose_where(p, weighted, rng, ok):
-    """choose(), but re-drawn without each pick for which ok() fails; if nothing passes,
-    the last pick (the rules cannot all be met, and the line end wins)."""
-    p = p.copy()
-    while True:
-        c = choose(p, weighted, rng)
-        if ok(c):
-            return c
-        p[c] = 0.0
-        total = p.sum()
-        if total <= 0:
-            return c
-        p /= total
-
-
-def shape(probs, temperature, top_k):
-    """Temperature and top-k on a probability vector, as the in-graph sampler does.
-    A probability of 0 (a character a rule masked) stays 0 at any temperature."""
-    with np.errstate(divide="ignore"):
-        logits = np.log(probs) / temperature
-    if 0 < top_k < len(logits):
-        kth = np.partition(logits, -top_k)[-top_k]
-        logits = np.where(logits < kth, -np.inf, logits)
-    e = np.exp(logits - logits.max())
-    return e / e.sum()
-
-
-def masked(p, banned):
-    """p without the banned ids, renormalised; p unchanged if that would leave nothing."""
-    if banned is None or not len(banned):
-        return p
-    q = p.copy()
-    q[banned] = 0.0
-    total = q.sum()
-    return q / total if total > 0 else p
-
-
-def char_budget(n, lines=None, line_len=None):
-    """The most characters one sample may draw: --n, or with --lines enough for every
-    line at its longest (--line_len MAX, else 40) plus its line end.  sample.py bounds it
-    by MAX_N and serve.py by its own limit, with the same message."""
-    if not lines:
-        return n
-    return max(n, lines * ((line_len[1] if line_len else 40) + 1))
-
-
 def check_budget(args, limit, where=""):
-    """None, or what is wrong when the sample args ask for more than limit characters."""
-    budget = char_budget(args.n, args.lines, args.line_len)
+    """None, or what is wrong when the sample args ask for more than limit characters
+    (engine.plan: --n, or with --lines or --acrostic every line at its longest)."""
+    if args.acrostic and args.lines:
+        return "--acrostic writes one line per character; leave out --lines"
+    budget, lines = plan(args)
     if budget <= limit:
         return None
-    if not args.lines or budget == args.n:
+    if not lines or budget == args.n:
         return f"--n {args.n:,} characters; at most {limit:,}{where}"
-    return (f"--lines {args.lines} x --line_len up to "
-            f"{args.line_len[1] if args.line_len else 40} (+1 line end) may draw "
+    what = f"--acrostic ({lines} lines)" if args.acrostic else f"--lines {lines}"
+    return (f"{what} x --line_len up to "
+            f"{args.line_len[1] if args.line_len else LINE_CAP} (+1 line end) may draw "
             f"{budget:,} characters; at most {limit:,}{where}: fewer lines or a lower MAX")
-
-
-def constrained_sample(s, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0,
-                       rhyme=None, lines=None, line_len=None,
-                       repeat_ngram=DEFAULT_REPEAT_NGRAM, max_run=DEFAULT_MAX_RUN):
-    """Generate step by step in Python, for the rules a while_loop does not hold:
-    rhyme (a line's last character re-drawn among rhyming ones, state rolled back one
-    step), --lines and --line_len; and the no-copy rule, as the fast path has it.
-
-    Returns (generated ids, rhyme target group or None)."""
-    from craft import loop_banned
-    rng = np.random.default_rng(seed)
-    space = s.space_id
-    V = len(s.chars)
-    groups = rhyme_mask = target = None
-    if rhyme:
-        groups = s.rhyme_groups()
-        if rhyme != "auto":
-            target, rhyme_mask = rhyme, groups == rhyme
-    lo, hi = line_len or (1, None)
-    state = s.zero_state()
-    for i in ids[:-1]:
-        _, state = s.step(i, state)
-    seq = list(ids)                          # start + generated: the runs and lines
-    line = len(seq) - 1 - max((k for k, c in enumerate(seq) if c == space), default=-1)
-    x, out, done_lines, prev = ids[-1], [], 0, None
-    cap = char_budget(n, lines, line_len)
-    L = s.index.length if s.index is not None else 0
-
-    def may_end_line_after(tail, c):
-        """False when a line end right after tail + c would repeat the training text."""
-        return c == space or not L or space not in s.index.banned_after(tail[-L:] + [c])
-    while len(out) < cap and (lines is None or done_lines < lines):
-        p, new_state = s.step(x, state)
-        # the rules first, then temperature and top-k among the allowed characters
-        if s.index is not None:
-            p = masked(p, s.index.banned_after(seq))
-        if repeat_ngram or max_run:
-            p = masked(p, loop_banned(seq, repeat_ngram, max_run, space))
-        p = shape(p, temperature, top_k)
-        if line < lo:
-            p = masked(p, [space])
-        if hi is not None and line >= hi:
-            p = np.zeros(V)            # (not np.eye(V)[space]: a V x V matrix, 1 GB at 11 k)
-            p[space] = 1.0
-        weighted = mode == "weighted" or (mode == "combined" and x == space)
-        if hi is not None and line == hi - 1:
-            # the next line end is forced: keep it from making a copy
-            c = choose_where(p, weighted, rng, lambda c: may_end_line_after(seq, c))
-        else:
-            c = choose(p, weighted, rng)
-        if c == space and line > 0 and groups is not None:
-            last = seq[-1]
-            if target is None and groups[last]:
-                target, rhyme_mask = groups[last], groups == groups[last]
-            elif target is not None and groups[last] != target and prev is not None:
-                # Roll back one step: re-draw the line's last character from the
-                # distribution that produced it, among rhyming characters only.
-                p_prev, prev_state, prev_weighted = prev
-                q = p_prev * rhyme_mask
-                if q.sum() > 0:
-                    last = choose_where(q / q.sum(), prev_weighted, rng,
-                                        lambda c: may_end_line_after(seq[:-1], c))
-                    seq[-1] = out[-1] = last
-                    _, new_state = s.step(last, prev_state)
-        prev = (p, state, weighted)
-        state, x = new_state, c
-        seq.append(c)
-        out.append(c)
-        if c == space:
-            done_lines += 1
-            line = 0
-        else:
-            line += 1
-    return out, target
 
 
 def show(text, raw, stanza=0):
@@ -418,41 +289,33 @@ def append_result(path, header, body):
         raise
 
 
-def ngram_size(value):
-    v = non_negative_int(value)
-    if v == 1 or v > MAX_NGRAM:
-        raise argparse.ArgumentTypeError(f"must be 0 (off) or from 2 to {MAX_NGRAM}, not {v}")
-    return v
-
-
-def line_range(value):
-    try:
-        lo, hi = (int(v) for v in value.split("-"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not MIN-MAX, e.g. 5-9")
-    if not 1 <= lo <= hi:
-        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX, not {value}")
-    return lo, hi
-
-
-def write_one(sampler, args, ids, kept, seed, rhyme=None, matcher=None):
-    """One sample as the CLI makes it (and serve.py, which must make the same): returns
-    a dict with the text, the rhyme target, and the figures sample.py prints."""
-    if rhyme or args.lines or args.line_len:
-        out, target = constrained_sample(
-            sampler, ids, args.n, args.sample, args.temperature, args.top_k, seed, rhyme,
-            args.lines, args.line_len, args.repeat_ngram, args.max_run)
-    else:
-        out = sampler.generate(ids, args.n, args.sample, args.temperature, args.top_k,
-                               seed, args.repeat_ngram, args.max_run)
-        target = None
+def write_one(sampler, args, ids, kept, seed, matcher=None, on_text=None):
+    """One sample as the CLI makes it (and serve.py, which must make the same), drawn by
+    the engine with the rules args turn on; on_text(str) is called with the start text
+    and then with each character as it is drawn.  Returns a dict with the text, the
+    rhyme target, the rules that gave way, and the figures sample.py prints."""
+    rules = build_rules(args, sampler)
+    for rule in rules:
+        kept, ids = rule.begin(kept, ids, sampler.space_id)
+    budget, lines = plan(args)
+    engine = Engine(sampler, ids, rules, budget, lines, args.sample, args.temperature,
+                    args.top_k, seed)
+    out = []
+    if on_text is not None:
+        on_text(kept)
+    for c in engine:
+        out.append(c)
+        if on_text is not None:
+            on_text(sampler.chars[c])
     text = (kept + sampler.decode(out)).strip()
-    result = {"text": text, "seed": seed, "target": target, "rhyme_rate": None,
-              "longest_run": None, "longest_run_text": None}
+    result = {"text": text, "seed": seed, "target": None, "rhyme_rate": None,
+              "longest_run": None, "longest_run_text": None, "gave_way": engine.gave_way}
+    for rule in rules:
+        result.update(rule.report())
     if matcher is not None:
         run, at = matcher.longest_run([sampler.vocab[c] for c in text])
         result.update(longest_run=run, longest_run_text=text[at:at + run])
-    if rhyme:
+    if args.rhyme:
         from craft import rhyme_rate
         result["rhyme_rate"] = rhyme_rate(text.split(SPACE))
     return result
@@ -468,7 +331,43 @@ def notes_of(result, rhyme):
         rate = result["rhyme_rate"]
         note.append("rhyme rate " + ("n/a (one line)" if rate is None else f"{rate:.0%}")
                     + (f" ({result['target']})" if result["target"] else ""))
+    for name, k in sorted(result["gave_way"].items()):
+        note.append(f"the {name.replace('_', ' ')} rule gave way {k} time"
+                    f"{'s' if k > 1 else ''} (the rules before it left nothing else)")
     return note
+
+
+class Printer:
+    """Prints a sample as it is drawn, exactly as show() prints it whole: a line end
+    waits until a character follows it (the text is stripped), then becomes a line
+    break (a space with --raw), with a blank line after every --stanza lines."""
+
+    def __init__(self, out, raw=False, stanza=0, flush=False):
+        self.out, self.raw, self.stanza, self.flush = out, raw, stanza, flush
+        self.pending, self.started, self.lines = 0, False, 0
+
+    def __call__(self, text):
+        parts = []
+        for c in text:
+            if c.isspace():
+                self.pending += self.started
+                continue
+            for _ in range(self.pending):
+                self.lines += 1
+                parts.append(SPACE if self.raw else "\n")
+                if self.stanza and not self.raw and self.lines % self.stanza == 0:
+                    parts.append("\n")
+            self.pending, self.started = 0, True
+            parts.append(c)
+        if parts:
+            self.out.write("".join(parts))
+            if self.flush:
+                self.out.flush()
+
+    def end(self):
+        self.out.write("\n")
+        self.out.flush()
+        self.pending, self.started, self.lines = 0, False, 0
 
 
 def copy_warning(max_copy):
@@ -480,11 +379,21 @@ def copy_warning(max_copy):
 
 
 def lines_warning(args, text):
-    if args.lines and text.count(SPACE) + 1 < args.lines:
-        return (f"{text.count(SPACE) + 1} of {args.lines} lines: generation stops at "
-                f"{char_budget(args.n, args.lines)} characters (--n, or 41 per line); bound the "
+    budget, lines = plan(args)
+    if lines and text.count(SPACE) + 1 < lines:
+        return (f"{text.count(SPACE) + 1} of {lines} lines: generation stops at "
+                f"{budget} characters (--n, or {LINE_CAP + 1} per line); bound the "
                 f"lines with --line_len MIN-MAX or raise --n")
     return None
+
+
+def rule_flags(args):
+    """(flag, value as typed) of every rule flag args set away from its default."""
+    for rule in RULES:
+        for dest, kw in rule.flags:
+            value = getattr(args, dest)
+            if value is not None and value != kw.get("default"):
+                yield dest, "-".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def command_of(args, seed):
@@ -498,16 +407,15 @@ def command_of(args, seed):
     parts += ["--lines", str(args.lines)] if args.lines else ["--n", str(args.n)]
     if args.lines and args.n != defaults["n"]:      # with --lines, --n still bounds it
         parts += ["--n", str(args.n)]
-    defaults["max_copy"] = DEFAULT_MAX_COPY
-    for flag in ("sample", "temperature", "top_k", "max_copy", "max_run", "repeat_ngram",
-                 "rhyme", "stanza"):
+    for flag in ("sample", "temperature", "top_k", "stanza"):
         if args.sample == "argmax" and flag in ("temperature", "top_k"):
             continue                    # argmax takes the likeliest: neither changes it
         value = getattr(args, flag)
-        if value is not None and value != defaults[flag]:
+        if value != defaults[flag]:
             parts += [f"--{flag}", str(value)]
-    if args.line_len:
-        parts += ["--line_len", f"{args.line_len[0]}-{args.line_len[1]}"]
+    for flag, value in rule_flags(args):
+        if flag != "max_copy" or int(value) != NoCopy.default:
+            parts += [f"--{flag}", value]
     parts += ["--seed", str(seed)]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -517,10 +425,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if check_budget(args, MAX_N):
         parser.error(check_budget(args, MAX_N))
-    rhyme = None
-    if args.rhyme:
-        from craft import parse_rhyme
-        rhyme = parse_rhyme(args.rhyme)
 
     def warn(msg):
         print(msg, file=sys.stderr)
@@ -533,28 +437,28 @@ def main(argv=None):
                       warn=None if explicit_copy else warn)
     kept, ids = start_ids(args.start, sampler.vocab, warn=warn)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    matcher = None
-    if sampler.corpus is not None:
-        from craft import CorpusMatcher
-        matcher = CorpusMatcher(sampler.corpus, len(sampler.chars))
     texts, notes = [], []
+    printer = Printer(sys.stdout, args.raw, args.stanza, flush=sys.stdout.isatty())
     t0 = time.perf_counter()
     for k in range(args.count):
-        result = write_one(sampler, args, ids, kept, seed + k, rhyme, matcher)
+        if k:
+            print()
+        result = write_one(sampler, args, ids, kept, seed + k, sampler.matcher,
+                           on_text=printer)
+        printer.end()
         text = result["text"]
         texts.append(text)
         if lines_warning(args, text):
             warn(f"sample.py: warning: sample {k + 1} has " + lines_warning(args, text))
-        print(show(text, args.raw, args.stanza) + ("\n" if k + 1 < args.count else ""),
-              flush=True)
-        note = notes_of(result, rhyme)
+        note = notes_of(result, args.rhyme)
         if note:
             notes.append(f"sample.py: sample {k + 1}: " + "; ".join(note))
     ms = (time.perf_counter() - t0) * 1000 / args.count
     for note in notes:
         print(note, file=sys.stderr)
-    print(f"sample.py: {args.count} x {args.n if not args.lines else str(args.lines) + ' lines'}"
-          f" from {sampler.ckpt} ({ms:.0f} ms each, first-run set-up included), seed {seed}"
+    _, lines = plan(args)
+    print(f"sample.py: {args.count} x {args.n if not lines else str(lines) + ' lines'}"
+          f" from {sampler.ckpt} ({ms:.0f} ms each), seed {seed}"
           + (f", no-copy rule at {sampler.index.length} characters"
              if sampler.index is not None else ", no-copy rule off"), file=sys.stderr)
     if args.out:
@@ -564,10 +468,10 @@ def main(argv=None):
                   f"{args.count} | max_copy "
                   f"{sampler.index.length if sampler.index is not None else 0}"
                   + f" | max_run {args.max_run} | repeat_ngram {args.repeat_ngram}"
-                  + (f" | rhyme {args.rhyme}" if args.rhyme else "")
                   + (f" | lines {args.lines}" if args.lines else "")
-                  + (f" | line_len {args.line_len[0]}-{args.line_len[1]}"
-                     if args.line_len else "") + " ===")
+                  + "".join(f" | {flag} {value}" for flag, value in rule_flags(args)
+                            if flag not in ("max_copy", "max_run", "repeat_ngram"))
+                  + " ===")
         append_result(args.out, header,
                       "\n\n".join(show(t, args.raw, args.stanza) for t in texts))
     return 0

@@ -6,10 +6,18 @@ Loads the first model once, prints the URL, and serves one page (no assets from 
 internet) plus a small JSON API:
   GET  /                the page
   GET  /api/models      every trained model under --save_dir, with what it is
+  GET  /api/options     every field a request may set: its default, bounds or choices
+                        and a one-line help, from sample.py's parser and engine.RULES
   POST /api/generate    {"model": name, "start": ..., "n" or "lines": ..., "sample": ...,
-                         "temperature", "top_k", "rhyme", "line_len", "stanza",
-                         "max_copy", "seed", "count"} -> the lyrics and sample.py's
-                        figures (with count > 1 also "drafts", one result per seed)
+                         "temperature", "top_k", "stanza", "seed", "count", and every
+                         rule's flag: "rhyme", "line_len", "acrostic", "max_copy", ...}
+                        -> the lyrics and sample.py's figures (with count > 1 also
+                        "drafts", one result per seed)
+  POST /api/stream      the same request, answered as it is drawn: one JSON object a
+                        line, {"draft": k, "text": "..."} for each piece of text, then
+                        {"done": true, "result": <what /api/generate answers>}; closing
+                        the connection stops the drawing
+  GET  /api/status      {"drawing": requests being drawn now}
 A request is checked by sample.py's own argument parser, so a bad value gets the message
 the command line gives (and a 400 naming the field); generation runs through sample.py's
 write_one(), so the rules (no-copy, loop guard, rhyme, line structure) are the same code.
@@ -39,8 +47,9 @@ MAX_BODY = 16 * 1024    # bytes of request body
 ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" '
         'height="32" rx="6" fill="#333"/><text x="16" y="24" font-size="22" '
         'text-anchor="middle" fill="#fff">歌</text></svg>').encode("utf-8")
-FIELDS = ("start", "n", "lines", "sample", "temperature", "top_k", "rhyme", "line_len",
-          "stanza", "max_copy", "seed", "count")
+# sample.py's flags a request may set: these, and every rule's (engine.RULES)
+OWN_FIELDS = ("start", "n", "lines", "sample", "temperature", "top_k", "stanza", "seed",
+              "count")
 MAX_DRAFTS = 4          # drafts a request (count); their characters count against MAX_N
 
 
@@ -123,6 +132,7 @@ class Models:
                 print(f"serve: skipping {name}: {e}", file=sys.stderr)
         self.samplers = collections.OrderedDict()      # oldest use first
         self.lock = threading.Lock()
+        self.drawing = 0                 # requests drawing now (GET /api/status)
 
     def listing(self):
         """/api/models: the models, finished ones first; `training` is true while a
@@ -142,22 +152,20 @@ class Models:
             if s is None:
                 t0 = time.perf_counter()
                 s = Sampler(self.dirs[name], max_copy=max_copy, warn=lambda m: None)
-                if s.corpus is not None:
-                    from craft import CorpusMatcher
-                    s.matcher = CorpusMatcher(s.corpus, len(s.chars))
-                else:
-                    s.matcher = None
+                s.matcher                      # built now, not in the first request
                 s.users = 0
                 # the request that waited for the loading says so on its card
                 s.fresh_ms = round((time.perf_counter() - t0) * 1000, 1)
             self.samplers[key] = s
             s.users += 1
+            self.drawing += 1
             self._evict()
         try:
             yield s
         finally:
             with self.lock:
                 s.users -= 1
+                self.drawing -= 1
                 self._evict()
 
     def _evict(self):
@@ -180,10 +188,16 @@ class BadRequest(Exception):
         self.errors = errors or ({field: message} if field else {})
 
 
+def fields():
+    from engine import RULES
+    return OWN_FIELDS + tuple(dest for rule in RULES for dest, _ in rule.flags)
+
+
 def sample_args(req, model_dir):
     """The request as sample.py's arguments, checked by sample.py's own parser: the page
     gets the command line's message for a bad value."""
     from sample import build_parser as sample_parser, check_budget
+    FIELDS = fields()
     if not isinstance(req, dict):
         raise BadRequest("the request must be a JSON object")
     unknown = sorted(set(req) - set(FIELDS) - {"model"})
@@ -226,7 +240,8 @@ def sample_args(req, model_dir):
     if args.n > MAX_N:
         raise BadRequest(f"argument --n: at most {MAX_N} here", "n")
     if check_budget(args, MAX_N):
-        raise BadRequest(check_budget(args, MAX_N, " here"), "line_len")
+        raise BadRequest(check_budget(args, MAX_N, " here"),
+                         "acrostic" if args.acrostic else "line_len")
     if args.count > MAX_DRAFTS:
         raise BadRequest(f"argument --count: at most {MAX_DRAFTS} drafts here", "count")
     if args.count > 1 and check_budget(args, MAX_N // args.count):
@@ -237,20 +252,36 @@ def sample_args(req, model_dir):
     return args
 
 
-def generate(models, req):
+def options():
+    """/api/options: each field a request may set, as sample.py's parser has it (the
+    page builds its rule fields from this, so a new rule reaches it by itself)."""
+    from engine import RULES
+    from sample import build_parser
+    from craft import THIRTEEN
+    actions = {a.dest: a for a in build_parser()._actions}
+    rule_of = {dest: rule.name for rule in RULES for dest, _ in rule.flags}
+    out = []
+    for field in fields():
+        a = actions[field]
+        bounds = getattr(a.type, "bounds", None)
+        out.append({"field": field, "default": a.default, "help": a.help,
+                    "choices": list(a.choices) if a.choices else None,
+                    "min": bounds[0] if bounds else None,
+                    "max": bounds[1] if bounds else None, "rule": rule_of.get(field)})
+    return {"fields": out, "rhyme_groups": list(THIRTEEN), "max_n": MAX_N,
+            "max_lines": MAX_LINES, "max_start": MAX_START, "max_drafts": MAX_DRAFTS}
+
+
+def generate(models, req, on_text=None):
     """One request: the first draft's result, and with count > 1 every draft in
-    "drafts" (seeds seed, seed + 1, ..., as sample.py --count writes them)."""
-    from craft import parse_rhyme
+    "drafts" (seeds seed, seed + 1, ..., as sample.py --count writes them).
+    on_text(k, text), when given, gets draft k's text as it is drawn."""
     from sample import DEFAULT_MAX_COPY, command_of, copy_warning, start_ids
     name = req.get("model") if isinstance(req, dict) else None
     if name not in models.dirs:
         raise BadRequest(f"no model named {name!r}; choose one of: "
                          f"{', '.join(models.dirs) or 'none (train one first)'}", "model")
     args = sample_args(req, models.dirs[name])
-    try:
-        rhyme = parse_rhyme(args.rhyme) if args.rhyme else None
-    except UserError as e:
-        raise BadRequest(str(e), "rhyme")
     max_copy = DEFAULT_MAX_COPY if args.max_copy is None else args.max_copy
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     warnings = []
@@ -259,7 +290,11 @@ def generate(models, req):
             m.split("warning: ", 1)[-1]))
         copy_length = s.index.length if s.index is not None else 0
         load_ms, s.fresh_ms = getattr(s, "fresh_ms", None), None
-        drafts = [draft(s, args, ids, kept, seed + k, rhyme) for k in range(args.count)]
+        try:
+            drafts = [draft(s, args, ids, kept, seed + k, on_text and (
+                lambda text, k=k: on_text(k, text))) for k in range(args.count)]
+        except UserError as e:             # e.g. an acrostic character the model never saw
+            raise BadRequest(str(e), "acrostic" if "acrostic" in str(e) else None)
     drafts[0]["load_ms"] = load_ms
     args.save_dir = os.path.relpath(models.dirs[name])     # as typed where serve.py runs
     for d in drafts:
@@ -273,11 +308,12 @@ def generate(models, req):
     return result
 
 
-def draft(s, args, ids, kept, seed, rhyme):
+def draft(s, args, ids, kept, seed, on_text=None):
     """One sample with its lines, rhyming line ends and time."""
     from sample import lines_warning, write_one
+    rhyme = args.rhyme
     t0 = time.perf_counter()
-    result = write_one(s, args, ids, kept, seed, rhyme, s.matcher)
+    result = write_one(s, args, ids, kept, seed, s.matcher, on_text)
     result["ms"] = round((time.perf_counter() - t0) * 1000, 1)
     lines = result["text"].split(" ")
     group = None
@@ -319,6 +355,10 @@ def make_handler(models, busy):
                 self.send(200, page, "text/html; charset=utf-8")
             elif self.path == "/api/models":
                 self.send(200, {"models": models.listing()})
+            elif self.path == "/api/options":
+                self.send(200, options())
+            elif self.path == "/api/status":
+                self.send(200, {"drawing": models.drawing})
             elif self.path == "/favicon.ico":
                 self.send(200, ICON, "image/svg+xml")
             else:
@@ -335,7 +375,7 @@ def make_handler(models, busy):
             self.wfile.write(head)
 
         def do_POST(self):
-            if self.path != "/api/generate":
+            if self.path not in ("/api/generate", "/api/stream"):
                 return self.send(404, {"error": f"no such endpoint: {self.path}"})
             try:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -350,17 +390,45 @@ def make_handler(models, busy):
                 return self.send(400, {"error": "the body is not JSON (or nested too deep)"})
             if not busy.acquire(timeout=10):
                 return self.send(503, {"error": "busy: too many requests at once; try again"})
+            self.streaming = False
             try:
-                self.send(200, generate(models, req))
+                if self.path == "/api/stream":
+                    result = generate(models, req, self.stream)
+                    self.stream(None, None, {"done": True, "result": result})
+                else:
+                    self.send(200, generate(models, req))
+            except (BrokenPipeError, ConnectionResetError):
+                pass                                 # the page stopped: drawing ends here
             except BadRequest as e:
-                self.send(e.status, {"error": str(e), "field": e.field,
-                                     "errors": e.errors})
+                self.fail(e.status, {"error": str(e), "field": e.field, "errors": e.errors})
             except UserError as e:                   # e.g. a model damaged since start
-                self.send(500, {"error": str(e)})
+                self.fail(500, {"error": str(e)})
             except Exception as e:                   # never a dead server
-                self.send(500, {"error": f"internal error ({type(e).__name__}: {e})"})
+                self.fail(500, {"error": f"internal error ({type(e).__name__}: {e})"})
             finally:
                 busy.release()
+
+        def stream(self, k, text, message=None):
+            """One line of a streamed answer; the headers go with the first (a request
+            found bad before that still gets a plain 4xx)."""
+            if not self.streaming:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson; charset=utf-8")
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.streaming = True
+            line = message if message is not None else {"draft": k, "text": text}
+            self.wfile.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
+
+        def fail(self, status, body):
+            try:
+                if self.streaming:                   # mid-stream: the error is a line
+                    self.stream(None, None, dict(body, status=status))
+                else:
+                    self.send(status, body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
     return Handler
 
 

@@ -38,7 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from craft import DEFAULT_MAX_COPY  # noqa: E402
-from sample import MAX_COPY, MAX_COUNT, MAX_N, TEMPERATURES  # noqa: E402
+from engine import RULES  # noqa: E402
+from sample import MAX_COUNT, MAX_N, TEMPERATURES  # noqa: E402
 from utils import (HelpFormatter, UserError, float_in, int_in,  # noqa: E402
                    non_negative_int, perplexity, run_main, seed_int, tf_path)
 
@@ -198,16 +199,18 @@ def held_out_text(sampler, save_dir):
 
 def sample_numbers(s, args):
     """Copying, diversity, rhyme and line-length numbers of args.samples samples."""
-    from sample import start_ids
-    from craft import (CorpusMatcher, distinct_n, longest_char_run, max_line_repeats,
-                       rhyme_rate, text_windows, word_share)
-    V = len(s.chars)
-    matcher = CorpusMatcher(s.corpus, V) if s.corpus is not None else None
-    _, start = start_ids(args.start, s.vocab, warn=lambda m: None)
+    from sample import build_parser, start_ids, write_one
+    from craft import (distinct_n, longest_char_run, max_line_repeats, rhyme_rate,
+                       text_windows, word_share)
+    matcher = s.matcher
+    kept, start = start_ids(args.start, s.vocab, warn=lambda m: None)
+    drawing = build_parser().parse_args([])        # sample.py's defaults, then ours
+    for key, value in vars(args).items():
+        if key in vars(drawing) and key not in ("save_dir", "seed", "latest"):
+            setattr(drawing, key, value)
     rows = []
     for k in range(args.samples):
-        out = s.generate(start, args.n, "weighted", args.temperature, 0, args.seed + k)
-        text = (args.start + s.decode(out)).strip()
+        text = write_one(s, drawing, start, kept, args.seed + k)["text"]
         seq = [s.vocab[c] for c in text if c in s.vocab]
         row = {"distinct_1": distinct_n(text.replace(" ", ""), 1),
                "distinct_2": distinct_n(text.replace(" ", ""), 2),
@@ -305,9 +308,12 @@ def main(argv=None):
     p.add_argument("--start", default="", help="start text of the samples")
     p.add_argument("--temperature", type=float_in(*TEMPERATURES), default=1.0,
                    help="sampling temperature")
-    p.add_argument("--max_copy", type=int_in(0, MAX_COPY), default=DEFAULT_MAX_COPY,
-                   help="sample.py's no-copy rule while sampling (0 = off, to measure the "
-                        "raw model)")
+    p.add_argument("--lines", type=int_in(1, MAX_N // 2), default=None,
+                   help="samples of this many lines instead of --n characters")
+    g = p.add_argument_group("sampling rules, as sample.py has them (--max_copy 0 "
+                             "measures the raw model)")
+    for rule in RULES:
+        rule.add_flags(g)
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the first sample")
     p.add_argument("--offsets", type=non_negative_int, default=8,
                    help="state robustness: also score the text from the zero state "
@@ -315,6 +321,8 @@ def main(argv=None):
                         "(0 or 1 = off)")
     p.add_argument("--latest", action="store_true", help="use the latest checkpoint")
     args = p.parse_args(argv)
+    if args.max_copy is None:
+        args.max_copy = DEFAULT_MAX_COPY
 
     from sample import Sampler
 

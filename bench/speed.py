@@ -478,21 +478,32 @@ def sampling_figures(data):
     out["startup_s"] = timed([sys.executable, "train.py", "--data_dir", data,
                               "--save_dir", save, "--log_dir", os.path.join(data, "log"),
                               "--max_steps", "1", "--num_epochs", "1", "--val_frac", "0"])
-    from sample import Sampler
-    s = Sampler(save)
-    start = [s.vocab.get(c, 0) for c in "从前"]
-    s.generate(start, 200, "weighted", 1.0, 0, 0)          # first run optimises
-    gen = []
-    for k in range(20):
-        t = time.perf_counter()
-        s.generate(start, 200, "weighted", 1.0, 0, k)
-        gen.append(time.perf_counter() - t)
-    out["sample_200_s"] = float(np.median(gen))
+    out["sample_200_s"] = draw_time(save, [])
     procs = [timed([sys.executable, "sample.py", "--save_dir", save, "--start", "从前",
                     "--n", "200", "--out", ""]) for _ in range(3)]
     out["sample_process_s"] = float(np.median(procs))
     out["serve_request_200_s"] = serve_request_time(save)
     return out
+
+
+def draw_time(save, flags, repeats=20):
+    """Median seconds of one sample.py sample of 200 characters (or as flags say) after
+    the model is loaded, the default rules on: write_one(), as sample.py and serve.py
+    draw."""
+    import numpy as np
+    from craft import DEFAULT_MAX_COPY
+    from sample import Sampler, build_parser, start_ids, write_one
+    args = build_parser().parse_args(["--start", "从前"] + flags)
+    s = Sampler(save, max_copy=DEFAULT_MAX_COPY, warn=lambda m: None)
+    kept, ids = start_ids(args.start, s.vocab, warn=lambda m: None)
+    write_one(s, args, ids, kept, 0)                        # the first run warms up
+    times = []
+    for k in range(repeats):
+        t = time.perf_counter()
+        write_one(s, args, ids, kept, k)
+        times.append(time.perf_counter() - t)
+    s.close()
+    return float(np.median(times))
 
 
 def serve_request_time(save, repeats=20):

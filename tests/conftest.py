@@ -26,6 +26,16 @@ def made_up_text(n_lines=400, seed=1):
     return " ".join(rng.choice(MADE_UP_LINES) for _ in range(n_lines))
 
 
+def draw(s, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0, flags=None,
+         lines=None):
+    """Ids drawn by the sampling engine from Sampler s after ids; flags: sample.py flags
+    whose rules apply (None: no rule at all, so the model's own choices are seen)."""
+    from engine import Engine, build_rules
+    from sample import build_parser
+    rules = [] if flags is None else build_rules(build_parser().parse_args(flags), s)
+    return list(Engine(s, ids, rules, n, lines, mode, temperature, top_k, seed))
+
+
 def run(script, *args, cwd=ROOT, env=None, timeout=300, check=None):
     """Run a project script with this Python; returns CompletedProcess (text)."""
     full_env = dict(os.environ)

@@ -9,11 +9,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import MADE_UP_LINES, assert_one_line_error, run
-from craft import (CorpusMatcher, NgramIndex, parse_rhyme, rhyme_group, rhyme_rate,
-                   distinct_n)
-from sample import Sampler, constrained_sample, start_ids
-from utils import UserError
+from conftest import MADE_UP_LINES, assert_one_line_error, draw, run
+from craft import CorpusMatcher, NgramIndex, rhyme_group, rhyme_rate, distinct_n
+from engine import Engine, Rhyme, rhyme_flag
+from sample import Sampler, start_ids
 
 
 # ---------------------------------------------------------------------------- rhyme
@@ -30,13 +29,13 @@ def test_rhyme_groups_of_known_pairs():
 
 
 def test_rhyme_option_values():
-    assert parse_rhyme("auto") == "auto"
-    assert parse_rhyme("言前") == "言前"
-    assert parse_rhyme("an") == parse_rhyme("ian") == "言前"
-    assert parse_rhyme("ui") == "灰堆" and parse_rhyme("ü") == "一七"
-    with pytest.raises(UserError) as e:
-        parse_rhyme("xyz")
-    assert e.value.code == 2
+    import argparse
+    assert rhyme_flag("auto") == "auto"
+    assert rhyme_flag("言前") == "言前"
+    assert rhyme_flag("an") == rhyme_flag("ian") == "言前"
+    assert rhyme_flag("ui") == "灰堆" and rhyme_flag("ü") == "一七"
+    with pytest.raises(argparse.ArgumentTypeError, match="'xyz': use auto"):
+        rhyme_flag("xyz")
 
 
 def test_rhyme_rate_counts_consecutive_pairs():
@@ -46,7 +45,8 @@ def test_rhyme_rate_counts_consecutive_pairs():
 
 class FakeSampler:
     """A stand-in model: each line is two characters, then a space.  The first
-    character and the second are drawn from fixed distributions."""
+    character and the second are drawn from fixed distributions.  Its state is every id
+    fed so far, so a test can see what the engine fed it."""
 
     chars = [" ", "天", "边", "路", "来"]
     rhyme_groups = Sampler.rhyme_groups          # the real one, on these characters
@@ -58,15 +58,20 @@ class FakeSampler:
         self.first, self.second = np.array(first), np.array(second)
 
     def zero_state(self):
-        return 0
+        return ()
 
-    def step(self, x, state):
-        pos = 0 if x == 0 else state + 1          # characters so far in this line
-        if pos == 0:
-            return self.first, pos
-        if pos == 1:
-            return self.second, pos
-        return np.eye(len(self.chars))[0], pos
+    def logits(self, x, state):
+        state = state + (x,)
+        pos = len(state) - 1 - max(k for k, c in enumerate((0,) + state) if c == 0) + 1
+        p = self.first if pos == 0 else self.second if pos == 1 else np.eye(5)[0]
+        with np.errstate(divide="ignore"):
+            return np.maximum(np.log(p), -1e9), state
+
+
+def rhymed(s, target, seed, lines):
+    rhyme = Rhyme(s.rhyme_groups(), target)
+    out = list(Engine(s, [0], [rhyme], 200, lines, seed=seed))
+    return "".join(s.chars[i] for i in out), rhyme.target
 
 
 def test_rhyme_redraw_keeps_the_models_relative_probabilities():
@@ -74,9 +79,7 @@ def test_rhyme_redraw_keeps_the_models_relative_probabilities():
     s = FakeSampler(first=[0, 0, 0, 0, 1.0], second=[0, 0.2, 0.1, 0.7, 0])
     ends = Counter()
     for seed in range(40):
-        out, target = constrained_sample(s, [0], 200, rhyme="言前", lines=50, seed=seed,
-                                         repeat_ngram=0, max_run=0)   # loops on purpose
-        text = "".join(s.chars[i] for i in out)
+        text, target = rhymed(s, "言前", seed, 50)       # no loop guard: loops on purpose
         lines = text.split()
         assert all(line[-1] in "天边" for line in lines)
         assert all(line[0] == "来" for line in lines)          # the rest is untouched
@@ -89,11 +92,29 @@ def test_rhyme_redraw_keeps_the_models_relative_probabilities():
 def test_rhyme_auto_takes_the_first_lines_rhyme():
     s = FakeSampler(first=[0, 0, 0, 0, 1.0], second=[0, 0.3, 0.3, 0.4, 0])
     for seed in range(10):
-        out, target = constrained_sample(s, [0], 200, rhyme="auto", lines=20, seed=seed,
-                                         repeat_ngram=0, max_run=0)
-        lines = "".join(s.chars[i] for i in out).split()
+        text, target = rhymed(s, None, seed, 20)
+        lines = text.split()
         assert len({rhyme_group(line[-1]) for line in lines}) == 1
         assert target == rhyme_group(lines[0][-1])
+
+
+def test_a_redrawn_line_end_is_fed_into_the_state_it_follows():
+    """After the rhyme rule re-draws a line's last character, the model goes on from the
+    state that holds the whole line with the new character (it used to be fed into the
+    state from one character earlier, dropping the line's first character)."""
+    s = FakeSampler(first=[0, 0, 0, 0, 1.0], second=[0, 0.2, 0.1, 0.7, 0])
+    calls = []
+    step = s.logits
+
+    def logits(x, state):
+        calls.append(state + (x,))
+        return step(x, state)
+    s.logits = logits
+    for seed in range(5):
+        calls.clear()
+        rhyme = Rhyme(s.rhyme_groups(), "言前")
+        out = list(Engine(s, [0], [rhyme], 60, 12, seed=seed))
+        assert calls[-1] == tuple([0] + out[:-1])        # all but the last drawn id
 
 
 # ------------------------------------------------------------------ line structure
@@ -175,26 +196,17 @@ def test_no_output_run_longer_than_max_copy_in_training_text(trained, limit):
     corpus = "".join(chars[i] for i in np.load(os.path.join(save, "corpus.npy")))
     free = Sampler(save, max_copy=0)
     _, ids = start_ids("我在", free.vocab, warn=lambda m: None)
-    copied = free.decode(free.generate(ids, 150, "argmax"))
+    copied = free.decode(draw(free, ids, 150, "argmax"))
     assert _brute_force_longest("我在" + copied, corpus) > limit   # it does tempt copying
     s = Sampler(save, max_copy=limit)
     for mode, seed in (("argmax", 0), ("weighted", 1), ("weighted", 2), ("combined", 3)):
-        fast = "我在" + s.decode(s.generate(ids, 150, mode, 1.0, 0, seed))
-        assert _brute_force_longest(fast, corpus) <= limit, (mode, fast)
-        for rules in (dict(lines=12), dict(lines=12, line_len=(2, 4)),
-                      dict(lines=10, rhyme="auto"), dict(lines=10, rhyme="人辰",
-                                                         line_len=(3, 6))):
-            slow_ids, _ = constrained_sample(s, ids, 150, mode, seed=seed, **rules)
-            slow = "我在" + s.decode(slow_ids)
-            assert _brute_force_longest(slow, corpus) <= limit, (mode, rules, slow)
-
-
-def test_fast_and_python_samplers_agree_on_argmax_with_no_copy(trained):
-    s = Sampler(trained("gru"), max_copy=4)
-    _, ids = start_ids("春风", s.vocab, warn=lambda m: None)
-    fast = list(s.generate(ids, 80, "argmax"))
-    slow, _ = constrained_sample(s, ids, 80, "argmax")
-    assert fast == slow
+        for flags in ([], ["--lines", "12"], ["--lines", "12", "--line_len", "2-4"],
+                      ["--lines", "10", "--rhyme", "auto"],
+                      ["--lines", "10", "--rhyme", "人辰", "--line_len", "3-6"]):
+            lines = int(flags[1]) if flags else None
+            out = "我在" + s.decode(draw(s, ids, 150, mode, seed=seed, flags=flags,
+                                          lines=lines))
+            assert _brute_force_longest(out, corpus) <= limit, (mode, flags, out)
 
 
 @pytest.mark.slow
@@ -335,3 +347,12 @@ def test_evaluate_text_of_unknown_characters_only_is_charged(tmp_path):
     assert result["cross_entropy"] == pytest.approx(math.log(20902))
     assert result["unknown_chars"] == 3 and result["cross_entropy_known"] is None
     assert "n/a, none known" in proc.stdout
+
+
+def test_one_window_hash_is_the_window_hashes_one():
+    from craft import window_hash, window_hashes
+    rng = np.random.default_rng(0)
+    for length in (1, 4, 8, 64):
+        ids = rng.integers(0, 2 ** 21, length + 5)
+        for i in range(5):
+            assert window_hash(ids[i:i + length]) == window_hashes(ids, length)[i]

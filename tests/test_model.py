@@ -18,13 +18,15 @@ def cfg(**kw):
     return c
 
 
-def build(config, infer=False, seed=0, generator=None):
+def build(config, infer=False, seed=0, step=False):
     g = tf.Graph()
     with g.as_default():
         tf1.set_random_seed(seed)
         m = Model(config, infer=infer)
-        if generator:
-            m.gen = m.build_generator(space_id=0, mode=generator)
+        if step:
+            m.x = tf1.placeholder(tf.int32, [])
+            h, m.step_state = m.step(m.x, m.initial_state)
+            m.step_logits = tf.linalg.matvec(m.softmax_w, h, transpose_a=True) + m.softmax_b
         init = tf1.global_variables_initializer()
         saver = tf1.train.Saver()
     g.finalize()
@@ -168,24 +170,24 @@ def test_infer_does_not_mutate_callers_config():
     assert c["batch_size"] == 4 and c["seq_length"] == 6
 
 
-def test_in_graph_generator_equals_step_by_step_argmax():
-    c = cfg(attention=True)
-    m, sess, _ = build(c, infer=True, generator="argmax")
-    start = [3, 1, 4]
-    fast = sess.run(m.gen.ids, {m.gen.start: start, m.gen.n: 20})
-    state = sess.run(m.initial_state)
-    for s in start[:-1]:
-        feed = {m.input_data: [[s]]}
-        feed.update(m.state_feed(state))
-        state = sess.run(m.final_state, feed)
-    x, slow = start[-1], []
-    for _ in range(20):
+@pytest.mark.parametrize("kind,attention", [("lstm", True), ("gru", False),
+                                            ("rnn", False)])
+def test_lean_step_equals_the_inference_graph(kind, attention):
+    """Model.step (what the sampling engine runs: no reshapes, the output layer apart)
+    gives the [1, 1] inference graph's logits and state, character after character."""
+    c = cfg(rnncell=kind, attention=attention)
+    m, sess, _ = build(c, infer=True, step=True)
+    state = lean = sess.run(m.initial_state)
+    for x in [3, 1, 4, 1, 5, 9, 2, 6]:
         feed = {m.input_data: [[x]]}
         feed.update(m.state_feed(state))
-        p, state = sess.run([m.probs, m.final_state], feed)
-        x = int(np.argmax(p[0]))
-        slow.append(x)
-    assert list(fast) == slow
+        want, state = sess.run([m.logits, m.final_state], feed)
+        feed = {m.x: x}
+        feed.update(m.state_feed(lean))
+        got, lean = sess.run([m.step_logits, m.step_state], feed)
+        np.testing.assert_allclose(got, want[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(tf.nest.flatten(state), tf.nest.flatten(lean)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_graph_ops_are_not_created_in_the_loop():

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run
+from conftest import assert_one_line_error, draw, run
 from sample import Sampler, start_ids
 from utils import safe_load_pickle
 
@@ -16,12 +16,10 @@ def lstm_sampler(trained):
     return Sampler(trained("lstm"))
 
 
-def gen(s, start="我在", n=60, mode="weighted", temperature=1.0, top_k=0, seed=0, rules=False):
-    """The sampler's mechanics; rules=False turns the loop guard off (no-copy is off in
-    these samplers), so the model's own choices are seen."""
+def gen(s, start="我在", n=60, mode="weighted", temperature=1.0, top_k=0, seed=0):
+    """The engine's mechanics with no rule on, so the model's own choices are seen."""
     _, ids = start_ids(start, s.vocab, warn=lambda m: None)
-    off = {} if rules else {"repeat_ngram": 0, "max_run": 0}
-    return list(s.generate(ids, n, mode, temperature, top_k, seed, **off))
+    return draw(s, ids, n, mode, temperature, top_k, seed)
 
 
 def test_argmax_is_deterministic(lstm_sampler):
@@ -49,7 +47,7 @@ def test_combined_draws_only_right_after_a_space(lstm_sampler):
     space = s.vocab[" "]
     drawn_off_argmax = 0
     for seed in range(4):
-        out = list(s.generate(ids, 80, "combined", 2.0, 0, seed, repeat_ngram=0, max_run=0))
+        out = draw(s, ids, 80, "combined", 2.0, 0, seed)
         state = s.zero_state()
         for i in ids[:-1]:
             _, state = s.step(i, state)
@@ -67,7 +65,7 @@ def test_combined_draws_only_right_after_a_space(lstm_sampler):
 def test_top_k_restricts_to_the_k_most_probable(lstm_sampler):
     s = lstm_sampler
     _, ids = start_ids("我", s.vocab, warn=lambda m: None)
-    out = list(s.generate(ids, 40, "weighted", 3.0, 3, 11, repeat_ngram=0, max_run=0))
+    out = draw(s, ids, 40, "weighted", 3.0, 3, 11)
     state = s.zero_state()
     prev = ids[-1]
     for c in out:

@@ -219,7 +219,8 @@ def test_the_sampler_cache_is_bounded_and_spares_samplers_in_use(server):
                 pass
             assert len(models.samplers) <= Models.MAX_SAMPLERS
         assert ("save/lyrics", 8) in models.samplers      # in use: never closed
-        assert len(held.decode(held.generate([held.space_id], 5))) == 5
+        from conftest import draw
+        assert len(held.decode(draw(held, [held.space_id], 5))) == 5
     for s in list(models.samplers.values()):
         s.close()
 
@@ -262,6 +263,73 @@ def test_count_gives_the_drafts_sample_py_count_writes(server):
         assert status == 400 and res["field"] == "count" and needle in res["error"], res
 
 
+def stream(url, body):
+    """POST /api/stream: (status, the JSON lines)."""
+    req = urllib.request.Request(url.rstrip("/") + "/api/stream",
+                                 data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, [json.loads(line) for line in r]
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_the_stream_is_the_answer_drawn_piece_by_piece(server):
+    url, _ = server
+    body = {"model": "save/lyrics", "start": "我在", "lines": 4, "rhyme": "auto",
+            "seed": 11, "count": 2, "acrostic": ""}
+    status, lines = stream(url, body)
+    assert status == 200 and lines[-1]["done"]
+    result = lines[-1]["result"]
+    for k, d in enumerate(result["drafts"]):
+        pieces = [m["text"] for m in lines[:-1] if m["draft"] == k]
+        assert pieces[0] == "我在" and len(pieces) > 10       # the start, then a piece each
+        assert "".join(pieces).strip() == d["text"]
+    status, whole = call(url, "/api/generate", body)
+    assert [d["text"] for d in whole["drafts"]] == [d["text"] for d in result["drafts"]]
+    status, answer = stream(url, dict(body, temperature=0))     # bad: a plain 400
+    assert status == 400 and answer["field"] == "temperature"
+
+
+def test_closing_the_stream_stops_the_drawing_on_the_server(server):
+    import http.client
+    import time
+    url, _ = server
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    body = json.dumps({"model": "save/lyrics", "n": 500, "count": 4, "seed": 1})
+    t0 = time.perf_counter()
+    assert stream(url, json.loads(body))[0] == 200
+    whole = time.perf_counter() - t0                 # 2,000 characters, drawn in full
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("POST", "/api/stream", body, {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    for _ in range(3):
+        assert "text" in json.loads(r.readline())
+    assert call(url, "/api/status")[1]["drawing"] == 1
+    t0 = time.perf_counter()
+    r.close()                                        # the page's stop button
+    conn.close()
+    while call(url, "/api/status")[1]["drawing"] and time.perf_counter() - t0 < 30:
+        time.sleep(0.01)
+    stopped = time.perf_counter() - t0
+    assert call(url, "/api/status")[1]["drawing"] == 0
+    assert stopped < whole / 4, (stopped, whole)
+
+
+def test_options_list_every_rule_with_its_help(server):
+    from engine import RULES
+    url, _ = server
+    status, opts = call(url, "/api/options")
+    assert status == 200
+    by_field = {f["field"]: f for f in opts["fields"]}
+    for rule in RULES:
+        for dest, kw in rule.flags:
+            assert by_field[dest]["rule"] == rule.name and by_field[dest]["help"]
+    assert by_field["temperature"]["min"] == 0.01 and by_field["sample"]["choices"]
+    assert "言前" in opts["rhyme_groups"] and opts["max_n"] == 2000
+
+
 def test_head_and_the_icon_answer(server):
     # HEAD used to be 501 and /favicon.ico a 404 in the browser's console
     url, _ = server
@@ -279,7 +347,7 @@ def test_the_page_works_offline(server):
     url, _ = server
     with urllib.request.urlopen(url, timeout=30) as r:
         page = r.read().decode("utf-8")
-    assert "<form" in page and "/api/generate" in page
+    assert "<form" in page and "/api/stream" in page and "/api/options" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)   # no outside assets
 
 
@@ -336,8 +404,10 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         driver.get(url)
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 2)
+        wait.until(lambda d: d.find_elements(By.ID, "acrostic"))    # rule fields: built
         Select(driver.find_element(By.ID, "model")).select_by_value("save/lyrics")
         assert "lstm 2×32" in driver.find_element(By.ID, "model-info").text
+        assert "十三辙" in driver.find_element(By.ID, "rhyme").get_attribute("title")
         start = driver.find_element(By.ID, "start")
         start.clear()
         start.send_keys("我在")
@@ -416,8 +486,30 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 3)
         metas = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".card .meta")]
         assert [re.search(r"seed (\d+)", m).group(1) for m in metas] == ["5", "6", "7"]
+        # the text grows as it is drawn, and "stop" ends the drawing on the server
+        Select(driver.find_element(By.ID, "length_kind")).select_by_value("n")
+        length = driver.find_element(By.ID, "length")
+        length.clear()
+        length.send_keys("2000")
+        drafts.clear()
+        drafts.send_keys("1")
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".live .lyrics")
+                   and d.find_element(By.CSS_SELECTOR, ".live .lyrics").text)
+        go = driver.find_element(By.ID, "go")
+        assert go.text == "stop" and len(driver.find_elements(By.CSS_SELECTOR, ".card")) == 3
+        go.click()
+        wait.until(lambda d: go.text == "write lyrics")
+        assert "stopped" in driver.find_element(By.CSS_SELECTOR, ".live").text
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".card")) == 3     # none kept
+        wait.until(lambda d: call(url, "/api/status")[1]["drawing"] == 0)
         shot = os.environ.get("LYRICS_SCREENSHOT")
         if shot:                      # README's picture: python -m pytest -k browser
+            Select(driver.find_element(By.ID, "length_kind")).select_by_value("lines")
+            length.clear()
+            length.send_keys("8")
+            drafts.clear()
+            drafts.send_keys("3")
             driver.find_element(By.ID, "go").click()
             wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 6)
             driver.save_screenshot(shot)
