@@ -458,7 +458,7 @@ def main(argv=None):
         print(note, file=sys.stderr)
     _, lines = plan(args)
     print(f"sample.py: {args.count} x {args.n if not lines else str(lines) + ' lines'}"
-          f" from {sampler.ckpt} ({ms:.0f} ms each), seed {seed}"
+          f" from {sampler.ckpt} ({ms:.0f} ms each, first-run set-up included), seed {seed}"
           + (f", no-copy rule at {sampler.index.length} characters"
              if sampler.index is not None else ", no-copy rule off"), file=sys.stderr)
     if args.out:

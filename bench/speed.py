@@ -29,9 +29,12 @@ Measures, on this machine:
     step, `rnn_impl=plain`) from the same seed: the faster path must learn the same;
     and, on CPUs with native bfloat16, the opt-in `train.py --bf16` (lstm) with its loss;
   * start-up: the whole `train.py --max_steps 1` process (import, graph, one step, save);
-  * sampling: 200 characters after load (in-graph while_loop), one serve.py request
-    for 200 characters over HTTP, and the whole
-    `sample.py --n 200` process;
+  * sampling, through the engine sample.py and serve.py use: 200 characters after load
+    with the default rules (the first text's model, and 2 x 256 LSTMs at V = 6,000 and
+    11,000, the sizes of the base and of a model fine-tuned from it), 8 lines of 5-9
+    characters with --rhyme auto, one serve.py request for 200 characters over HTTP, the first drawn
+    character of a streamed request (/api/stream), and the whole `sample.py --n 200`
+    process;
   * preprocessing of the text from scratch; peak memory (RSS).
 
 Prints a table, and as the last line one JSON object with every figure.
@@ -450,7 +453,12 @@ def main():
         print(f"start-up (train.py, 1 step + save): {result['startup_s']:.2f} s; 200 chars "
               f"after load: {result['sample_200_s'] * 1000:.1f} ms; whole sample.py --n 200: "
               f"{result['sample_process_s']:.2f} s; serve.py request for 200 chars: "
-              f"{result['serve_request_200_s'] * 1000:.1f} ms")
+              f"{result['serve_request_200_s'] * 1000:.1f} ms, streamed: first character "
+              f"after {result['stream_first_char_s'] * 1000:.1f} ms")
+        for row in result["sizes"]:
+            print(f"sampling at V = {row['vocab_size']:,} (2 x 256 LSTM): 200 chars "
+                  f"{row['sample_200_s'] * 1000:.1f} ms, 8 lines of 5-9 with --rhyme auto "
+                  f"{row['lines_8_rhyme_s'] * 1000:.1f} ms (default rules, after load)")
     print(f"peak RSS {result['peak_rss_mb']:.0f} MB (children "
           f"{result['peak_rss_children_mb']:.0f} MB)")
     print(json.dumps(result, ensure_ascii=False))
@@ -470,20 +478,52 @@ def machine_text():
     return f"{os.cpu_count()} cores, {model}"
 
 
-def sampling_figures(data):
-    """Start-up and sampling: a seed-config model trained for one step on `data`."""
+def sampling_figures(data, sizes=(6000, 11000), repeats=20):
+    """Start-up and sampling: a seed-config model trained for one step on `data`, and a
+    2 x 256 LSTM trained one step on a made-up text of each vocabulary size."""
     import numpy as np
     out = {}
     save = os.path.join(data, "save")
     out["startup_s"] = timed([sys.executable, "train.py", "--data_dir", data,
                               "--save_dir", save, "--log_dir", os.path.join(data, "log"),
                               "--max_steps", "1", "--num_epochs", "1", "--val_frac", "0"])
-    out["sample_200_s"] = draw_time(save, [])
+    out["sample_200_s"] = draw_time(save, [], repeats)
     procs = [timed([sys.executable, "sample.py", "--save_dir", save, "--start", "从前",
                     "--n", "200", "--out", ""]) for _ in range(3)]
     out["sample_process_s"] = float(np.median(procs))
-    out["serve_request_200_s"] = serve_request_time(save)
+    out["serve_request_200_s"], out["stream_first_char_s"] = serve_times(save, repeats)
+    out["sizes"] = []
+    for V in sizes:
+        vsave = sized_model(os.path.join(data, f"v{V}"), V)
+        out["sizes"].append({
+            "vocab_size": V, "sample_200_s": draw_time(vsave, [], repeats),
+            # a model trained one step rarely ends a line: --line_len gives it lyric
+            # lines, or the 8 lines would be 8 x 40 characters
+            "lines_8_rhyme_s": draw_time(vsave, ["--lines", "8", "--line_len", "5-9",
+                                                 "--rhyme", "auto"], repeats)})
     return out
+
+
+def sized_model(d, V, seed=0):
+    """A 2 x 256 LSTM (emb 128: the base recipe's shape) trained one step on a made-up
+    text of V distinct CJK characters in lines of 4-9: what sampling costs at V."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    chars = [chr(0x4E00 + i) for i in range(V)]
+    ids = np.concatenate([rng.permutation(V), rng.integers(0, V, max(2 * V, 20000))])
+    lines, at = [], 0
+    while at < len(ids):
+        k = int(rng.integers(4, 10))
+        lines.append("".join(chars[i] for i in ids[at:at + k]))
+        at += k
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "lyrics.txt"), "w", encoding="utf-8") as f:
+        f.write(" ".join(lines))
+    save = os.path.join(d, "save")
+    timed([sys.executable, "train.py", "--data_dir", d, "--save_dir", save, "--log_dir",
+           os.path.join(d, "log"), "--max_steps", "1", "--num_epochs", "1", "--rnn_size",
+           "256", "--num_layers", "2", "--embedding_size", "128"])
+    return save
 
 
 def draw_time(save, flags, repeats=20):
@@ -506,9 +546,11 @@ def draw_time(save, flags, repeats=20):
     return float(np.median(times))
 
 
-def serve_request_time(save, repeats=20):
-    """Median wall time of one serve.py request for 200 characters (plain weighted, the
-    default rules) over HTTP on loopback, after the model is loaded and warmed up."""
+def serve_times(save, repeats=20):
+    """Median wall times over HTTP on loopback, after the model is loaded and warmed
+    up: one serve.py request for 200 characters (plain weighted, the default rules), and
+    the first drawn character of the same request streamed (/api/stream: its first line
+    is the start text, the second the first character drawn)."""
     import re
     import urllib.request
     import numpy as np
@@ -520,22 +562,30 @@ def serve_request_time(save, repeats=20):
         for line in proc.stdout:
             m = re.search(r"open (http://[^ ]+/)", line)
             if m:
-                url = m.group(1) + "api/generate"
+                url = m.group(1) + "api/"
                 break
         if url is None:
             raise SystemExit(f"bench: serve.py did not start: {proc.stderr.read()[-300:]}")
         name = os.path.basename(os.path.abspath(save))
 
-        def once(seed):
+        def once(seed, path="generate"):
             body = json.dumps({"model": name, "start": "从前", "n": 200, "seed": seed})
-            req = urllib.request.Request(url, data=body.encode(),
+            req = urllib.request.Request(url + path, data=body.encode(),
                                          headers={"Content-Type": "application/json"})
             t = time.perf_counter()
             with urllib.request.urlopen(req, timeout=60) as r:
+                if path == "stream":
+                    r.readline()                     # the start text
+                    r.readline()                     # the first character drawn
+                    first = time.perf_counter() - t
+                    r.read()
+                    return first
                 r.read()
             return time.perf_counter() - t
-        once(0)                                      # builds the sampler's loop
-        return float(np.median([once(k + 1) for k in range(repeats)]))
+        once(0)                                      # the first request warms up
+        whole = float(np.median([once(k + 1) for k in range(repeats)]))
+        first = float(np.median([once(k + 1, "stream") for k in range(repeats)]))
+        return whole, first
     finally:
         proc.terminate()
         proc.wait(timeout=10)

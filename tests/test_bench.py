@@ -134,3 +134,25 @@ def test_bad_bench_arguments_exit_2_with_one_clear_line(tmp_path):
                           "missing.txt not found")
     assert_one_line_error(run("bench/speed.py", "--steps", "0"), 2,
                           "--steps and --repeats must be at least 1")
+
+
+@pytest.mark.slow
+def test_sampling_figures_time_the_engine_at_each_vocabulary_size(tmp_path):
+    """The sampling rows: a model of each asked size is made and timed through the same
+    write_one() sample.py uses, and a streamed request's first character comes before
+    the whole request's answer would."""
+    from bench.speed import sampling_figures
+    from conftest import made_up_text
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lyrics.txt").write_text(made_up_text(400), encoding="utf-8")
+    out = sampling_figures(str(data), sizes=(300,), repeats=2)
+    assert [row["vocab_size"] for row in out["sizes"]] == [300]
+    import pickle
+    with open(data / "v300" / "save" / "words_vocab.pkl", "rb") as f:
+        assert len(pickle.load(f)[0]) == 301            # 300 characters + the line end
+    for key in ("sample_200_s", "sample_process_s", "serve_request_200_s",
+                "stream_first_char_s"):
+        assert 0 < out[key] < 60, (key, out[key])
+    assert out["stream_first_char_s"] < out["serve_request_200_s"]
+    assert 0 < out["sizes"][0]["lines_8_rhyme_s"] < 60
