@@ -233,8 +233,10 @@ def copy_index(save_dir, corpus, length, warn):
 def check_budget(args, limit, where=""):
     """None, or what is wrong when the sample args ask for more than limit characters
     (engine.plan: --n, or with --lines or --acrostic every line at its longest)."""
-    if args.acrostic and args.lines:
-        return "--acrostic writes one line per character; leave out --lines"
+    lines = len("".join(args.acrostic.split())) if args.acrostic else 0
+    if args.acrostic and args.lines and args.lines != lines:
+        return (f"--acrostic writes one line per character ({lines}); leave out --lines "
+                f"or make it {lines}")
     budget, lines = plan(args)
     if budget <= limit:
         return None
@@ -404,9 +406,10 @@ def command_of(args, seed):
         parts += [f"--start={args.start}"] if args.start.startswith("-") else \
             ["--start", args.start]
     defaults = vars(build_parser().parse_args([]))
-    parts += ["--lines", str(args.lines)] if args.lines else ["--n", str(args.n)]
-    if args.lines and args.n != defaults["n"]:      # with --lines, --n still bounds it
-        parts += ["--n", str(args.n)]
+    if args.lines:
+        parts += ["--lines", str(args.lines)]
+    if (not args.lines and not args.acrostic) or args.n != defaults["n"]:
+        parts += ["--n", str(args.n)]            # with lines, --n still bounds them
     for flag in ("sample", "temperature", "top_k", "stanza"):
         if args.sample == "argmax" and flag in ("temperature", "top_k"):
             continue                    # argmax takes the likeliest: neither changes it

@@ -94,7 +94,7 @@ def test_acrostic_lines_begin_with_their_characters(trained, tmp_path):
 
 @pytest.mark.parametrize("argv, code, needles", [
     (["--acrostic", "春X"], 2, ["--acrostic", "never saw X"]),
-    (["--acrostic", "春我", "--lines", "3"], 2, ["--acrostic", "leave out --lines"]),
+    (["--acrostic", "春我", "--lines", "3"], 2, ["--acrostic", "(2)", "leave out --lines"]),
     (["--acrostic", "春" * 600], 2, ["--acrostic (600 lines)", "at most 20,000"]),
 ])
 def test_bad_acrostics_are_one_line(trained, argv, code, needles):

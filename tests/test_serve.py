@@ -486,6 +486,19 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 3)
         metas = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".card .meta")]
         assert [re.search(r"seed (\d+)", m).group(1) for m in metas] == ["5", "6", "7"]
+        # an acrostic from its field: a line per character, whatever "how many" says
+        acrostic = driver.find_element(By.ID, "acrostic")
+        acrostic.send_keys("春我月风")
+        drafts.clear()
+        drafts.send_keys("1")
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 4)
+        card = driver.find_elements(By.CSS_SELECTOR, "#results .card")[0]
+        lines = [e.text for e in card.find_elements(By.CSS_SELECTOR, ".line")]
+        assert [line[:1] for line in lines[-4:]] == list("春我月风"), lines
+        command = shlex.split(card.find_element(By.CSS_SELECTOR, ".cmd").text)
+        assert command[command.index("--acrostic") + 1] == "春我月风" and "--n" not in command
+        acrostic.clear()
         # the text grows as it is drawn, and "stop" ends the drawing on the server
         Select(driver.find_element(By.ID, "length_kind")).select_by_value("n")
         length = driver.find_element(By.ID, "length")
@@ -497,11 +510,11 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".live .lyrics")
                    and d.find_element(By.CSS_SELECTOR, ".live .lyrics").text)
         go = driver.find_element(By.ID, "go")
-        assert go.text == "stop" and len(driver.find_elements(By.CSS_SELECTOR, ".card")) == 3
+        assert go.text == "stop" and len(driver.find_elements(By.CSS_SELECTOR, ".card")) == 4
         go.click()
         wait.until(lambda d: go.text == "write lyrics")
         assert "stopped" in driver.find_element(By.CSS_SELECTOR, ".live").text
-        assert len(driver.find_elements(By.CSS_SELECTOR, ".card")) == 3     # none kept
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".card")) == 4     # none kept
         wait.until(lambda d: call(url, "/api/status")[1]["drawing"] == 0)
         shot = os.environ.get("LYRICS_SCREENSHOT")
         if shot:                      # README's picture: python -m pytest -k browser
@@ -511,7 +524,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
             drafts.clear()
             drafts.send_keys("3")
             driver.find_element(By.ID, "go").click()
-            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 6)
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 7)
             driver.save_screenshot(shot)
     finally:
         driver.quit()
