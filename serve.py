@@ -390,15 +390,16 @@ def make_handler(models, busy):
                 return self.send(400, {"error": "the body is not JSON (or nested too deep)"})
             if not busy.acquire(timeout=10):
                 return self.send(503, {"error": "busy: too many requests at once; try again"})
-            self.streaming = False
+            self.streaming, self.streamed = False, 0
             try:
                 if self.path == "/api/stream":
                     result = generate(models, req, self.stream)
                     self.stream(None, None, {"done": True, "result": result})
                 else:
                     self.send(200, generate(models, req))
-            except (BrokenPipeError, ConnectionResetError):
-                pass                                 # the page stopped: drawing ends here
+            except (BrokenPipeError, ConnectionResetError):  # the page stopped it
+                print(f"serve.py: a streamed request stopped after {self.streamed:,} "
+                      f"characters: the page closed it", file=sys.stderr, flush=True)
             except BadRequest as e:
                 self.fail(e.status, {"error": str(e), "field": e.field, "errors": e.errors})
             except UserError as e:                   # e.g. a model damaged since start
@@ -419,6 +420,7 @@ def make_handler(models, busy):
                 self.end_headers()
                 self.streaming = True
             line = message if message is not None else {"draft": k, "text": text}
+            self.streamed += len(text or "")
             self.wfile.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
 
         def fail(self, status, body):

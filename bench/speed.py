@@ -452,7 +452,8 @@ def main():
     if not a.no_sampling:
         print(f"start-up (train.py, 1 step + save): {result['startup_s']:.2f} s; 200 chars "
               f"after load: {result['sample_200_s'] * 1000:.1f} ms; whole sample.py --n 200: "
-              f"{result['sample_process_s']:.2f} s; serve.py request for 200 chars: "
+              f"{result['sample_process_s']:.2f} s; serve.py start-up to its URL "
+              f"{result['serve_startup_s']:.2f} s, a request for 200 chars: "
               f"{result['serve_request_200_s'] * 1000:.1f} ms, streamed: first character "
               f"after {result['stream_first_char_s'] * 1000:.1f} ms")
         for row in result["sizes"]:
@@ -491,7 +492,8 @@ def sampling_figures(data, sizes=(6000, 11000), repeats=20):
     procs = [timed([sys.executable, "sample.py", "--save_dir", save, "--start", "从前",
                     "--n", "200", "--out", ""]) for _ in range(3)]
     out["sample_process_s"] = float(np.median(procs))
-    out["serve_request_200_s"], out["stream_first_char_s"] = serve_times(save, repeats)
+    out["serve_startup_s"], out["serve_request_200_s"], out["stream_first_char_s"] = \
+        serve_times(save, repeats)
     out["sizes"] = []
     for V in sizes:
         vsave = sized_model(os.path.join(data, f"v{V}"), V)
@@ -547,13 +549,15 @@ def draw_time(save, flags, repeats=20):
 
 
 def serve_times(save, repeats=20):
-    """Median wall times over HTTP on loopback, after the model is loaded and warmed
-    up: one serve.py request for 200 characters (plain weighted, the default rules), and
-    the first drawn character of the same request streamed (/api/stream: its first line
-    is the start text, the second the first character drawn)."""
+    """serve.py's start-up (the process started to its URL printed, the first model
+    loaded), then median wall times over HTTP on loopback, warmed up: one request for 200
+    characters (plain weighted, the default rules), and the first drawn character of the
+    same request streamed (/api/stream: its first line is the start text, the second the
+    first character drawn)."""
     import re
     import urllib.request
     import numpy as np
+    t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "serve.py", "--save_dir", save, "--port", "0"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -563,6 +567,7 @@ def serve_times(save, repeats=20):
             m = re.search(r"open (http://[^ ]+/)", line)
             if m:
                 url = m.group(1) + "api/"
+                startup = time.perf_counter() - t0
                 break
         if url is None:
             raise SystemExit(f"bench: serve.py did not start: {proc.stderr.read()[-300:]}")
@@ -585,7 +590,7 @@ def serve_times(save, repeats=20):
         once(0)                                      # the first request warms up
         whole = float(np.median([once(k + 1) for k in range(repeats)]))
         first = float(np.median([once(k + 1, "stream") for k in range(repeats)]))
-        return whole, first
+        return startup, whole, first
     finally:
         proc.terminate()
         proc.wait(timeout=10)

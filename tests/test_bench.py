@@ -151,8 +151,8 @@ def test_sampling_figures_time_the_engine_at_each_vocabulary_size(tmp_path):
     import pickle
     with open(data / "v300" / "save" / "words_vocab.pkl", "rb") as f:
         assert len(pickle.load(f)[0]) == 301            # 300 characters + the line end
-    for key in ("sample_200_s", "sample_process_s", "serve_request_200_s",
-                "stream_first_char_s"):
+    for key in ("sample_200_s", "sample_process_s", "serve_startup_s",
+                "serve_request_200_s", "stream_first_char_s"):
         assert 0 < out[key] < 60, (key, out[key])
     assert out["stream_first_char_s"] < out["serve_request_200_s"]
     assert 0 < out["sizes"][0]["lines_8_rhyme_s"] < 60

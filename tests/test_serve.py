@@ -292,10 +292,12 @@ def test_the_stream_is_the_answer_drawn_piece_by_piece(server):
     assert status == 400 and answer["field"] == "temperature"
 
 
+@pytest.mark.slow
 def test_closing_the_stream_stops_the_drawing_on_the_server(server):
     import http.client
     import time
-    url, _ = server
+    _, save = server
+    proc, url = start_server(save)           # its own, to read what it logs
     host, port = url.split("//")[1].rstrip("/").split(":")
     body = json.dumps({"model": "save/lyrics", "n": 500, "count": 4, "seed": 1})
     t0 = time.perf_counter()
@@ -315,6 +317,10 @@ def test_closing_the_stream_stops_the_drawing_on_the_server(server):
     stopped = time.perf_counter() - t0
     assert call(url, "/api/status")[1]["drawing"] == 0
     assert stopped < whole / 4, (stopped, whole)
+    proc.terminate()
+    log = proc.communicate(timeout=10)[1]
+    m = re.search(r"a streamed request stopped after ([\d,]+) characters: the page closed", log)
+    assert m and int(m.group(1).replace(",", "")) < 1000, log
 
 
 def test_options_list_every_rule_with_its_help(server):
@@ -455,6 +461,14 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         copy.click()
         wait.until(lambda d: copy.text != "copy")
         assert copy.text.startswith("copy failed")
+        # the command's own copy button copies the command
+        driver.execute_script("window.copied = []; navigator.clipboard.writeText = (t) => "
+                              "{ window.copied.push(t); return Promise.resolve(); }")
+        card = driver.find_element(By.CSS_SELECTOR, "#results .card")
+        card.find_elements(By.CSS_SELECTOR, "button")[1].click()
+        wait.until(lambda d: d.execute_script("return window.copied.length"))
+        assert driver.execute_script("return window.copied[0]") == \
+            card.find_element(By.CSS_SELECTOR, ".cmd").text
         # a phone's width: the form, then the result under it, nothing off-screen
         driver.set_window_size(375, 800)
         wait.until(lambda d: d.execute_script("return window.innerWidth") <= 400)
@@ -486,13 +500,34 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 3)
         metas = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".card .meta")]
         assert [re.search(r"seed (\d+)", m).group(1) for m in metas] == ["5", "6", "7"]
+        # ... the texts sample.py --count 3 writes with the first card's command
+        cards = driver.find_elements(By.CSS_SELECTOR, "#results .card")
+        command = shlex.split(cards[0].find_element(By.CSS_SELECTOR, ".cmd").text)
+        proc = run(*command[1:], "--count", "3", "--raw", "--out", "", check=0)
+        assert proc.stdout.strip().split("\n\n") == [
+            " ".join(e.text for e in c.find_elements(By.CSS_SELECTOR, ".line"))
+            for c in cards]
+        # ... in one row at 1280 px, commands wrapped between words
+        driver.set_window_size(1280, 900)
+        wait.until(lambda d: len({round(c.rect["y"]) for c in cards}) == 1)
+        # a start text beginning with "-" is text, not a flag
+        drafts.clear()
+        drafts.send_keys("1")
+        start = driver.find_element(By.ID, "start")
+        start.clear()
+        start.send_keys("-月光")
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 4)
+        card = driver.find_elements(By.CSS_SELECTOR, "#results .card")[0]
+        assert card.find_element(By.CSS_SELECTOR, ".line").text.startswith("月光")
+        assert "never saw: -" in card.text
         # an acrostic from its field: a line per character, whatever "how many" says
         acrostic = driver.find_element(By.ID, "acrostic")
         acrostic.send_keys("春我月风")
         drafts.clear()
         drafts.send_keys("1")
         driver.find_element(By.ID, "go").click()
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 4)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 5)
         card = driver.find_elements(By.CSS_SELECTOR, "#results .card")[0]
         lines = [e.text for e in card.find_elements(By.CSS_SELECTOR, ".line")]
         assert [line[:1] for line in lines[-4:]] == list("春我月风"), lines
@@ -510,22 +545,29 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".live .lyrics")
                    and d.find_element(By.CSS_SELECTOR, ".live .lyrics").text)
         go = driver.find_element(By.ID, "go")
-        assert go.text == "stop" and len(driver.find_elements(By.CSS_SELECTOR, ".card")) == 4
+        assert go.text == "stop" and len(driver.find_elements(By.CSS_SELECTOR, ".card")) == 5
         go.click()
         wait.until(lambda d: go.text == "write lyrics")
         assert "stopped" in driver.find_element(By.CSS_SELECTOR, ".live").text
-        assert len(driver.find_elements(By.CSS_SELECTOR, ".card")) == 4     # none kept
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".card")) == 5     # none kept
         wait.until(lambda d: call(url, "/api/status")[1]["drawing"] == 0)
-        shot = os.environ.get("LYRICS_SCREENSHOT")
-        if shot:                      # README's picture: python -m pytest -k browser
+        shots = os.environ.get("LYRICS_SCREENSHOT")
+        if shots:                     # README's pictures: bash scripts/screenshots.sh
+            driver.find_element(By.ID, "clear").click()
+            start.clear()
+            start.send_keys("月光")
             Select(driver.find_element(By.ID, "length_kind")).select_by_value("lines")
             length.clear()
             length.send_keys("8")
             drafts.clear()
             drafts.send_keys("3")
             driver.find_element(By.ID, "go").click()
-            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 7)
-            driver.save_screenshot(shot)
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 3)
+            for width, height in ((1280, 900), (375, 1500)):
+                driver.set_window_size(width, height)
+                wait.until(lambda d: d.execute_script("return window.innerWidth") <= width)
+                driver.execute_script("window.scrollTo(0, 0)")
+                driver.save_screenshot(os.path.join(shots, f"serve-{width}.png"))
     finally:
         driver.quit()
 
