@@ -320,7 +320,14 @@ class Model:
         self.cost = tf.reduce_mean(loss)        # mean cross-entropy per character (nats)
         self.row_cost = tf.reduce_mean(tf.reshape(loss, [B, T]), 1)     # [B], per row
 
-        # Bookkeeping, saved in the checkpoint so --keep resumes exactly.
+        self._bookkeeping(cfg)
+        if (not infer) if training is None else training:
+            self._optimizer(cfg)
+
+    def _bookkeeping(self, cfg):
+        """Step, learning rate, epoch, batch pointer and best validation loss: saved in
+        the checkpoint so --keep resumes exactly; their assign ops created once, here (the
+        training loop only runs them)."""
         self.global_step = tf1.train.get_or_create_global_step()
         self.lr = tf1.get_variable("learning_rate", [], trainable=False,
                                    initializer=tf1.constant_initializer(
@@ -331,7 +338,6 @@ class Model:
                                               initializer=tf1.zeros_initializer())
         self.best_val_loss = tf1.get_variable("best_val_loss", [], trainable=False,
                                               initializer=tf1.constant_initializer(float("inf")))
-        # Ops created once, here; the training loop only runs them.
         self.new_lr = tf1.placeholder(tf.float32, [], name="new_lr")
         self.lr_update = tf1.assign(self.lr, self.new_lr)
         self.new_epoch = tf1.placeholder(tf.int64, [], name="new_epoch")
@@ -341,23 +347,24 @@ class Model:
                                         tf1.assign(self.batch_pointer, self.new_pointer))
         self.best_update = tf1.assign(self.best_val_loss, self.new_best)
 
-        if (not infer) if training is None else training:
-            tvars = tf1.trainable_variables()
-            grads = tf.gradients(self.cost, tvars)
-            # The embedding's gradient comes as IndexedSlices (B*T rows).  Summed into a
-            # dense [V, E] here, Adam updates it with one fused kernel; its sparse path ran
-            # a dozen full-size ops over m and v anyway (TF1 Adam decays all rows), and the
-            # step was 2-4 % slower (bench/speed.py).  The global norm is now the norm of
-            # the summed gradient (as sliced, repeated characters' rows were counted apart).
-            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-                     for g in grads]
-            grads, self.grad_norm = tf.clip_by_global_norm(grads, cfg.get("grad_clip", 5.0))
-            # Checked before each save, so no checkpoint ever holds inf/NaN weights.
-            self.weights_finite = tf.reduce_all(
-                [tf.reduce_all(tf.math.is_finite(v)) for v in tvars])
-            optimizer = tf1.train.AdamOptimizer(self.lr)
-            self.train_op = optimizer.apply_gradients(zip(grads, tvars),
-                                                      global_step=self.global_step)
+    def _optimizer(self, cfg):
+        """Clipped Adam on the cost, and the finiteness check run before each save."""
+        tvars = tf1.trainable_variables()
+        grads = tf.gradients(self.cost, tvars)
+        # The embedding's gradient comes as IndexedSlices (B*T rows).  Summed into a
+        # dense [V, E] here, Adam updates it with one fused kernel; its sparse path ran
+        # a dozen full-size ops over m and v anyway (TF1 Adam decays all rows), and the
+        # step was 2-4 % slower (bench/speed.py).  The global norm is now the norm of
+        # the summed gradient (as sliced, repeated characters' rows were counted apart).
+        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                 for g in grads]
+        grads, self.grad_norm = tf.clip_by_global_norm(grads, cfg.get("grad_clip", 5.0))
+        # Checked before each save, so no checkpoint ever holds inf/NaN weights.
+        self.weights_finite = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(v)) for v in tvars])
+        optimizer = tf1.train.AdamOptimizer(self.lr)
+        self.train_op = optimizer.apply_gradients(zip(grads, tvars),
+                                                  global_step=self.global_step)
 
     def forward(self, ids, state, keep_prob=None):
         """ids [B, T] -> (logits [B*T, V] in batch-major order, final state)."""

@@ -53,6 +53,12 @@ def build_parser():
     p = argparse.ArgumentParser(
         description="Train the character-level lyrics model (TF1-style graph + Session).",
         formatter_class=HelpFormatter)
+    add_data_and_model_flags(p)
+    add_training_flags(p)
+    return p
+
+
+def add_data_and_model_flags(p):
     g = p.add_argument_group("data")
     g.add_argument("--data_dir", default="data", help="directory with lyrics.txt")
     g.add_argument("--save_dir", default="save", help="checkpoints, config and vocabulary")
@@ -84,6 +90,9 @@ def build_parser():
                    help=f"dropout rate on each layer's output while training (0 = off); "
                         f"default {DEFAULTS['dropout']}, with --init_from "
                         f"{FINE_TUNE_DEFAULTS['dropout']}, with --keep the model's own")
+
+
+def add_training_flags(p):
     g = p.add_argument_group("training")
     g.add_argument("--batch_size", type=size_flag("batch_size"), default=SEED["batch_size"],
                    help="sequences per batch")
@@ -138,7 +147,6 @@ def build_parser():
                    help="CPU only: run matmuls in bfloat16 through oneDNN, for CPUs with "
                         "AVX512-BF16/AMX (faster, slightly less precise; checkpoints stay "
                         "float32)")
-    return p
 
 
 # ------------------------------------------------------------------------- save_dir
@@ -530,130 +538,49 @@ def main(argv=None):
 
 
 def start(args, explicit):
-    """Everything after the flags, under save_dir's lock: what this run starts from (read
-    before anything is written: a saved model to resume with --keep, a base model to
-    fine-tune with --init_from, or nothing), the data, the graph, then fit()."""
-    saved = base_chars = None
-    if args.init_from:
-        base_config, base_chars, base_ckpt = read_base(args, explicit)
-    elif args.keep:
-        saved, base_chars = check_resume(args, explicit)
-    defaults = saved if saved is not None else (
-        FINE_TUNE_DEFAULTS if args.init_from else DEFAULTS)
-    for k in DEFAULTS:
-        if getattr(args, k) is None:
-            setattr(args, k, defaults.get(k, DEFAULTS[k]))
-
-    if args.mix_base:
-        mix_rows(args, saved)
-    from preprocess import TextParser
-    data = TextParser(args.data_dir, args.batch_size, args.seq_length, args.val_frac,
-                      verbose=True, base_chars=base_chars, val_split=args.val_split,
-                      max_vocab=args.max_vocab)
-    args.vocab_size = data.vocab_size
-    check_memory(args)
-    if saved is not None:
-        check_resume_data(args, saved, data)
-    elif existing_model(args.save_dir) and not args.overwrite:
-        raise UserError(f"{args.save_dir}/ already holds a trained model; resume it with "
-                        f"--keep, train into another --save_dir, or pass --overwrite to "
-                        f"replace it", code=2)
-    mix_base_text(args, explicit, saved, data)
-
+    """Everything after the flags, under save_dir's lock: what this run starts from and
+    its data (read before anything is written), the graph, the directory's files, the
+    session begun one of three ways (begin_fresh, begin_keep, begin_from_base), then the
+    epoch loop (Fit)."""
+    origin = read_origin(args, explicit)
+    data = read_data(args, explicit, origin)
     tf = import_tensorflow()
-    from seq2seq_rnn import Model
-    tf1 = tf.compat.v1
-
-    graph = tf.Graph()
-    with graph.as_default():
-        tf1.set_random_seed(args.seed)
-        model = Model(args)
-        init = tf1.global_variables_initializer()
-        saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=5,
-                                keep_checkpoint_every_n_hours=1, save_relative_paths=True)
-        best_saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=1,
-                                     save_relative_paths=True)
-        weights = tf1.trainable_variables()
-        all_variables = tf1.global_variables()
-        n_params = count_params()
-    graph.finalize()          # any op created from here on (in the loop) is a bug
+    g = build_graph(tf, args)
     if args.init_from:        # read and checked before save_dir is touched
-        base_weights = read_base_weights(tf, base_ckpt, weights)
-
+        origin.weights = read_base_weights(tf, origin.ckpt, g.weights)
     gpus = tf.config.list_physical_devices("GPU")
-    device = (f"GPU ({', '.join(g.name for g in gpus)})" if gpus else
+    device = (f"GPU ({', '.join(x.name for x in gpus)})" if gpus else
               "CPU (--cpu)" if args.cpu else "CPU (no GPU visible)")
     print(f"train: device {device}")
 
     # From here on save_dir is written (by this process only: main() holds its lock).
     if args.keep:             # chosen before config.pkl is rewritten: a failure changes nothing
-        ckpt = resume_checkpoint(args.save_dir, all_variables)
-        reader = tf.train.load_checkpoint(tf_path(ckpt))
-        step, start_epoch, start_pointer = (int(reader.get_tensor(n)) for n in
-                                            ("global_step", "epoch", "batch_pointer"))
-        if start_pointer >= data.num_batches:
-            start_epoch, start_pointer = start_epoch + 1, 0
-        if start_epoch >= args.num_epochs:
-            raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
-                            f"{start_epoch} epochs; raise --num_epochs to train more", code=2)
-        if args.max_steps and step >= args.max_steps:
-            raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
-                            f"{step} steps; raise --max_steps to train more", code=2)
+        origin.resume = resume_point(tf, args, g, data)
     if args.overwrite and not args.keep and existing_model(args.save_dir):
         clear_model(args.save_dir)
-    # What the directory records: train.py's flags (not whatever else is set on args),
-    # the vocabulary's size, how the held-out part was chosen and the text's hash.
-    flags = set(vars(build_parser().parse_args([]))) - {"keep", "overwrite", "cpu"}
-    config = {k: getattr(args, k) for k in sorted(flags)}
-    config.update(vocab_size=args.vocab_size, val_split=args.val_split,
-                  text_sha256=data.source_sha256)
-    if args.init_from:
-        config.update(init_from=os.path.abspath(args.init_from),
-                      init_checkpoint=os.path.abspath(base_ckpt),
-                      base_vocab_size=len(base_chars))
-    elif saved is not None:   # a resumed fine-tuning run still came from its base
-        for k in ("init_from", "init_checkpoint", "base_vocab_size"):
-            if k in saved:
-                config[k] = saved[k]
-    write_model_files(args.save_dir, config, data.chars, data.context, data.index_file)
-
+    config = write_config(args, data, origin)
     if args.bf16 and gpus:
         print("train: --bf16 is for CPUs; ignored on the GPU")
     elif args.bf16 and not cpu_has_bf16():
         print("train: warning: this CPU has no native bfloat16 (AVX512-BF16/AMX); --bf16 "
               "may be slower than float32")
-    sess = tf1.Session(graph=graph, config=session_config(args.bf16 and not gpus))
+    sess = tf.compat.v1.Session(graph=g.graph, config=session_config(args.bf16 and not gpus))
     if args.keep:
-        saver.restore(sess, tf_path(ckpt))
-        best_val = float(sess.run(model.best_val_loss))
-        # the Saver forgets across runs: tell it which of ours to rotate out later
-        saver.recover_last_checkpoints(sorted(
-            (tf_path(p) for p in checkpoint_candidates(args.save_dir)
-             if os.path.basename(p).startswith("model.ckpt-")), key=checkpoint_step))
-        print(f"train: resumed {ckpt} at step {step}, epoch {start_epoch + 1}, batch "
-              f"{start_pointer}")
+        begun = begin_keep(sess, args, g, origin.resume)
+    elif args.init_from:
+        begun = begin_from_base(sess, g, data, origin)
     else:
-        sess.run(init)
-        start_epoch, start_pointer, best_val = 0, 0, float("inf")
-        if args.init_from:
-            load_base_weights(sess, weights, base_weights)
-            new = "".join(data.new_chars)
-            print(f"train: fine-tuning from {base_ckpt}: every weight loaded from the base; "
-                  f"{len(data.new_chars):,} characters of {data.input_file} are new to it"
-                  + (f" ({new[:30]}{'...' if len(new) > 30 else ''}): their embedding rows "
-                     f"and softmax columns start untrained" if new else ""))
+        begun = begin_fresh(sess, g)
 
     os.makedirs(args.log_dir, exist_ok=True)
     log_path = log_filename(args.log_dir)
     logging(log_path, config=config)
-    tb = tf1.summary.FileWriter(os.path.splitext(log_path)[0], graph=graph)
+    tb = tf.compat.v1.summary.FileWriter(os.path.splitext(log_path)[0], graph=g.graph)
     print(f"train: {args.rnncell} {args.num_layers}x{args.rnn_size}, embedding "
-          f"{args.embedding_size}{', attention' if args.attention else ''}: {n_params:,} "
-          f"parameters; log {log_path}")
-
+          f"{args.embedding_size}{', attention' if args.attention else ''}: "
+          f"{g.n_params:,} parameters; log {log_path}")
     try:
-        return fit(args, data, sess, model, saver, best_saver, log_path, tb,
-                   start_epoch, start_pointer, best_val)
+        return Fit(args, data, sess, g, log_path, tb, begun).run()
     except NonFinite as e:
         print(f"train: error: {e}; stopped without saving: the checkpoints saved before in "
               f"{args.save_dir}/ are kept. Lower --learning_rate (now {args.learning_rate:g}) "
@@ -663,6 +590,137 @@ def start(args, explicit):
     finally:
         tb.close()
         sess.close()
+
+
+def read_origin(args, explicit):
+    """What this run starts from, read and checked before anything is written: a saved
+    model's config (--keep), a base model's config, characters and checkpoint
+    (--init_from), or nothing; then the defaults that depend on which."""
+    from types import SimpleNamespace
+    origin = SimpleNamespace(saved=None, chars=None, config=None, ckpt=None, weights=None,
+                             resume=None)
+    if args.init_from:
+        origin.config, origin.chars, origin.ckpt = read_base(args, explicit)
+    elif args.keep:
+        origin.saved, origin.chars = check_resume(args, explicit)
+    defaults = origin.saved if origin.saved is not None else (
+        FINE_TUNE_DEFAULTS if args.init_from else DEFAULTS)
+    for k in DEFAULTS:
+        if getattr(args, k) is None:
+            setattr(args, k, defaults.get(k, DEFAULTS[k]))
+    return origin
+
+
+def read_data(args, explicit, origin):
+    """The text as batches (preprocess.TextParser), checked against what it must match:
+    the memory it needs, the saved model (--keep), a model already in save_dir."""
+    if args.mix_base:
+        mix_rows(args, origin.saved)
+    from preprocess import TextParser
+    data = TextParser(args.data_dir, args.batch_size, args.seq_length, args.val_frac,
+                      verbose=True, base_chars=origin.chars, val_split=args.val_split,
+                      max_vocab=args.max_vocab)
+    args.vocab_size = data.vocab_size
+    check_memory(args)
+    if origin.saved is not None:
+        check_resume_data(args, origin.saved, data)
+    elif existing_model(args.save_dir) and not args.overwrite:
+        raise UserError(f"{args.save_dir}/ already holds a trained model; resume it with "
+                        f"--keep, train into another --save_dir, or pass --overwrite to "
+                        f"replace it", code=2)
+    mix_base_text(args, explicit, origin.saved, data)
+    return data
+
+
+def build_graph(tf, args):
+    """The training graph, finalized: any op created later (in the loop) is a bug."""
+    from types import SimpleNamespace
+    from seq2seq_rnn import Model
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(args.seed)
+        g = SimpleNamespace(graph=graph, model=Model(args))
+        g.init = tf1.global_variables_initializer()
+        g.saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=5,
+                                  keep_checkpoint_every_n_hours=1, save_relative_paths=True)
+        g.best_saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=1,
+                                       save_relative_paths=True)
+        g.weights = tf1.trainable_variables()
+        g.all_variables = tf1.global_variables()
+        g.n_params = count_params()
+    graph.finalize()
+    return g
+
+
+def resume_point(tf, args, g, data):
+    """--keep: (checkpoint, step, epoch, batch pointer) to resume from; refused when the
+    model has already trained as far as --num_epochs / --max_steps ask."""
+    ckpt = resume_checkpoint(args.save_dir, g.all_variables)
+    reader = tf.train.load_checkpoint(tf_path(ckpt))
+    step, epoch, pointer = (int(reader.get_tensor(n)) for n in
+                            ("global_step", "epoch", "batch_pointer"))
+    if pointer >= data.num_batches:
+        epoch, pointer = epoch + 1, 0
+    if epoch >= args.num_epochs:
+        raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
+                        f"{epoch} epochs; raise --num_epochs to train more", code=2)
+    if args.max_steps and step >= args.max_steps:
+        raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
+                        f"{step} steps; raise --max_steps to train more", code=2)
+    return ckpt, step, epoch, pointer
+
+
+def write_config(args, data, origin):
+    """Write the model directory's files (modeldir.write_model_files) and return the
+    config: train.py's flags (not whatever else is set on args), the vocabulary's size,
+    how the held-out part was chosen, the text's hash, and the base it came from."""
+    flags = set(vars(build_parser().parse_args([]))) - {"keep", "overwrite", "cpu"}
+    config = {k: getattr(args, k) for k in sorted(flags)}
+    config.update(vocab_size=args.vocab_size, val_split=args.val_split,
+                  text_sha256=data.source_sha256)
+    if args.init_from:
+        config.update(init_from=os.path.abspath(args.init_from),
+                      init_checkpoint=os.path.abspath(origin.ckpt),
+                      base_vocab_size=len(origin.chars))
+    elif origin.saved is not None:   # a resumed fine-tuning run still came from its base
+        for k in ("init_from", "init_checkpoint", "base_vocab_size"):
+            if k in origin.saved:
+                config[k] = origin.saved[k]
+    write_model_files(args.save_dir, config, data.chars, data.context, data.index_file)
+    return config
+
+
+def begin_fresh(sess, g):
+    """A new model: initialized weights, from epoch 0.  Returns (epoch, batch pointer,
+    best validation loss): where Fit starts."""
+    sess.run(g.init)
+    return 0, 0, float("inf")
+
+
+def begin_from_base(sess, g, data, origin):
+    """--init_from: a new model with every weight of the base loaded into it."""
+    begun = begin_fresh(sess, g)
+    load_base_weights(sess, g.weights, origin.weights)
+    new = "".join(data.new_chars)
+    print(f"train: fine-tuning from {origin.ckpt}: every weight loaded from the base; "
+          f"{len(data.new_chars):,} characters of {data.input_file} are new to it"
+          + (f" ({new[:30]}{'...' if len(new) > 30 else ''}): their embedding rows "
+             f"and softmax columns start untrained" if new else ""))
+    return begun
+
+
+def begin_keep(sess, args, g, resume):
+    """--keep: the saved model restored where it stopped (resume_point)."""
+    ckpt, step, epoch, pointer = resume
+    g.saver.restore(sess, tf_path(ckpt))
+    best_val = float(sess.run(g.model.best_val_loss))
+    # the Saver forgets across runs: tell it which of ours to rotate out later
+    g.saver.recover_last_checkpoints(sorted(
+        (tf_path(p) for p in checkpoint_candidates(args.save_dir)
+         if os.path.basename(p).startswith("model.ckpt-")), key=checkpoint_step))
+    print(f"train: resumed {ckpt} at step {step}, epoch {epoch + 1}, batch {pointer}")
+    return epoch, pointer, best_val
 
 
 def checked_save(saver, sess, prefix, **kw):
@@ -677,165 +735,202 @@ def checked_save(saver, sess, prefix, **kw):
                         f"with --keep")
 
 
-def fit(args, data, sess, model, saver, best_saver, log_path, tb, start_epoch,
-        start_pointer, best_val):
-    """The epoch loop: train, validate, log, save; stop on patience, max_steps or a
-    signal.  Raises NonFinite (before saving anything) when the loss or weights blow up."""
-    import tensorflow as tf
-    tf1 = tf.compat.v1
-    stop = {"signal": None}
+class Fit:
+    """The epoch loop: each epoch trains (train_epoch), validates, reports and saves
+    (checkpoint), until --num_epochs or a stop reason (a signal, --max_steps,
+    --max_minutes, --patience).  Raises NonFinite (before saving anything) when the loss
+    or the weights blow up."""
 
-    def on_signal(signum, frame):
-        stop["signal"] = signal.Signals(signum)
+    def __init__(self, args, data, sess, g, log_path, tb, begun):
+        self.args, self.data, self.sess, self.g = args, data, sess, g
+        self.model, self.log_path, self.tb = g.model, log_path, tb
+        self.start_epoch, self.start_pointer, self.best_val = begun
+        self.bad_epochs, self.signal, self.timed_out = 0, None, False
+        self.chars_per_step = args.batch_size * args.seq_length
+        self.too_high = divergence_limit(data.vocab_size)
+        self.resets = reset_masks(args.seed, args.batch_size, args.seq_length,
+                                  args.reset_chars)
+        self.recent = collections.deque(maxlen=1000)   # the last 1,000 steps' losses
+        self.step = self.first_step = int(sess.run(self.model.global_step))
+        # --max_minutes: training stops at `deadline`, leaving time for the validation
+        # pass that follows (estimated from the step time: a forward pass is about a
+        # third of a training step) and the saves.
+        self.deadline = None if args.max_minutes is None else \
+            args.start_time + args.max_minutes * 60
+        self.step_times = []
+        total = (args.num_epochs - self.start_epoch) * data.num_batches - self.start_pointer
+        self.total_steps = min(total, args.max_steps - self.first_step) \
+            if args.max_steps else total
+        # Before each save the weights must be finite and still predict: a step's loss is
+        # measured before its update, so an exploding update shows only here (one
+        # forward pass on the first training batch, from the zero state).
+        self.probe = {self.model.input_data: data.x_batches[0],
+                      self.model.targets: data.y_batches[0]}
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    ckpt_prefix = os.path.join(args.save_dir, "model.ckpt")
-    best_prefix = os.path.join(args.save_dir, "best.ckpt")
+    def run(self):
+        def on_signal(signum, frame):
+            self.signal = signal.Signals(signum)
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        args, reason, path = self.args, None, None
+        for epoch in range(self.start_epoch, args.num_epochs):
+            train_loss, n_run, seconds, pointer = self.train_epoch(epoch)
+            if self.signal:
+                path = self.save(epoch, pointer)
+                print(f"train: {self.signal.name}: saved {path}; resume with --keep")
+                # 128 + the signal's number, as a shell reports a process the signal
+                # ended: a script running train.py (scripts/base.sh, set -e) stops here
+                # instead of announcing a finished model.
+                return 128 + self.signal
+            val_loss = self.validate(epoch)
+            self.report(epoch, train_loss, val_loss, seconds, n_run)
+            path = self.checkpoint(epoch, pointer, val_loss)
+            reason = self.stop_reason()
+            if reason:
+                print(f"train: stopped: {reason}")
+                break
+        print(f"train: saved {path}" + (f"; best validation loss {self.best_val:.4f}"
+                                        if math.isfinite(self.best_val) else ""))
+        return 0
 
-    # Before each save the weights must be finite and still predict: a step's loss is
-    # measured before its update, so an exploding update shows only here (one forward
-    # pass on the first training batch, from the zero state).
-    probe = {model.input_data: data.x_batches[0], model.targets: data.y_batches[0]}
+    def lr(self, epoch):
+        lr = self.args.learning_rate * self.args.decay_rate ** epoch
+        return annealed(lr, self.budget_done()) if self.args.anneal else lr
 
-    def save(epoch, pointer):
-        if not sess.run(model.weights_finite):
-            raise NonFinite(f"the weights hold inf/NaN at step {step}")
-        probe_loss = float(sess.run(model.cost, probe))
-        if not probe_loss <= too_high:
-            raise NonFinite(f"the loss reached {probe_loss:.4g} at step {step}, far above "
-                            f"ln(vocabulary) = {math.log(data.vocab_size):.2f} of uniform "
-                            f"guessing: the training diverged")
-        model.set_progress(sess, epoch, pointer)
-        return checked_save(saver, sess, ckpt_prefix, global_step=model.global_step,
-                            write_meta_graph=False)
-
-    chars_per_step = args.batch_size * args.seq_length
-    too_high = divergence_limit(data.vocab_size)
-    resets = reset_masks(args.seed, args.batch_size, args.seq_length, args.reset_chars)
-    recent = collections.deque(maxlen=1000)     # the last 1,000 steps' training losses
-    bad_epochs, stopped, path = 0, None, None
-    step = int(sess.run(model.global_step))
-    # --max_minutes: training stops at `deadline`, leaving time for the validation pass
-    # that follows (estimated from the step time: a forward pass is about a third of a
-    # training step) and the saves.
-    deadline = None if args.max_minutes is None else args.start_time + args.max_minutes * 60
-    step_times = []
-
-    def out_of_time():
-        if deadline is None:
-            return False
-        now = time.time()
-        step_times.append(now)
-        per_step = ((step_times[-1] - step_times[0]) / (len(step_times) - 1)
-                    if len(step_times) > 1 else 0.0)
-        stop["time"] = now + data.num_val_batches * per_step / 3 + 5 >= deadline
-        return stop["time"]
-    first_step = step
-    total_steps = (args.num_epochs - start_epoch) * data.num_batches - start_pointer
-    if args.max_steps:
-        total_steps = min(total_steps, args.max_steps - first_step)
-
-    def budget_done():
+    def budget_done(self):
         """Share of this run's budget used so far (--anneal)."""
-        done = (step - first_step) / max(total_steps, 1)
-        if deadline is not None:
-            done = max(done, (time.time() - args.start_time) / (args.max_minutes * 60))
+        done = (self.step - self.first_step) / max(self.total_steps, 1)
+        if self.deadline is not None:
+            done = max(done, (time.time() - self.args.start_time) /
+                       (self.args.max_minutes * 60))
         return done
 
-    for epoch in range(start_epoch, args.num_epochs):
+    def out_of_time(self):
+        if self.deadline is None:
+            return False
+        now = time.time()
+        self.step_times.append(now)
+        times = self.step_times
+        per_step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
+        self.timed_out = now + self.data.num_val_batches * per_step / 3 + 5 >= self.deadline
+        return self.timed_out
+
+    def train_epoch(self, epoch):
+        """One epoch's training steps (from the batch pointer when resuming); returns
+        (mean loss, steps run, seconds, where it stopped)."""
+        args, data, model = self.args, self.data, self.model
         data.set_epoch(epoch)           # --mix_base: this epoch's stretch of the base
-        lr = args.learning_rate * args.decay_rate ** epoch
-        model.set_lr(sess, annealed(lr, budget_done()) if args.anneal else lr)
-        progress = Progress(data.num_batches, epoch, args.num_epochs, chars_per_step)
-        pointer = data.num_batches          # where this epoch stops; less if cut short
+        model.set_lr(self.sess, self.lr(epoch))
+        progress = Progress(data.num_batches, epoch, args.num_epochs, self.chars_per_step)
+        stopped_at = [data.num_batches]     # where this epoch stops; less if cut short
 
         def on_step(i, loss, grad_norm):
-            nonlocal step, pointer
-            step += 1
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                raise NonFinite(f"the loss became {loss} at step {step} (epoch {epoch + 1})")
-            if loss > too_high:
-                raise NonFinite(f"the loss reached {loss:.4g} at step {step}, far above "
-                                f"ln(vocabulary) = {math.log(data.vocab_size):.2f} of "
-                                f"uniform guessing: the training diverged")
+            self.step += 1
+            self.check_loss(loss, grad_norm, epoch)
             progress.update(i + 1, loss)
-            recent.append(loss)
-            if args.anneal and step % ANNEAL_EVERY == 0:
-                model.set_lr(sess, annealed(lr, budget_done()))
-            if step % args.save_every == 0:
-                save(epoch, i + 1)
-            if stop["signal"] or (args.max_steps and step >= args.max_steps) \
-                    or out_of_time():
-                pointer = i + 1
+            self.recent.append(loss)
+            if args.anneal and self.step % ANNEAL_EVERY == 0:
+                model.set_lr(self.sess, self.lr(epoch))
+            if self.step % args.save_every == 0:
+                self.save(epoch, i + 1)
+            if self.signal or (args.max_steps and self.step >= args.max_steps) \
+                    or self.out_of_time():
+                stopped_at[0] = i + 1
                 return True
             return False
 
         t0 = time.time()
-        train_loss, n_run = run_epoch(
-            sess, model, data.x_batches, data.y_batches, eval_op=model.train_op,
-            start=start_pointer if epoch == start_epoch else 0,
+        loss, n_run = run_epoch(
+            self.sess, model, data.x_batches, data.y_batches, eval_op=model.train_op,
+            start=self.start_pointer if epoch == self.start_epoch else 0,
             keep_prob=1.0 - args.dropout, on_step=on_step,
-            state_mask=lambda i: resets(step), rows=data.own_rows)
-        seconds = time.time() - t0
+            state_mask=lambda i: self.resets(self.step), rows=data.own_rows)
         progress.close()
-        if stop["signal"]:
-            path = save(epoch, pointer)
-            print(f"train: {stop['signal'].name}: saved {path}; resume with --keep")
-            # 128 + the signal's number, as a shell reports a process the signal ended:
-            # a script running train.py (scripts/base.sh, set -e) stops here instead of
-            # announcing a finished model.
-            return 128 + stop["signal"]
+        return loss, n_run, time.time() - t0, stopped_at[0]
 
-        val_loss = None
-        if data.num_val_batches:
-            val_loss, _ = run_epoch(sess, model, data.val_x_batches, data.val_y_batches)
-            if not math.isfinite(val_loss) or val_loss > too_high:
-                raise NonFinite(f"the validation loss became {val_loss:.4g} after epoch "
-                                f"{epoch + 1}")
+    def check_loss(self, loss, grad_norm, epoch):
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            raise NonFinite(f"the loss became {loss} at step {self.step} (epoch {epoch + 1})")
+        if loss > self.too_high:
+            raise NonFinite(f"the loss reached {loss:.4g} at step {self.step}, far above "
+                            f"ln(vocabulary) = {math.log(self.data.vocab_size):.2f} of "
+                            f"uniform guessing: the training diverged")
+
+    def validate(self, epoch):
+        """The held-out loss (None without a held-out part)."""
+        if not self.data.num_val_batches:
+            return None
+        val_loss, _ = run_epoch(self.sess, self.model, self.data.val_x_batches,
+                                self.data.val_y_batches)
+        if not math.isfinite(val_loss) or val_loss > self.too_high:
+            raise NonFinite(f"the validation loss became {val_loss:.4g} after epoch "
+                            f"{epoch + 1}")
+        return val_loss
+
+    def report(self, epoch, train_loss, val_loss, seconds, n_run):
+        """The epoch's line on stdout, in the log and in TensorBoard."""
+        args, recent = self.args, self.recent
         for line in epoch_lines(epoch + 1, train_loss, val_loss, seconds):
-            logging(log_path, line)
+            logging(self.log_path, line)
         msg = (f"epoch {epoch + 1}/{args.num_epochs}: train loss {train_loss:.4f} (last "
                f"{len(recent):,} steps {sum(recent) / max(len(recent), 1):.4f})")
         if val_loss is not None:
             msg += f", validation loss {val_loss:.4f} (perplexity {perplexity(val_loss):.1f})"
-        rate = n_run * chars_per_step / max(seconds, 1e-9)
+        rate = n_run * self.chars_per_step / max(seconds, 1e-9)
         print(f"{msg}, {seconds:.1f}s, {rate / 1000:.1f}k chars/s", flush=True)
-        summary = [("loss/train", train_loss),
-                   ("learning_rate", annealed(lr, budget_done()) if args.anneal else lr)]
+        import tensorflow as tf
+        tf1 = tf.compat.v1
+        summary = [("loss/train", train_loss), ("learning_rate", self.lr(epoch))]
         if val_loss is not None:
             summary.append(("loss/validation", val_loss))
-        tb.add_summary(tf1.Summary(value=[tf1.Summary.Value(tag=t, simple_value=v)
-                                          for t, v in summary]), step)
-        tb.flush()
+        self.tb.add_summary(tf1.Summary(value=[tf1.Summary.Value(tag=t, simple_value=v)
+                                               for t, v in summary]), self.step)
+        self.tb.flush()
 
-        improved = val_loss is not None and val_loss < best_val
+    def save(self, epoch, pointer):
+        """A model.ckpt-<step>, after checking the weights are finite and still predict."""
+        if not self.sess.run(self.model.weights_finite):
+            raise NonFinite(f"the weights hold inf/NaN at step {self.step}")
+        probe_loss = float(self.sess.run(self.model.cost, self.probe))
+        if not probe_loss <= self.too_high:
+            raise NonFinite(f"the loss reached {probe_loss:.4g} at step {self.step}, far "
+                            f"above ln(vocabulary) = {math.log(self.data.vocab_size):.2f} "
+                            f"of uniform guessing: the training diverged")
+        self.model.set_progress(self.sess, epoch, pointer)
+        return checked_save(self.g.saver, self.sess,
+                            os.path.join(self.args.save_dir, "model.ckpt"),
+                            global_step=self.model.global_step, write_meta_graph=False)
+
+    def checkpoint(self, epoch, pointer, val_loss):
+        """The epoch's saves: model.ckpt-<step>, and best.ckpt-<step> when the held-out
+        loss improved.  Returns the model.ckpt path."""
+        improved = val_loss is not None and val_loss < self.best_val
         if improved:
-            best_val, bad_epochs = val_loss, 0
-            model.set_best(sess, best_val)
+            self.best_val, self.bad_epochs = val_loss, 0
+            self.model.set_best(self.sess, self.best_val)
         elif val_loss is not None:
-            bad_epochs += 1
-        done = pointer >= data.num_batches
-        path = save(epoch + 1 if done else epoch, 0 if done else pointer)
+            self.bad_epochs += 1
+        done = pointer >= self.data.num_batches
+        path = self.save(epoch + 1 if done else epoch, 0 if done else pointer)
         if improved:
-            best = checked_save(best_saver, sess, best_prefix, global_step=model.global_step,
+            best = checked_save(self.g.best_saver, self.sess,
+                                os.path.join(self.args.save_dir, "best.ckpt"),
+                                global_step=self.model.global_step,
                                 latest_filename="checkpoint_best", write_meta_graph=False)
-            remove_other_checkpoints(args.save_dir, "best.ckpt-", best)
-        if args.max_steps and step >= args.max_steps:
-            stopped = f"--max_steps {args.max_steps}"
-            break
-        if stop.get("time"):
-            stopped = (f"--max_minutes {args.max_minutes:g} (after "
-                       f"{(time.time() - args.start_time) / 60:.1f} minutes)")
-            break
-        if args.patience and bad_epochs >= args.patience:
-            stopped = f"no validation improvement for {args.patience} epochs (--patience)"
-            break
-    if stopped:
-        print(f"train: stopped: {stopped}")
-    print(f"train: saved {path}" + (f"; best validation loss {best_val:.4f}"
-                                    if math.isfinite(best_val) else ""))
-    return 0
+            remove_other_checkpoints(self.args.save_dir, "best.ckpt-", best)
+        return path
+
+    def stop_reason(self):
+        """Why training stops after this epoch, or None."""
+        args = self.args
+        if args.max_steps and self.step >= args.max_steps:
+            return f"--max_steps {args.max_steps}"
+        if self.timed_out:
+            return (f"--max_minutes {args.max_minutes:g} (after "
+                    f"{(time.time() - args.start_time) / 60:.1f} minutes)")
+        if args.patience and self.bad_epochs >= args.patience:
+            return f"no validation improvement for {args.patience} epochs (--patience)"
+        return None
 
 
 if __name__ == "__main__":
