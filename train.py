@@ -535,6 +535,8 @@ def main(argv=None):
             os.unlink(os.path.join(args.save_dir, ".lock"))
             os.rmdir(args.save_dir)
         raise
+    finally:
+        args.lock.release()
 
 
 def start(args, explicit):

@@ -90,10 +90,11 @@ def seed_int(s):
 
 
 class DirLock:
-    """An exclusive lock on a directory, held until the process ends: a second train.py on
-    the same --save_dir is refused instead of racing the first.  flock() locks are
-    released by the operating system when the process dies, so a killed run never leaves
-    the directory locked (on systems without fcntl, e.g. Windows, there is no lock)."""
+    """An exclusive lock on a directory, held until release() (train.py: when its run
+    ends) or the process ends: a second train.py on the same --save_dir is refused
+    instead of racing the first.  flock() locks are released by the operating system when
+    the process dies, so a killed run never leaves the directory locked (on systems
+    without fcntl, e.g. Windows, there is no lock)."""
 
     def __init__(self, directory, what):
         try:
@@ -106,11 +107,19 @@ class DirLock:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             other = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip()
+            self.release()
             raise UserError(f"{directory}/ is in use by another {what} (process "
                             f"{other or '?'}); wait for it to finish or stop it, or use "
                             f"another directory")
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+
+    def release(self):
+        """Let the directory go (closing the descriptor drops the lock): train.py does
+        when its run ends, so the same process may train there again."""
+        fd, self.fd = getattr(self, "fd", None), None
+        if fd is not None:
+            os.close(fd)
 
 
 def dir_locked(directory):

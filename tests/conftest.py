@@ -36,16 +36,75 @@ def draw(s, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0, flags=Non
     return list(Engine(s, ids, rules, n, lines, mode, temperature, top_k, seed))
 
 
-def run(script, *args, cwd=ROOT, env=None, timeout=300, check=None):
-    """Run a project script with this Python; returns CompletedProcess (text)."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
-                          cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+def run(script, *args, cwd=ROOT, env=None, timeout=300, check=None, isolated=None):
+    """Run a project script as its command line would; returns a CompletedProcess (text).
+
+    By default in this process (run_here): a script's own run costs little next to the
+    5 s a new Python spends importing TensorFlow, which is what made the suite slow.
+    isolated=True (or an env to set, or serve.py, which keeps running) starts a real
+    process: for what only a process shows (signals, exit while writing, locks)."""
+    if isolated is None:
+        isolated = bool(env) or script == "serve.py"
+    if not isolated:
+        proc = run_here(script, [str(a) for a in args], str(cwd))
+    else:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
+                              cwd=cwd, env=full_env, capture_output=True, text=True,
+                              timeout=timeout)
     if check is not None:
         assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
     return proc
+
+
+class _Exit(BaseException):
+    """os._exit inside run_here: leave the script, not the test process."""
+
+
+def run_here(script, args, cwd):
+    """The script run as __main__ in this process (runpy), with its argv, working
+    directory, stdout and stderr, exit code; the process state it may change (the
+    working directory, environment, signal handlers, os._exit) is put back after."""
+    import contextlib
+    import io
+    import runpy
+    import signal
+    import traceback
+    path = os.path.join(ROOT, script)
+    out, err = io.StringIO(), io.StringIO()
+    saved = (os.getcwd(), sys.argv[:], dict(os.environ), os._exit,
+             {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)})
+
+    def leave(code):
+        raise _Exit(code)
+    code = 0
+    try:
+        os.chdir(cwd)
+        sys.argv = [path] + args
+        os._exit = leave
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(path, run_name="__main__")
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if not isinstance(e.code, (int, type(None))):
+                    print(e.code, file=sys.stderr)
+            except _Exit as e:
+                code = e.args[0]
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        cwd0, argv, environ, os._exit, handlers = saved
+        os.chdir(cwd0)
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environ)
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    return subprocess.CompletedProcess([sys.executable, path] + args, code, out.getvalue(),
+                                       err.getvalue())
 
 
 class holding_lock:

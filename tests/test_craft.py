@@ -336,6 +336,23 @@ def test_evaluate_reports_fluency_and_the_spread(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_evaluate_samples_with_the_line_and_rhyme_rules(trained, tmp_path):
+    """evaluate.py draws its samples through the same engine and flags as sample.py."""
+    text = tmp_path / "held.txt"
+    text.write_text("\n".join(MADE_UP_LINES * 4), encoding="utf-8")
+    proc = run("analysis/evaluate.py", "--save_dir", trained("gru"), "--text", text,
+               "--samples", "3", "--lines", "6", "--line_len", "3-5", "--rhyme", "言前",
+               "--acrostic", "", "--offsets", "0", check=0)
+    samples = json.loads(proc.stdout.strip().splitlines()[-1])["samples"]
+    assert samples["rhyme_rate"] == 1.0
+    lengths = samples["line_length_samples"]
+    assert 3 <= lengths["p10"] and lengths["p90"] <= 5, lengths
+    proc = run("analysis/evaluate.py", "--save_dir", trained("gru"), "--text", text,
+               "--rhyme", "xyz")
+    assert_one_line_error(proc, 2, "--rhyme", "'xyz': use auto")
+
+
+@pytest.mark.slow
 def test_evaluate_text_of_unknown_characters_only_is_charged(tmp_path):
     chars = [" "] + sorted(set("".join(MADE_UP_LINES)))
     uniform_model(str(tmp_path / "save"), chars)

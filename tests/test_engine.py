@@ -70,6 +70,7 @@ def test_a_promise_check_can_fail():
     assert not rules["rhyme"].broken("x 春天 天边 ")
 
 
+@pytest.mark.slow
 def test_a_rule_that_cannot_be_met_gives_way_and_says_so(trained):
     # one-character lines and no pair of characters a third time: after two lines of
     # each character every next one is banned, so the loop guard has to give way
@@ -92,6 +93,7 @@ def test_acrostic_lines_begin_with_their_characters(trained, tmp_path):
     assert "rhyme rate" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, code, needles", [
     (["--acrostic", "春X"], 2, ["--acrostic", "never saw X"]),
     (["--acrostic", "春我", "--lines", "3"], 2, ["--acrostic", "(2)", "leave out --lines"]),

@@ -390,6 +390,7 @@ def chromium():
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(chromium() is None, reason="Chromium and chromedriver are not installed "
                     "(scripts/test.sh installs them with apt-get when run as root)")
 def test_the_page_in_a_real_browser(server, tmp_path):
