@@ -145,6 +145,7 @@ class LineLength(Rule):
                                     "5-9")),)
 
     def __init__(self, lo, hi):
+        """Lines of lo to hi characters (line ends not counted)."""
         self.lo, self.hi = lo, hi
 
     @classmethod
@@ -174,6 +175,7 @@ class Acrostic(Rule):
                                     "characters, one line each (implies --lines)")),)
 
     def __init__(self, ids, chars):
+        """ids: line i's first character's id; chars: the same as typed."""
         self.ids, self.chars = ids, chars
 
     @classmethod

@@ -58,35 +58,35 @@ BOMS = (
 )
 
 
+def _han_share(text, counts):
+    """Share of the Han characters of text for which counts(character) is true."""
+    han = [c for c in text if CJK_FIRST <= c <= CJK_LAST]
+    return sum(1 for c in han if counts(c)) / len(han) if han else 0.0
+
+
+def _in_gb2312(c):
+    try:
+        c.encode("gb2312")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _in_big5_common(c):
+    try:
+        return b"\xa4\x40" <= c.encode("big5") <= b"\xc6\x7e"
+    except UnicodeEncodeError:
+        return False
+
+
 def _gb2312_share(text):
     """Share of the Han characters that are in GB2312 (the 6,763 common simplified ones)."""
-    han = [c for c in text if CJK_FIRST <= c <= CJK_LAST]
-    if not han:
-        return 0.0
-    ok = 0
-    for c in han:
-        try:
-            c.encode("gb2312")
-            ok += 1
-        except UnicodeEncodeError:
-            pass
-    return ok / len(han)
+    return _han_share(text, _in_gb2312)
 
 
 def _big5_common_share(text):
     """Share of the Han characters in Big5's frequently-used block (A440-C67E)."""
-    han = [c for c in text if CJK_FIRST <= c <= CJK_LAST]
-    if not han:
-        return 0.0
-    ok = 0
-    for c in han:
-        try:
-            b = c.encode("big5")
-        except UnicodeEncodeError:
-            continue
-        if b"\xa4\x40" <= b <= b"\xc6\x7e":
-            ok += 1
-    return ok / len(han)
+    return _han_share(text, _in_big5_common)
 
 
 def _plausible_share(text):

@@ -246,14 +246,21 @@ def uniform_model(save_dir, chars):
             np.array([i % len(chars) for i in range(400)], dtype=np.int32))
 
 
-def test_evaluate_uniform_model_perplexity_is_vocab_size(tmp_path):
+def evaluate_uniform(tmp_path, held, *flags):
+    """evaluate.py on a uniform model of the made-up lines' characters, scoring `held`:
+    (its characters, the process, the JSON result)."""
     chars = [" "] + sorted(set("".join(MADE_UP_LINES)))
     uniform_model(str(tmp_path / "save"), chars)
     text = tmp_path / "held.txt"
-    text.write_text("春风吹过小河边，ABC\n我在窗前等你回来 龘\n", encoding="utf-8")
+    text.write_text(held, encoding="utf-8")
     proc = run("analysis/evaluate.py", "--save_dir", tmp_path / "save", "--text", text,
-               "--samples", "2", "--n", "40", check=0)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+               *flags, check=0)
+    return chars, proc, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_evaluate_uniform_model_perplexity_is_vocab_size(tmp_path):
+    chars, proc, result = evaluate_uniform(tmp_path, "春风吹过小河边，ABC\n我在窗前等你回来 龘\n",
+                                           "--samples", "2", "--n", "40")
     assert result["perplexity_known"] == pytest.approx(len(chars), rel=1e-4)
     assert result["cross_entropy_known"] == pytest.approx(math.log(len(chars)), rel=1e-5)
     # ' 春风吹过小河边 我在窗前等你回来 龘': 18 targets; 龘 is unknown (counted, charged
@@ -354,13 +361,7 @@ def test_evaluate_samples_with_the_line_and_rhyme_rules(trained, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_text_of_unknown_characters_only_is_charged(tmp_path):
-    chars = [" "] + sorted(set("".join(MADE_UP_LINES)))
-    uniform_model(str(tmp_path / "save"), chars)
-    text = tmp_path / "held.txt"
-    text.write_text("龘龘龘\n", encoding="utf-8")
-    proc = run("analysis/evaluate.py", "--save_dir", tmp_path / "save", "--text", text,
-               "--samples", "0", check=0)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    _, proc, result = evaluate_uniform(tmp_path, "龘龘龘\n", "--samples", "0")
     assert result["cross_entropy"] == pytest.approx(math.log(20902))
     assert result["unknown_chars"] == 3 and result["cross_entropy_known"] is None
     assert "n/a, none known" in proc.stdout
