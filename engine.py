@@ -128,7 +128,9 @@ def line_range(value):
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not MIN-MAX, e.g. 5-9")
     if not 1 <= lo <= hi:
-        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX, not {value}")
+        raise argparse.ArgumentTypeError(f"{value}: the shortest line must be at least 1 "
+                                         f"character and the longest at least as long, "
+                                         f"e.g. 5-9")
     return lo, hi
 
 

@@ -85,7 +85,8 @@ def seed_int(s):
     """argparse type of a random seed: a whole number 0 .. 2**62."""
     v = int(s) if s.isdigit() else None
     if v is None or v > 2 ** 62:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 2**62, not {s!r}")
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to "
+                                         f"{2 ** 62:,}, not {s!r}")
     return v
 
 
