@@ -28,7 +28,6 @@ MAX_N = 20000           # characters one sample may draw (sample.py; serve.py ha
 LINE_CAP = 40           # the longest line --lines plans for without --line_len
 MAX_COPY = 64           # a copy index of L characters is a table of the text's (L+1)-grams
 MAX_NGRAM = 16          # the loop guard's work grows as the square of --repeat_ngram
-MAX_ACROSTIC = 100
 
 
 # -------------------------------------------------------------------------- context
