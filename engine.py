@@ -20,7 +20,7 @@ import numpy as np
 
 from craft import (DEFAULT_MAX_COPY, DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM, LOOP_WINDOW,
                    REPEAT_LIMIT, loop_banned)
-from utils import UserError, int_in, non_negative_int
+from utils import UserError, float_in, int_in, non_negative_int
 
 MODES = ("argmax", "weighted", "combined")
 SPACE = " "
@@ -35,11 +35,13 @@ MAX_NGRAM = 16          # the loop guard's work grows as the square of --repeat_
 
 class Context:
     """What the rules see at one step: seq (start text + drawn ids, an int64 array), the
-    characters in the line being written, and the lines drawn so far."""
-    __slots__ = ("seq", "line", "lines", "space")
+    characters in the line being written, the lines drawn so far, and the model's logits
+    for the next character (None when looking ahead)."""
+    __slots__ = ("seq", "line", "lines", "space", "logits")
 
-    def __init__(self, seq, line, lines, space):
+    def __init__(self, seq, line, lines, space, logits=None):
         self.seq, self.line, self.lines, self.space = seq, line, lines, space
+        self.logits = logits
 
     def after(self, c):
         """The context one character later (for looking ahead)."""
@@ -331,6 +333,39 @@ class Rhyme(Rule):
         return [line for line in lines if rhyme_group(line[-1]) != self.target]
 
 
+class Nucleus(Rule):
+    """--top_p P (nucleus sampling, Holtzman et al. 2019): draw only among the most
+    probable allowed characters whose probabilities, at the sampling temperature, add up
+    to P; the long tail of unlikely characters, where a weak model's word salad comes
+    from, is cut while the likely ones keep their proportions."""
+    name = "top_p"
+    flags = (("top_p", dict(type=float_in(0.01, 1.0), default=1.0,
+                            help="draw only among the most probable characters that make "
+                                 "up this share of the probability (1 = all; 0.9 cuts the "
+                                 "unlikely tail)")),)
+
+    def __init__(self, p, temperature):
+        self.p, self.temperature = p, temperature
+
+    @classmethod
+    def build(cls, args, sampler):
+        return cls(args.top_p, args.temperature) if args.top_p < 1 else None
+
+    def allow(self, ctx, allowed):
+        if ctx.logits is None:
+            return allowed
+        z = np.where(allowed, ctx.logits / self.temperature, -np.inf)
+        p = np.exp(z - z.max())
+        order = np.argsort(-p, kind="stable")
+        mass = np.cumsum(p[order]) / p.sum()
+        keep = order[:int(np.searchsorted(mass, self.p)) + 1]
+        if len(keep) == int(allowed.sum()):
+            return allowed
+        out = np.zeros_like(allowed)
+        out[keep] = True
+        return out
+
+
 def rhyme_flag(value):
     """--rhyme: 'auto', a 十三辙 group, or a final (an) -> 'auto' or the group's name."""
     from craft import FINAL_ALIASES, FINAL_TO_GROUP, THIRTEEN
@@ -458,6 +493,7 @@ class Engine:
                                                   or ctx.lines < self.lines):
             logits, new_state = m.logits(x, state)
             V = len(logits)
+            ctx.logits = logits
             ok = self.allowed(ctx, V)
             weighted = self.mode == "weighted" or (self.mode == "combined" and x == space)
             c, p = _pick(logits, ok, weighted, self.temperature, self.top_k, self.rng)

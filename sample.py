@@ -417,6 +417,8 @@ def command_of(args, seed):
         if value != defaults[flag]:
             parts += [f"--{flag}", str(value)]
     for flag, value in rule_flags(args):
+        if flag == "top_p" and args.sample == "argmax":
+            continue                    # the likeliest character is always in the nucleus
         if flag != "max_copy" or int(value) != NoCopy.default:
             parts += [f"--{flag}", value]
     parts += ["--seed", str(seed)]

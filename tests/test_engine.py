@@ -18,6 +18,7 @@ CASES = {
     "max_copy": ["--max_copy", "4"],
     "loop_guard": ["--max_run", "2", "--repeat_ngram", "4"],
     "rhyme": ["--lines", "8", "--rhyme", "auto"],
+    "top_p": ["--top_p", "0.8"],          # its promise is about the distribution: below
 }
 
 
@@ -142,3 +143,33 @@ def test_the_engine_yields_characters_as_they_are_drawn(sampler):
         assert len(steps) <= len(ids) + 1          # warm-up, then one or two steps
         rest = list(engine)
         assert len(rest) >= 10
+
+
+class Fixed:
+    """A model whose next-character probabilities never change."""
+    space_id = 0
+
+    def __init__(self, probs):
+        import numpy as np
+        self.log = np.log(np.array(probs))
+
+    def zero_state(self):
+        return None
+
+    def logits(self, x, state):
+        return self.log, state
+
+
+def test_top_p_draws_only_from_the_nucleus_in_its_proportions():
+    from collections import Counter
+    from engine import Nucleus
+    model = Fixed([0.1, 0.4, 0.3, 0.2])          # by probability: 1, 2, 3, 0
+    counts = Counter(Engine(model, [0], [Nucleus(0.6, 1.0)], 4000, seed=1))
+    assert set(counts) == {1, 2}                 # 0.4 + 0.3 reach 0.6
+    assert 4 / 3 * 0.85 < counts[1] / counts[2] < 4 / 3 * 1.15
+    assert set(Engine(model, [0], [Nucleus(0.4, 1.0)], 200, seed=1)) == {1}
+    # at temperature 2 the distribution is flatter (0.33, 0.28, 0.23, 0.16): 0.75
+    # takes three characters
+    assert set(Engine(model, [0], [Nucleus(0.75, 2.0)], 2000, seed=1,
+                      temperature=2.0)) == {1, 2, 3}
+    assert len(set(Engine(model, [0], [], 2000, seed=1))) == 4      # off: all four
