@@ -46,6 +46,7 @@ def run_main(main, prog=None, fast_exit=False):
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
     if fast_exit:
+        drop_aliases()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc or 0)
@@ -496,13 +497,22 @@ def tf_path(prefix):
     if not any(c in real for c in GLOB_CHARS):
         return prefix
     if real not in _ALIASES:
-        import atexit
-        import shutil
+        if not _ALIASES:
+            import atexit
+            atexit.register(drop_aliases)
         tmp = tempfile.mkdtemp(prefix="lyrics-ckpt-")
-        atexit.register(shutil.rmtree, tmp, True)
         os.symlink(real, os.path.join(tmp, "dir"))
         _ALIASES[real] = os.path.join(tmp, "dir")
     return os.path.join(_ALIASES[real], os.path.basename(prefix))
+
+
+def drop_aliases():
+    """Remove tf_path's alias directories: at exit, and from run_main's fast exit, which
+    skips the atexit handlers (they used to stay behind in the temporary directory)."""
+    import shutil
+    for alias in _ALIASES.values():
+        shutil.rmtree(os.path.dirname(alias), ignore_errors=True)
+    _ALIASES.clear()
 
 
 def real_path(path):

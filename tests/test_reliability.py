@@ -429,9 +429,15 @@ def test_a_save_dir_with_glob_characters_trains_resumes_rotates_and_samples(tmp_
     proc = run("train.py", *common, "--keep", "--max_steps", "100", check=0)
     assert "resumed" in proc.stdout and str(save) in proc.stdout, proc.stdout
     assert "damaged" not in proc.stdout + proc.stderr
-    proc = run("sample.py", "--save_dir", save, "--n", "20", "--out", "", check=0)
+    import glob
+    import tempfile
+    aliases = set(glob.glob(os.path.join(tempfile.gettempdir(), "lyrics-ckpt-*")))
+    # a real process: its fast exit skips atexit, and its alias must go all the same
+    proc = run("sample.py", "--save_dir", save, "--n", "20", "--out", "", check=0,
+               isolated=True)
     assert "damaged" not in proc.stderr and "lyrics-ckpt-" not in proc.stderr
     assert not any(n.startswith("damaged-") for n in os.listdir(save))
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "lyrics-ckpt-*"))) <= aliases
 
 
 @pytest.mark.slow
