@@ -69,9 +69,9 @@ def rhyme_rate(lines):
 # L-character prefix and the character after it.  The index holds a 62-bit hash of each
 # prefix, sorted, with the following character beside it.  While sampling, the hash of the
 # last L output characters finds (by binary search) every character that would make the
-# output repeat L+1 training characters verbatim; those are masked.  The same hash is
-# computed in numpy here and inside the TensorFlow sampling loop (seq2seq_rnn), so both
-# must use ngram_hash_params().
+# output repeat L+1 training characters verbatim; those are masked (engine.NoCopy).  The
+# index is built with window_hashes() and looked up with window_hash(), its one-window
+# form in Python integers; both take their multipliers from ngram_hash_params().
 
 P1, P2 = 2147483629, 2147483587          # primes below 2**31
 B1, B2 = 1000003, 1000033                # bases larger than any vocabulary
@@ -176,8 +176,7 @@ class NgramIndex:
 # Both rules look at the last LOOP_WINDOW characters only: a loop is a repeat close by,
 # and a sample of 20,000 characters then costs each step what a 1,000-character one does
 # (over the whole sample, 20,000 characters took 121 s instead of 10 s: quadratic).
-# This function is the rule's definition; the in-graph sampler (seq2seq_rnn) computes the
-# same bans inside its while_loop, and tests check both against this one.
+# loop_banned is the rule's one definition; engine.LoopGuard applies it while sampling.
 
 DEFAULT_MAX_RUN = 3
 DEFAULT_REPEAT_NGRAM = 5
