@@ -330,108 +330,112 @@ def draft(s, args, ids, kept, seed, on_text=None):
 # ------------------------------------------------------------------------------ server
 
 
+class Handler(BaseHTTPRequestHandler):
+    """The page and the JSON API; make_handler binds it to the models and the limit of
+    requests drawn at once."""
+    server_version = "lyrics/1"
+    models = busy = page = None
+
+    def log_message(self, fmt, *args):       # quiet: one line per request is noise
+        pass
+
+    def send(self, status, body, ctype="application/json; charset=utf-8"):
+        data = body if isinstance(body, bytes) else json.dumps(
+            body, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path in ("/", "/index.html"):
+            self.send(200, self.page, "text/html; charset=utf-8")
+        elif self.path == "/api/models":
+            self.send(200, {"models": self.models.listing()})
+        elif self.path == "/api/options":
+            self.send(200, options())
+        elif self.path == "/api/status":
+            self.send(200, {"drawing": self.models.drawing})
+        elif self.path == "/favicon.ico":
+            self.send(200, ICON, "image/svg+xml")
+        else:
+            self.send(404, {"error": f"no such page: {self.path}"})
+
+    def do_HEAD(self):
+        """GET's status and headers without the body (link checkers, curl -I)."""
+        self.wfile, body = io.BytesIO(), self.wfile       # what GET writes, dropped
+        try:
+            self.do_GET()
+            head = self.wfile.getvalue().split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+        finally:
+            self.wfile = body
+        self.wfile.write(head)
+
+    def do_POST(self):
+        if self.path not in ("/api/generate", "/api/stream"):
+            return self.send(404, {"error": f"no such endpoint: {self.path}"})
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 < length <= MAX_BODY:
+            return self.send(413 if length > MAX_BODY else 400,
+                             {"error": f"send a JSON body of at most {MAX_BODY} bytes"})
+        try:
+            req = json.loads(self.rfile.read(length).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):   # nested 8,000 deep
+            return self.send(400, {"error": "the body is not JSON (or nested too deep)"})
+        if not self.busy.acquire(timeout=10):
+            return self.send(503, {"error": "busy: too many requests at once; try again"})
+        self.streaming, self.streamed = False, 0
+        try:
+            if self.path == "/api/stream":
+                result = generate(self.models, req, self.stream)
+                self.stream(None, None, {"done": True, "result": result})
+            else:
+                self.send(200, generate(self.models, req))
+        except (BrokenPipeError, ConnectionResetError):  # the page stopped it
+            print(f"serve.py: a streamed request stopped after {self.streamed:,} "
+                  f"characters: the page closed it", file=sys.stderr, flush=True)
+        except BadRequest as e:
+            self.fail(e.status, {"error": str(e), "field": e.field, "errors": e.errors})
+        except UserError as e:                   # e.g. a model damaged since start
+            self.fail(500, {"error": str(e)})
+        except Exception as e:                   # never a dead server
+            self.fail(500, {"error": f"internal error ({type(e).__name__}: {e})"})
+        finally:
+            self.busy.release()
+
+    def stream(self, k, text, message=None):
+        """One line of a streamed answer; the headers go with the first (a request
+        found bad before that still gets a plain 4xx)."""
+        if not self.streaming:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.streaming = True
+        line = message if message is not None else {"draft": k, "text": text}
+        self.streamed += len(text or "")
+        self.wfile.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
+
+    def fail(self, status, body):
+        try:
+            if self.streaming:                   # mid-stream: the error is a line
+                self.stream(None, None, dict(body, status=status))
+            else:
+                self.send(status, body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
 def make_handler(models, busy):
     page = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "web",
                              "index.html"), "rb").read()
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "lyrics/1"
-
-        def log_message(self, fmt, *args):       # quiet: one line per request is noise
-            pass
-
-        def send(self, status, body, ctype="application/json; charset=utf-8"):
-            data = body if isinstance(body, bytes) else json.dumps(
-                body, ensure_ascii=False).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):
-            if self.path in ("/", "/index.html"):
-                self.send(200, page, "text/html; charset=utf-8")
-            elif self.path == "/api/models":
-                self.send(200, {"models": models.listing()})
-            elif self.path == "/api/options":
-                self.send(200, options())
-            elif self.path == "/api/status":
-                self.send(200, {"drawing": models.drawing})
-            elif self.path == "/favicon.ico":
-                self.send(200, ICON, "image/svg+xml")
-            else:
-                self.send(404, {"error": f"no such page: {self.path}"})
-
-        def do_HEAD(self):
-            """GET's status and headers without the body (link checkers, curl -I)."""
-            self.wfile, body = io.BytesIO(), self.wfile       # what GET writes, dropped
-            try:
-                self.do_GET()
-                head = self.wfile.getvalue().split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-            finally:
-                self.wfile = body
-            self.wfile.write(head)
-
-        def do_POST(self):
-            if self.path not in ("/api/generate", "/api/stream"):
-                return self.send(404, {"error": f"no such endpoint: {self.path}"})
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
-            if not 0 < length <= MAX_BODY:
-                return self.send(413 if length > MAX_BODY else 400,
-                                 {"error": f"send a JSON body of at most {MAX_BODY} bytes"})
-            try:
-                req = json.loads(self.rfile.read(length).decode("utf-8"))
-            except (ValueError, UnicodeDecodeError, RecursionError):   # nested 8,000 deep
-                return self.send(400, {"error": "the body is not JSON (or nested too deep)"})
-            if not busy.acquire(timeout=10):
-                return self.send(503, {"error": "busy: too many requests at once; try again"})
-            self.streaming, self.streamed = False, 0
-            try:
-                if self.path == "/api/stream":
-                    result = generate(models, req, self.stream)
-                    self.stream(None, None, {"done": True, "result": result})
-                else:
-                    self.send(200, generate(models, req))
-            except (BrokenPipeError, ConnectionResetError):  # the page stopped it
-                print(f"serve.py: a streamed request stopped after {self.streamed:,} "
-                      f"characters: the page closed it", file=sys.stderr, flush=True)
-            except BadRequest as e:
-                self.fail(e.status, {"error": str(e), "field": e.field, "errors": e.errors})
-            except UserError as e:                   # e.g. a model damaged since start
-                self.fail(500, {"error": str(e)})
-            except Exception as e:                   # never a dead server
-                self.fail(500, {"error": f"internal error ({type(e).__name__}: {e})"})
-            finally:
-                busy.release()
-
-        def stream(self, k, text, message=None):
-            """One line of a streamed answer; the headers go with the first (a request
-            found bad before that still gets a plain 4xx)."""
-            if not self.streaming:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-ndjson; charset=utf-8")
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.streaming = True
-            line = message if message is not None else {"draft": k, "text": text}
-            self.streamed += len(text or "")
-            self.wfile.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
-
-        def fail(self, status, body):
-            try:
-                if self.streaming:                   # mid-stream: the error is a line
-                    self.stream(None, None, dict(body, status=status))
-                else:
-                    self.send(status, body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-    return Handler
+    return type("BoundHandler", (Handler,), {"models": models, "busy": busy, "page": page})
 
 
 class Server(ThreadingHTTPServer):
