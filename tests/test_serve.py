@@ -322,7 +322,7 @@ def test_closing_the_stream_stops_the_drawing_on_the_server(server):
         time.sleep(0.01)
     stopped = time.perf_counter() - t0
     assert call(url, "/api/status")[1]["drawing"] == 0
-    assert stopped < whole / 4, (stopped, whole)
+    assert stopped < whole / 2, (stopped, whole)          # not drawn to the end
     proc.terminate()
     log = proc.communicate(timeout=10)[1]
     m = re.search(r"a streamed request stopped after ([\d,]+) characters: the page closed", log)
