@@ -144,8 +144,7 @@ class LineLength(Rule):
     """--line_len MIN-MAX: no line end before MIN characters, a line end after MAX."""
     name = "line_len"
     flags = (("line_len", dict(type=line_range, default=None, metavar="MIN-MAX",
-                               help="keep each line between MIN and MAX characters, e.g. "
-                                    "5-9")),)
+                               help="keep each line between MIN and MAX characters, e.g. 5-9")),)
 
     def __init__(self, lo, hi):
         """Lines of lo to hi characters (line ends not counted)."""
@@ -178,7 +177,8 @@ class Acrostic(Rule):
                                     "characters, one line each (implies --lines)")),)
 
     def __init__(self, ids, chars):
-        """ids: line i's first character's id; chars: the same as typed."""
+        """ids: the id of each line's first character, in order; chars: the same
+        characters as the user typed them (for the messages)."""
         self.ids, self.chars = ids, chars
 
     @classmethod
