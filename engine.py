@@ -183,9 +183,9 @@ class Acrostic(Rule):
 
     @classmethod
     def build(cls, args, sampler):
-        if not args.acrostic:
+        chars = acrostic_chars(args)
+        if not chars:
             return None
-        chars = "".join(args.acrostic.split())
         unknown = "".join(dict.fromkeys(c for c in chars if c not in sampler.vocab))
         if unknown:
             raise UserError(f"--acrostic: the model never saw {unknown}, so no line can "
@@ -387,11 +387,14 @@ def build_rules(args, sampler):
     return [r for r in (cls.build(args, sampler) for cls in RULES) if r is not None]
 
 
+def acrostic_chars(args):
+    """--acrostic's characters, spaces left out ('' when off): one line each."""
+    return "".join((args.acrostic or "").split())
+
+
 def plan(args):
     """(characters the sample may draw at most, lines to stop after or None)."""
-    lines = args.lines
-    if args.acrostic:
-        lines = len("".join(args.acrostic.split()))
+    lines = len(acrostic_chars(args)) or args.lines
     if not lines:
         return args.n, None
     return max(args.n, lines * ((args.line_len[1] if args.line_len else LINE_CAP) + 1)), lines

@@ -21,8 +21,8 @@ from utils import (HelpFormatter, UserError, first_intact_checkpoint, float_in,
                    import_tensorflow, int_in, run_main, seed_int, tf_path)
 
 from craft import DEFAULT_MAX_COPY
-from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, build_rules,
-                    plan)
+from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, acrostic_chars,
+                    build_rules, plan)
 from modeldir import find_checkpoints, load_corpus, load_saved
 
 # Bounds of the flags, where time or memory would give out (the rules' own bounds are
@@ -233,7 +233,7 @@ def copy_index(save_dir, corpus, length, warn):
 def check_budget(args, limit, where=""):
     """None, or what is wrong when the sample args ask for more than limit characters
     (engine.plan: --n, or with --lines or --acrostic every line at its longest)."""
-    lines = len("".join(args.acrostic.split())) if args.acrostic else 0
+    lines = len(acrostic_chars(args))
     if args.acrostic and args.lines and args.lines != lines:
         return (f"--acrostic writes one line per character ({lines}); leave out --lines "
                 f"or make it {lines}")
