@@ -66,6 +66,9 @@ CONFIGS = {name: {k: PRESETS[preset][k] for k in BENCH_KEYS if k in PRESETS[pres
 SUITE = [("songci300", ["--subset", "300"], ["seed", "large"]),
          ("songci", [], ["seed", "large"]),
          ("poetry", ["--corpus", "poetry"], ["base"])]
+# Other programs' share of the CPU above which a row is flagged as measured beside other
+# work (an idle 2-core machine shows 0-3 %: the system's own daemons).
+IDLE_SHARE = 0.05
 DEFAULT_TORCH = os.path.expanduser("~/.torchref/bin/python")
 TORCH_REF = os.path.join(os.path.dirname(ROOT), "shared", "bench", "torch_reference.py")
 
@@ -98,6 +101,46 @@ def parse_args():
     if a.steps < 1 or a.repeats < 1 or a.warmup < 0:
         p.error("--steps and --repeats must be at least 1, --warmup at least 0")
     return a
+
+
+class CpuWatch:
+    """How much of the CPU other programs used while a row ran: the machine's busy time
+    (/proc/stat) minus this process's and its children's (getrusage), over the wall time
+    of all cores; and the 1-minute load average before and after, which counts the bench
+    itself too.  A row measured beside other work is slower than the machine: the row says
+    so rather than the reader guessing.  others_share is None where /proc/stat is missing."""
+
+    def __init__(self):
+        self.wall, self.busy, self.own = time.monotonic(), self._busy(), self._own()
+        self.load_before = os.getloadavg()[0]
+
+    @staticmethod
+    def _busy():
+        """Busy CPU seconds of the whole machine so far (None: no /proc/stat)."""
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)     # idle + iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")   # not guest (in user)
+
+    @staticmethod
+    def _own():
+        s, c = resource.getrusage(resource.RUSAGE_SELF), \
+            resource.getrusage(resource.RUSAGE_CHILDREN)
+        return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+    def stop(self):
+        """{'load_before', 'load_after', 'others_share'} since the watch began."""
+        wall = time.monotonic() - self.wall
+        busy = self._busy()
+        share = None
+        if busy is not None and self.busy is not None and wall > 0:
+            others = (busy - self.busy) - (self._own() - self.own)
+            share = min(max(others / (wall * (os.cpu_count() or 1)), 0.0), 1.0)
+        return dict(load_before=self.load_before, load_after=os.getloadavg()[0],
+                    others_share=share)
 
 
 def load_ids(path):
@@ -343,6 +386,7 @@ def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
     steps = a.steps if conf != "large" else max(min(30, a.steps), a.steps // 5)
     warm = a.warmup if conf != "large" else max(min(5, a.warmup), a.warmup // 4)
     ours_runs, ref_runs, row = [], [], {"config": conf, "rnncell": cell, "text": text}
+    watch = CpuWatch()
     batch = cfg["batch_size"] * cfg["seq_length"]
     if len(ids) - int(len(ids) * 0.05) < batch:
         row["skipped"] = (f"{len(ids):,} characters are fewer than one training batch of "
@@ -360,7 +404,7 @@ def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
                 row["torch_sample_200_s"] = ref.get("sample_s")
             else:
                 row["torch_error"] = ref["error"]
-    row.update(tf_chars_per_s=median(ours_runs), tf_runs=ours_runs)
+    row.update(tf_chars_per_s=median(ours_runs), tf_runs=ours_runs, **watch.stop())
     fpc = flops_per_char(cfg, V, cell)
     peak = matmul_peak(cfg, V, cell)
     row.update(flops_per_char=fpc, peak_gflops=peak, tf_gflops=row["tf_chars_per_s"] * fpc / 1e9)
@@ -626,6 +670,12 @@ def _row_text(r):
               f"{r['tf_share_of_ceiling']:.0%} of it")
         if "ceiling_vs_torch" in r:
             s += f"; no build can beat torch by more than {r['ceiling_vs_torch']:.2f}x here"
+    if r.get("others_share") is not None:
+        s += (f"\n{'':11s}other programs used {r['others_share']:.0%} of the CPU while the "
+              f"rounds ran (load average {r['load_before']:.2f} before, "
+              f"{r['load_after']:.2f} after, the bench included)")
+        if r["others_share"] > IDLE_SHARE:
+            s += "; NOT IDLE: these figures understate the machine"
     if "plain_chars_per_s" in r:
         s += f"\n{'':11s}plain build {k(r['plain_chars_per_s'])}"
     if r.get("tf_val_loss") is not None:

@@ -1,6 +1,7 @@
 """bench/speed.py's arithmetic: FLOPs per character from the shapes, the matmul limit,
 the ceiling no build can pass."""
 import math
+import os
 
 import pytest
 
@@ -103,6 +104,40 @@ def test_rows_without_validation_or_reference_still_print():
                torch_runs=[1e4], ratio_vs_torch=0.7, torch_share_of_peak=0.71)
     text = _row_text(row)
     assert "ours / torch = 0.70x" in text and "(+0.20% vs float32)" in text
+
+
+def test_cpu_watch_counts_other_programs_not_the_bench_itself():
+    """A row must say when something else used the CPU: a busy process that is not the
+    bench's (not yet reaped) shows in others_share, the bench's own busy loop does not."""
+    import subprocess
+    import sys
+    import time
+    from bench.speed import IDLE_SHARE, CpuWatch
+    if CpuWatch._busy() is None:
+        pytest.skip("no /proc/stat on this system")
+    watch = CpuWatch()
+    t = time.monotonic()
+    while time.monotonic() - t < 1.0:            # our own work: one core for a second
+        pass
+    own = watch.stop()
+    busy = subprocess.Popen([sys.executable, "-c",
+                             "import time\nt = time.monotonic()\n"
+                             "while time.monotonic() - t < 3: pass"])
+    try:
+        time.sleep(0.5)                          # the new interpreter is running by now
+        watch = CpuWatch()
+        time.sleep(1.5)
+        other = watch.stop()
+    finally:
+        busy.kill()
+        busy.wait()
+    cores = os.cpu_count() or 1
+    # one busy core out of `cores`, the bench idle: others used about 1/cores of the CPU
+    assert other["others_share"] > 0.6 / cores, other
+    assert own["others_share"] < other["others_share"] - 0.3 / cores, (own, other)
+    row = {"config": "seed", "rnncell": "lstm", "tf_chars_per_s": 1e4, **other}
+    assert "NOT IDLE" in _row_text(row) and other["others_share"] > IDLE_SHARE
+    assert "load average" in _row_text(row)
 
 
 @pytest.mark.slow
