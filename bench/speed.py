@@ -510,17 +510,24 @@ def main():
 
 
 def machine_text():
-    """'2 cores, <CPU model>' (the figures mean little without it)."""
-    model = sys.platform
+    """'2 cores, <CPU model> (<the vector units that decide the kernels>), oneDNN on|off':
+    the figures mean little without it (an AVX2-only CPU and one with AVX-512 and AMX
+    rank the builds differently)."""
+    model, flags = sys.platform, set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and model == sys.platform:
                     model = line.split(":", 1)[1].strip()
-                    break
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {model}"
+    units = [u for u in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if u in flags]
+    if units:
+        model += f" ({', '.join(units)})"
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default")
+    return f"{os.cpu_count()} cores, {model}, TF_ENABLE_ONEDNN_OPTS={onednn}"
 
 
 def sampling_figures(data, sizes=(6000, 11000), repeats=20):
