@@ -124,7 +124,7 @@ class Sampler:
             self.index = copy_index(save_dir, self.corpus, max_copy, warn)
         if cpu:
             os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
-        tf = import_tensorflow()
+        tf = import_tensorflow("sample")
         from seq2seq_rnn import Model
         tf1 = tf.compat.v1
         self.graph = tf.Graph()

@@ -32,11 +32,10 @@ step); bench/speed.py uses it as the straightforward reference.
 """
 import copy
 
-# utils first: importing it sets the environment TensorFlow must be imported into
+import tensorflow as tf
+
 from utils import ARCHITECTURE_KEYS  # noqa: F401  (re-exported: the checkpoint's contract)
 from utils import CELL_TYPES, build_weight
-
-import tensorflow as tf  # noqa: E402,I100
 
 tf1 = tf.compat.v1
 nest = tf.nest

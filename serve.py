@@ -458,7 +458,7 @@ def main(argv=None):
         raise UserError(f"--save_dir {args.save_dir}: no such directory; train a model "
                         f"first: python train.py --save_dir {args.save_dir}", code=2)
     from utils import import_tensorflow
-    import_tensorflow()
+    import_tensorflow("sample")
     models = Models(args.save_dir)
     if not models.dirs:
         raise UserError(f"no trained model in {args.save_dir}/ or below it; train one "

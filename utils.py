@@ -470,30 +470,48 @@ TF_ENVIRONMENT = {
     # TensorFlow imports Keras, which imports matplotlib.pyplot; a non-GUI backend makes
     # that import cheaper, and none of our scripts that use TensorFlow shows a window.
     "MPLBACKEND": "Agg",
-    # oneDNN's graph rewrites (its matmuls and fused element-wise kernels): TensorFlow
-    # turns them on by itself only on CPUs with AVX-512 VNNI, bfloat16 or AMX, and leaves
-    # an AVX2 CPU on its slower default kernels.  Measured on a 2-core AMD EPYC with AVX2
-    # only (2026-11-30, bench/speed.py): training 1.3-1.5x faster with them (seed config
-    # 12-14 k -> 18 k chars/s, base 4.2 k -> 5.4-5.8 k), the held-out loss after the same
-    # steps equal to 4 decimals.  Where TensorFlow turns them on anyway, this changes
-    # nothing; TF_ENABLE_ONEDNN_OPTS=0 turns them off.
-    "TF_ENABLE_ONEDNN_OPTS": "1",
 }
+# oneDNN's graph rewrites (its matmuls and fused element-wise kernels), by what the
+# process does.  TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI,
+# bfloat16 or AMX, and leaves an AVX2 CPU on its own default kernels.  Measured on a
+# 2-core AMD EPYC with AVX2 only (2026-11-30, bench/speed.py): training 1.3-1.6x faster
+# with them (seed config 11.9 k -> 18.1 k chars/s, base 3.9 k -> 5.7 k), the held-out loss
+# after the same steps equal to 4 decimals; the batch-1 sampling step 15-20 % slower
+# (200 characters at V 6 k: 200 -> 240 ms).  So training turns them on and sampling
+# leaves TensorFlow's default.  A process reads the setting once, at its first graph, and
+# a user's TF_ENABLE_ONEDNN_OPTS wins (0 off, 1 on, for every script).
+ONEDNN_BY_ROLE = {"train": "1", "sample": None}
 
 
-def tf_environment():
-    """Set TF_ENVIRONMENT's defaults.  Called when this module is imported, before any
-    script imports TensorFlow (TensorFlow reads them once, at its first use)."""
+def tf_environment(role=None):
+    """Set TF_ENVIRONMENT's defaults, and the oneDNN default of `role` ("train" or
+    "sample"; None: leave it).  Called with no role when this module is imported, before
+    any script imports TensorFlow, and by import_tensorflow(role)."""
     for key, value in TF_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    if role is not None and ONEDNN_BY_ROLE[role] is not None:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", ONEDNN_BY_ROLE[role])
 
 
+USER_ONEDNN = os.environ.get("TF_ENABLE_ONEDNN_OPTS")     # before any default of ours
 tf_environment()            # every script imports utils before TensorFlow
 
 
-def import_tensorflow():
-    """Import TensorFlow quietly (call after argument parsing, so --help is instant)."""
-    tf_environment()
+def child_environment():
+    """os.environ for a child script, without this process's own oneDNN default: the
+    child picks its own by its role (a bench that trains, then times sample.py)."""
+    env = dict(os.environ)
+    if USER_ONEDNN is None:
+        env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    return env
+
+
+def import_tensorflow(role="train"):
+    """Import TensorFlow quietly (call after argument parsing, so --help is instant).
+    role: what the process does, "train" (and score in batches) or "sample" (one
+    character at a time), which decides the oneDNN default (ONEDNN_BY_ROLE); the first
+    call of a process decides."""
+    tf_environment(role)
     with silence_stderr():
         import tensorflow as tf
         tf.config.list_physical_devices("GPU")   # its CUDA probe logs too

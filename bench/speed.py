@@ -342,7 +342,9 @@ def measure_torch(torch_python, text, cell, cfg, steps, warmup, seed):
 
 def timed(cmd, cwd=ROOT):
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    from utils import child_environment
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                          env=child_environment())
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(cmd[1:3])} failed: {proc.stderr.strip()[-300:]}")
     return time.perf_counter() - t
@@ -526,8 +528,13 @@ def machine_text():
     units = [u for u in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if u in flags]
     if units:
         model += f" ({', '.join(units)})"
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow's default")
-    return f"{os.cpu_count()} cores, {model}, TF_ENABLE_ONEDNN_OPTS={onednn}"
+    from utils import ONEDNN_BY_ROLE, USER_ONEDNN
+
+    def onednn(role):
+        value = USER_ONEDNN or ONEDNN_BY_ROLE[role]
+        return {"1": "on", "0": "off", None: "TensorFlow's default"}.get(value, value)
+    return (f"{os.cpu_count()} cores, {model}; oneDNN rewrites: training {onednn('train')}, "
+            f"sampling {onednn('sample')}")
 
 
 def sampling_figures(data, sizes=(6000, 11000), repeats=20):
@@ -582,7 +589,23 @@ def sized_model(d, V, seed=0):
 def draw_time(save, flags, repeats=20):
     """Median seconds of one sample.py sample of 200 characters (or as flags say) after
     the model is loaded, the default rules on: write_one(), as sample.py and serve.py
-    draw."""
+    draw.  Timed in a child process, so TensorFlow runs as it does in sample.py (the
+    sampling role's settings, utils.ONEDNN_BY_ROLE), not as in this training bench."""
+    from utils import child_environment
+    code = ("import json, sys\nsys.path.insert(0, sys.argv[1])\n"
+            "from bench.speed import draw_time_here\n"
+            "print(json.dumps(draw_time_here(sys.argv[2], json.loads(sys.argv[3]), "
+            "int(sys.argv[4]))))")
+    proc = subprocess.run([sys.executable, "-c", code, ROOT, save, json.dumps(flags),
+                           str(repeats)], cwd=ROOT, capture_output=True, text=True,
+                          env=child_environment())
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: timing sample.py failed: {proc.stderr.strip()[-300:]}")
+    return float(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def draw_time_here(save, flags, repeats=20):
+    """draw_time() in this process."""
     import numpy as np
     from craft import DEFAULT_MAX_COPY
     from sample import Sampler, build_parser, start_ids, write_one
@@ -609,8 +632,9 @@ def serve_times(save, repeats=20):
     import urllib.request
     import numpy as np
     t0 = time.perf_counter()
+    from utils import child_environment
     proc = subprocess.Popen([sys.executable, "serve.py", "--save_dir", save, "--port", "0"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT, env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         url = None

@@ -269,11 +269,9 @@ def test_every_cell_type_argparse_offers_is_one_registered_class():
     assert all(Cell.REGISTRY[k].kind == k for k in CELL_TYPES)
 
 
-@pytest.mark.parametrize("user", [None, "0"])
-def test_onednn_rewrites_are_on_unless_the_user_turned_them_off(user):
-    """TensorFlow leaves oneDNN's graph rewrites off on AVX2-only CPUs, where they make
-    training 1.3-1.5x faster (utils.TF_ENVIRONMENT); any script importing the model gets
-    them on, and a user's TF_ENABLE_ONEDNN_OPTS wins."""
+def _onednn_on(role, user=None):
+    """Whether TensorFlow runs oneDNN's rewrites in a fresh process that imported it as
+    `role` does (None: a plain `import tensorflow`), the user's setting being `user`."""
     import os
     import subprocess
     import sys
@@ -281,10 +279,21 @@ def test_onednn_rewrites_are_on_unless_the_user_turned_them_off(user):
     if user is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = user
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    # seq2seq_rnn imports TensorFlow at its top: the setting must be in place before that
-    code = ("import os, sys; sys.modules['tensorflow'] = None\n"
-            "try:\n    import seq2seq_rnn\nexcept ImportError:\n    pass\n"
-            "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))")
+    imp = ("import tensorflow" if role is None else
+           f"import utils; utils.import_tensorflow({role!r})")
+    code = (f"{imp}\nfrom tensorflow.python.util import _pywrap_util_port as port\n"
+            "print(port.IsMklEnabled())")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
                          capture_output=True, text=True, check=True).stdout.split()
-    assert out == [user or "1"]
+    return out[-1] == "True"
+
+
+@pytest.mark.slow
+def test_onednn_rewrites_on_for_training_default_for_sampling_and_the_user_wins():
+    """TensorFlow leaves oneDNN's rewrites off on AVX2-only CPUs, where training is
+    1.3-1.6x faster with them and the batch-1 sampling step slower (utils.ONEDNN_BY_ROLE):
+    training turns them on, sampling keeps TensorFlow's default, TF_ENABLE_ONEDNN_OPTS=0
+    turns them off."""
+    assert _onednn_on("train")
+    assert _onednn_on("sample") == _onednn_on(None)
+    assert not _onednn_on("train", user="0")
