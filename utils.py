@@ -476,8 +476,8 @@ TF_ENVIRONMENT = {
 # bfloat16 or AMX, and leaves an AVX2 CPU on its own default kernels.  Measured on a
 # 2-core AMD EPYC with AVX2 only (2026-11-30, bench/speed.py): training 1.3-1.6x faster
 # with them (seed config 11.9 k -> 18.1 k chars/s, base 3.9 k -> 5.7 k), the held-out loss
-# after the same steps equal to 4 decimals; the batch-1 sampling step 15-20 % slower
-# (200 characters at V 6 k: 200 -> 240 ms).  So training turns them on and sampling
+# after the same steps equal to 4 decimals; the batch-1 sampling step slower with them
+# (200 characters at V 6 k: 215-223 ms -> 230-301 ms, alternating runs).  So training turns them on and sampling
 # leaves TensorFlow's default.  A process reads the setting once, at its first graph, and
 # a user's TF_ENABLE_ONEDNN_OPTS wins (0 off, 1 on, for every script).
 ONEDNN_BY_ROLE = {"train": "1", "sample": None}
@@ -485,8 +485,7 @@ ONEDNN_BY_ROLE = {"train": "1", "sample": None}
 
 def tf_environment(role=None):
     """Set TF_ENVIRONMENT's defaults, and the oneDNN default of `role` ("train" or
-    "sample"; None: leave it).  Called with no role when this module is imported, before
-    any script imports TensorFlow, and by import_tensorflow(role)."""
+    "sample"; None: leave it), before TensorFlow is imported (import_tensorflow)."""
     for key, value in TF_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     if role is not None and ONEDNN_BY_ROLE[role] is not None:
@@ -494,7 +493,6 @@ def tf_environment(role=None):
 
 
 USER_ONEDNN = os.environ.get("TF_ENABLE_ONEDNN_OPTS")     # before any default of ours
-tf_environment()            # every script imports utils before TensorFlow
 
 
 def child_environment():
