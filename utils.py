@@ -673,14 +673,21 @@ def first_intact_checkpoint(candidates, variables, save_dir, restore=None):
         "; train afresh (train.py --overwrite) or copy the model again")
 
 
-def cpu_has_bf16():
-    """True when the CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX-BF16)."""
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            flags = f.read()
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        pass
+    return set()
+
+
+def cpu_has_bf16():
+    """True when the CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX-BF16)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def session_config(bf16=False):

@@ -515,16 +515,17 @@ def machine_text():
     """'2 cores, <CPU model> (<the vector units that decide the kernels>), oneDNN on|off':
     the figures mean little without it (an AVX2-only CPU and one with AVX-512 and AMX
     rank the builds differently)."""
-    model, flags = sys.platform, set()
+    from utils import cpu_flags
+    model = sys.platform
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("model name") and model == sys.platform:
+                if line.startswith("model name"):
                     model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
+                    break
     except OSError:
         pass
+    flags = cpu_flags()
     units = [u for u in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if u in flags]
     if units:
         model += f" ({', '.join(units)})"
