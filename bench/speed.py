@@ -512,9 +512,9 @@ def main():
 
 
 def machine_text():
-    """'2 cores, <CPU model> (<the vector units that decide the kernels>), oneDNN on|off':
+    """'2 cores, <CPU model> (<vector units>); oneDNN rewrites: training .., sampling ..':
     the figures mean little without it (an AVX2-only CPU and one with AVX-512 and AMX
-    rank the builds differently)."""
+    rank the builds differently, and oneDNN is on by default only on the latter)."""
     from utils import cpu_flags
     model = sys.platform
     try:
