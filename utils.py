@@ -397,6 +397,9 @@ def logging(path, line=None, config=None):
             f.write(line.rstrip("\n") + "\n")
 
 
+LOG_MACHINE = "Machine:"      # the line each run writes after its config block
+
+
 def epoch_lines(epoch, train_loss, val_loss, seconds):
     """The three per-epoch lines of the article's log format."""
     lines = [f"Epoch:{epoch} train error rate:{train_loss:.6f}"]
@@ -604,7 +607,49 @@ def checkpoint_candidates(save_dir, prefer_best=False):
                                                 os.path.basename(p).startswith("model")),
                           reverse=True)
     first = [p for p in ((best, latest) if prefer_best else (latest,)) if p in found]
-    return list(dict.fromkeys(first + newest_first))
+    packed = [os.path.join(save_dir, PACKED_WEIGHTS)] if PACKED_WEIGHTS in names else []
+    return list(dict.fromkeys(first + newest_first)) + packed
+
+
+# A packed model (scripts/pack_model.py: models/base-verse/ ships so) holds its weights
+# in one numpy archive instead of TensorFlow checkpoints: {variable name: array}, the
+# trained weights in float16 (half the bytes; sampling and fine-tuning use them as
+# float32) and the bookkeeping scalars (global_step, epoch, ...) in their own types.
+# Every reader takes it where it takes a checkpoint prefix.
+PACKED_WEIGHTS = "weights.npz"
+
+
+def is_packed(prefix):
+    return os.path.basename(prefix) == PACKED_WEIGHTS
+
+
+def read_packed(path):
+    """{name: array} of a packed model's weights.npz (no pickles), float arrays as
+    float32; raises ValueError/OSError when it is not such a file."""
+    import numpy as np
+    with np.load(path, allow_pickle=False) as z:
+        out = {}
+        for name in z.files:
+            a = z[name]
+            out[name] = a.astype(np.float32) if a.dtype.kind == "f" else a
+    return out
+
+
+def restore_weights(sess, saver, prefix, variables):
+    """Restore `variables` from a checkpoint prefix (saver.restore) or a packed
+    weights.npz (each variable it holds loaded, the others set to their initial values:
+    the loads and initializers are ops made with the variables, so a finalized graph
+    works)."""
+    if not is_packed(prefix):
+        saver.restore(sess, tf_path(prefix))
+        return
+    weights = read_packed(prefix)
+    for v in variables:
+        name = v.op.name
+        if name in weights:
+            v.load(weights[name].reshape(v.shape.as_list()), sess)
+        else:
+            sess.run(v.initializer)
 
 
 def checkpoint_problem(prefix, variables, read_all=True):
@@ -613,12 +658,27 @@ def checkpoint_problem(prefix, variables, read_all=True):
     with 'damaged' or 'made by another model'.  The shapes are checked before any restore:
     a Saver restores a resource variable of another shape without complaint, and the
     error comes later, deep in a run."""
+    import numpy as np
     import tensorflow as tf
     try:
-        reader = tf.train.load_checkpoint(tf_path(prefix))
-        shapes = reader.get_variable_to_shape_map()
+        if is_packed(prefix):
+            packed = read_packed(prefix)
+            shapes = {k: list(a.shape) for k, a in packed.items()}
+        else:
+            reader = tf.train.load_checkpoint(tf_path(prefix))
+            shapes = reader.get_variable_to_shape_map()
     except Exception as e:                  # not an sstable, truncated index, ...
         return f"damaged ({short_error(e)})"
+    if is_packed(prefix):
+        bad = [k for k, a in packed.items() if a.dtype.kind == "f" and not np.all(
+            np.isfinite(a))]
+        if bad:
+            return f"damaged ({bad[0]} holds inf/NaN)"
+        trained = [v for v in variables if v.trainable]
+        missing = [v.op.name for v in trained if v.op.name not in shapes]
+        if missing:
+            return f"made by another model (it has no {missing[0]})"
+        variables, read_all = [v for v in variables if v.op.name in shapes], False
     for v in variables:
         name = v.op.name
         if name not in shapes:
@@ -683,6 +743,29 @@ def cpu_flags():
     except OSError:
         pass
     return set()
+
+
+def cpu_text():
+    """'<model name> (family F, model M; avx2, avx512f, ...)': which CPU, told apart
+    where the model name is only 'AMD EPYC' (Milan is family 25 model 1, Genoa model 17),
+    and the vector units that rank the builds."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+                if key.strip() == "flags":
+                    break
+    except OSError:
+        pass
+    units = [u for u in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if u in cpu_flags()]
+    parts = [f"family {info['cpu family']}, model {info['model']}"] \
+        if "cpu family" in info and "model" in info else []
+    if units:
+        parts.append(", ".join(units))
+    text = info.get("model name", sys.platform)
+    return f"{text} ({'; '.join(parts)})" if parts else text
 
 
 def cpu_has_bf16():

@@ -62,10 +62,14 @@ BENCH_KEYS = ("embedding_size", "num_layers", "rnn_size", "batch_size", "seq_len
               "learning_rate", "max_vocab")
 CONFIGS = {name: {k: PRESETS[preset][k] for k in BENCH_KEYS if k in PRESETS[preset]}
            for name, preset in (("seed", "seed"), ("large", "large"), ("base", "base-cpu"))}
+# The base recipe as train.py runs it, with its sampled softmax: a row of its own, labelled
+# sampled, with no PyTorch ratio (the reference computes every logit; "base" compares).
+CONFIGS["sampled"] = dict(CONFIGS["base"],
+                          sampled_softmax=PRESETS["base-cpu"]["sampled_softmax"])
 # --suite: (name, fetch_corpus.py flags, configs)
 SUITE = [("songci300", ["--subset", "300"], ["seed", "large"]),
          ("songci", [], ["seed", "large"]),
-         ("poetry", ["--corpus", "poetry"], ["base"])]
+         ("poetry", ["--corpus", "poetry"], ["base", "sampled"])]
 # Other programs' share of the CPU above which a row is flagged as measured beside other
 # work (an idle 2-core machine shows 0-3 %: the system's own daemons).
 IDLE_SHARE = 0.05
@@ -83,8 +87,9 @@ def parse_args():
                    "(texts prepared once in data/bench/)")
     p.add_argument("--rnncell", default=None, choices=[*CELL_TYPES, "all"],
                    help="cell types to measure (default: all; lstm with --suite)")
-    p.add_argument("--config", default="all", choices=["seed", "large", "base", "all"],
-                   help="model sizes to measure (all: seed and large)")
+    p.add_argument("--config", default="all", choices=[*CONFIGS, "all"],
+                   help="model sizes to measure (all: seed and large; sampled: the base "
+                        "with train.py's --sampled_softmax, as the base-cpu preset trains)")
     p.add_argument("--steps", type=int, default=200, help="timed training steps (seed and "
                    "base config; the large config uses a fifth, at least 30)")
     p.add_argument("--repeats", type=int, default=3,
@@ -178,7 +183,7 @@ def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted", 
     from train import run_epoch
     times, losses = [], []
     state = sess.run(m.initial_state)
-    fetches = [m.cost, m.final_state, m.train_op]
+    fetches = [m.train_cost, m.final_state, m.train_op]    # the sampled loss if sampled
     for i in range(warmup + steps):
         k = i % n
         if k == 0:
@@ -394,6 +399,11 @@ def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
         row["skipped"] = (f"{len(ids):,} characters are fewer than one training batch of "
                           f"{cfg['batch_size']} x {cfg['seq_length']}")
         return row
+    if 0 < cfg.get("sampled_softmax", 0) < V:
+        # no counterpart in the reference, and the FLOP count, limit and ceiling below
+        # are the full softmax's: this row gives chars/s and the held-out loss only
+        torch_ok = False
+        row["sampled_softmax"] = cfg["sampled_softmax"]
     for r in range(a.repeats):
         ours = measure_tf(ids, V, cell, cfg, steps, warm, a.seed)
         ours_runs.append(ours["chars_per_s"])
@@ -407,6 +417,8 @@ def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
             else:
                 row["torch_error"] = ref["error"]
     row.update(tf_chars_per_s=median(ours_runs), tf_runs=ours_runs, **watch.stop())
+    if "sampled_softmax" in row:
+        return row
     fpc = flops_per_char(cfg, V, cell)
     peak = matmul_peak(cfg, V, cell)
     row.update(flops_per_char=fpc, peak_gflops=peak, tf_gflops=row["tf_chars_per_s"] * fpc / 1e9)
@@ -515,20 +527,8 @@ def machine_text():
     """'2 cores, <CPU model> (<vector units>); oneDNN rewrites: training .., sampling ..':
     the figures mean little without it (an AVX2-only CPU and one with AVX-512 and AMX
     rank the builds differently, and oneDNN is on by default only on the latter)."""
-    from utils import cpu_flags
-    model = sys.platform
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    flags = cpu_flags()
-    units = [u for u in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if u in flags]
-    if units:
-        model += f" ({', '.join(units)})"
+    from utils import cpu_text
+    model = cpu_text()
     from utils import ONEDNN_BY_ROLE, USER_ONEDNN
 
     def onednn(role):
@@ -679,6 +679,9 @@ def _row_text(r):
     if "skipped" in r:
         return f"{r['config']:5s} {r['rnncell']:4s}  skipped: {r['skipped']}"
     s = f"{r['config']:5s} {r['rnncell']:4s}  ours {k(r['tf_chars_per_s'])} chars/s"
+    if "sampled_softmax" in r:
+        s += (f" training on a softmax sampled over {r['sampled_softmax']:,} candidates "
+              f"(train.py --sampled_softmax; no reference row: it computes every logit)")
     if len(r.get("tf_runs", [])) > 1:
         s += f" (runs {', '.join(k(x) for x in r['tf_runs'])})"
     if "tf_share_of_peak" in r:

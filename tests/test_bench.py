@@ -163,6 +163,29 @@ def test_bench_runs_the_large_config_on_a_small_text(tmp_path):
     assert "skipped:" in proc.stdout
 
 
+def test_the_sampled_row_is_the_base_recipe_as_trained_and_labelled(tmp_path):
+    """`--config sampled`: the base config with the preset's --sampled_softmax, timed
+    without a reference ratio or a ceiling (both count every logit), and said so."""
+    import json
+    from conftest import run
+    from presets import PRESETS
+    assert CONFIGS["sampled"] == dict(CONFIGS["base"],
+                                      sampled_softmax=PRESETS["base-cpu"]["sampled_softmax"])
+    import random
+    rng = random.Random(0)                      # about 1,500 distinct characters > S
+    text = tmp_path / "t.txt"
+    text.write_text("".join(chr(0x4E00 + rng.randrange(1500)) for _ in range(20000)),
+                    encoding="utf-8")
+    proc = run("bench/speed.py", "--text", text, "--config", "sampled", "--rnncell", "lstm",
+               "--steps", "2", "--warmup", "1", "--repeats", "1", "--no_sampling",
+               "--no_quality", "--torch_python", "", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row, = json.loads(proc.stdout.strip().splitlines()[-1])["training"]
+    assert row["sampled_softmax"] == CONFIGS["sampled"]["sampled_softmax"]
+    assert row["tf_chars_per_s"] > 0 and "ceiling_chars_per_s" not in row
+    assert "softmax sampled over" in proc.stdout and "no reference row" in proc.stdout
+
+
 def test_bad_bench_arguments_exit_2_with_one_clear_line(tmp_path):
     from conftest import assert_one_line_error, run
     assert_one_line_error(run("bench/speed.py", "--text", tmp_path / "missing.txt"), 2,

@@ -297,3 +297,57 @@ def test_onednn_rewrites_on_for_training_default_for_sampling_and_the_user_wins(
     assert _onednn_on("train")
     assert _onednn_on("sample") == _onednn_on(None)
     assert not _onednn_on("train", user="0")
+
+
+def test_sampled_softmax_trains_the_same_variables_without_the_full_logits():
+    """--sampled_softmax: the training loss never reads the [B*T, V] logits (that is the
+    saving), the variables are the full softmax's (one kind of checkpoint), the full
+    cross-entropy still falls, and S >= V is the full softmax."""
+    c = cfg(vocab_size=40, sampled_softmax=8, learning_rate=0.02)
+    m, sess, _ = build(c, seed=3)
+    assert m.sampled and m.train_cost is not m.cost
+    g = tf.Graph()
+    with g.as_default():
+        probe = Model(c)
+        assert tf.gradients(probe.train_cost, probe.logits)[0] is None
+        assert tf.gradients(probe.cost, probe.logits)[0] is not None
+        sampled = {v.name: v.shape.as_list() for v in tf1.trainable_variables()}
+    g = tf.Graph()
+    with g.as_default():
+        full = Model(dict(c, sampled_softmax=0))
+        assert not full.sampled and full.train_cost is full.cost
+        assert {v.name: v.shape.as_list() for v in tf1.trainable_variables()} == sampled
+    with tf.Graph().as_default():
+        assert not Model(dict(c, sampled_softmax=40)).sampled      # S >= V: full
+    with tf.Graph().as_default():
+        assert not Model(c, training=False).sampled                 # scoring graphs
+    # periodic text over 10 of the 40 ids: the full cross-entropy falls from ln(40)
+    batches = repetitive_batches(c, 10)
+    x, y = batches[0]
+    before = sess.run(m.cost, {m.input_data: x, m.targets: y})
+    assert before == pytest.approx(np.log(40), rel=0.1)
+    train_losses(m, sess, batches, epochs=16)
+    after = np.mean([sess.run(m.cost, {m.input_data: bx, m.targets: by})
+                     for bx, by in batches])
+    assert after < 0.5 * before, (before, after)
+
+
+def test_run_epoch_reports_the_full_loss_of_a_sampled_model():
+    """The loss a sampled-softmax run reports is the full softmax's, measured on every
+    MEASURE_EVERY-th batch before that batch's update, and the mean of those."""
+    from train import MEASURE_EVERY, run_epoch
+    c = cfg(vocab_size=40, sampled_softmax=8)
+    n = MEASURE_EVERY + 4
+    batches = repetitive_batches(c, n)
+    xs, ys = [b[0] for b in batches], [b[1] for b in batches]
+    m, sess, saver = build(c, seed=5)
+    full0 = sess.run(m.cost, {m.input_data: xs[0], m.targets: ys[0]})
+    seen = []
+    mean, ran = run_epoch(sess, m, xs, ys, eval_op=m.train_op,
+                          on_step=lambda i, loss, gn: seen.append(loss) and False)
+    assert ran == n and len(seen) == n
+    assert seen[0] == pytest.approx(full0, rel=1e-6)
+    # a new figure at MEASURE_EVERY, the latest one in between
+    assert len(set(seen[:MEASURE_EVERY])) == 1 and seen[MEASURE_EVERY] != seen[0]
+    assert mean == pytest.approx((seen[0] + seen[MEASURE_EVERY]) / 2, rel=1e-6)
+

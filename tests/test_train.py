@@ -364,3 +364,56 @@ def test_plot_draws_logs_in_the_training_format(tmp_path):
         with open(log[:-4] + ".png", "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "cmp.png").exists() and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_sampled_softmax_trains_reports_the_full_loss_and_samples(tmp_path):
+    save, proc = train_tiny(str(tmp_path), "--sampled_softmax", "8", epochs=3)
+    assert proc.returncode == 0, proc.stderr
+    config = safe_load_pickle(os.path.join(save, "config.pkl"))
+    assert config["sampled_softmax"] == 8 and config["vocab_size"] > 8
+    _, epochs = parse_log(glob.glob(str(tmp_path / "log" / "*.txt"))[0])
+    assert epochs[3]["validate"] < epochs[1]["validate"]
+    # the reported training loss is the full softmax's, comparable with validation's
+    # (a sampled loss over 9 classes would sit far below it)
+    assert abs(epochs[3]["train"] - epochs[3]["validate"]) < 0.5 * epochs[3]["validate"]
+    proc = run("sample.py", "--save_dir", save, "--n", "20", "--max_copy", "0")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_anneal_by_max_steps_goes_on_along_one_curve_after_keep(tmp_path):
+    """--anneal --max_steps: the rate follows the model's step, so a run resumed with
+    --keep starts where the first one stopped on the curve, not at the top again."""
+    import tensorflow as tf
+    from train import annealed
+    save, proc = train_tiny(str(tmp_path), "--anneal", "--max_steps", "400", epochs=1)
+    assert proc.returncode == 0, proc.stderr
+    first = ckpt_step(save)
+    assert 0 < first < 100           # one epoch, fewer steps than ANNEAL_EVERY
+    save, proc = train_tiny(str(tmp_path), "--keep", "--anneal", "--max_steps", "400",
+                            epochs=2)
+    assert proc.returncode == 0, proc.stderr
+    last = ckpt_step(save)
+    lr = tf.train.load_checkpoint(os.path.join(save, f"model.ckpt-{last}")
+                                  ).get_tensor("learning_rate")
+    # set at the resumed epoch's start (step `first`) and at every 100th step
+    at = 100 if last >= 100 else first
+    assert lr == pytest.approx(annealed(0.01, at / 400), rel=1e-5)
+    assert lr < 0.98 * annealed(0.01, 0.0)
+
+
+def test_progress_says_how_long_the_whole_run_has_left(capsys):
+    """The progress line's ETA is the epoch's; a run that goes on for longer says how
+    long at most (its --max_minutes or its remaining epochs), in h:mm:ss past an hour."""
+    from train import Progress, clock
+    assert clock(59) == "0:59" and clock(3725) == "1:02:05" and clock(-3) == "0:00"
+    p = Progress(100, 0, 3, 512, every=0.0, run_left=lambda steps_per_s: 600 / steps_per_s)
+    for i in range(1, 4):
+        p.update(i, 5.0)
+        time.sleep(0.01)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "ETA" in line and "(run at most" in line
+    eta = line.split("ETA ")[1].split()[0]
+    left = line.split("run at most ")[1].rstrip(")")
+    assert sum(int(x) * 60 ** i for i, x in enumerate(reversed(left.split(":")))) > \
+        sum(int(x) * 60 ** i for i, x in enumerate(reversed(eta.split(":"))))
