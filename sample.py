@@ -18,12 +18,12 @@ import zipfile
 import numpy as np
 
 from utils import (HelpFormatter, UserError, first_intact_checkpoint, float_in,
-                   import_tensorflow, int_in, run_main, seed_int, tf_path)
+                   import_tensorflow, int_in, run_main, restore_weights, seed_int)
 
 from craft import DEFAULT_MAX_COPY
 from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, acrostic_chars,
                     build_rules, plan)
-from modeldir import find_checkpoints, load_corpus, load_saved
+from modeldir import find_checkpoints, load_saved, saved_corpus
 
 # Bounds of the flags, where time or memory would give out (the rules' own bounds are
 # with the rules, in engine.py).
@@ -118,7 +118,7 @@ class Sampler:
         self.config, self.chars, self.vocab = load_saved(save_dir)
         candidates = find_checkpoints(save_dir, ckpt, latest)
         self.space_id = self.vocab.get(SPACE, 0)
-        self.corpus = load_corpus(save_dir, len(self.chars))
+        self.corpus = saved_corpus(save_dir, self.chars)
         self.index = None
         if max_copy:
             self.index = copy_index(save_dir, self.corpus, max_copy, warn)
@@ -140,7 +140,7 @@ class Sampler:
         self.sess = tf1.Session(graph=self.graph, config=config)
         self.ckpt, skipped = first_intact_checkpoint(
             candidates, variables, save_dir,
-            restore=lambda prefix: saver.restore(self.sess, tf_path(prefix)))
+            restore=lambda prefix: restore_weights(self.sess, saver, prefix, variables))
         for prefix, why in skipped:
             print(f"sample.py: warning: {prefix} is {why}; using {self.ckpt}",
                   file=sys.stderr)
@@ -225,7 +225,8 @@ def copy_index(save_dir, corpus, length, warn):
             raise UserError(f"--max_copy needs the training text, {save_dir}/corpus.npy, "
                             f"which train.py saves; retrain, or pass --max_copy 0")
         warn(f"sample.py: warning: {save_dir}/corpus.npy is missing, so the no-copy rule "
-             f"is off (retrain to get it)")
+             f"is off (retrain to get it; a packed model gets it the first time a "
+             f"fine-tune from it rebuilds its text)")
         return None
     return NgramIndex.build(corpus, length)
 

@@ -53,6 +53,9 @@ OWN_FIELDS = ("start", "n", "lines", "sample", "temperature", "top_k", "stanza",
 MAX_DRAFTS = 4          # drafts a request (count); their characters count against MAX_N
 
 
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         description="Serve a local page for writing lyrics with the models in --save_dir.",
@@ -60,6 +63,10 @@ def build_parser():
     p.add_argument("--save_dir", default="save",
                    help="directory whose trained models (it and its subdirectories, e.g. "
                         "save/demo, save/base) the page offers")
+    p.add_argument("--models_dir", default=SHIPPED, metavar="DIR",
+                   help="a second directory of models to offer after --save_dir's: by "
+                        "default the project's own models/ (models/base-verse, the "
+                        "pretrained base); '' = none")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (anything but loopback lets other machines "
                         "use the page)")
@@ -93,7 +100,7 @@ def describe(name, directory):
     perplexity, and what it was fine-tuned from."""
     import numpy as np
     from modeldir import corpus_length, read_config
-    from utils import perplexity, state_checkpoint
+    from utils import PACKED_WEIGHTS, perplexity, read_packed, state_checkpoint
     cfg = read_config(directory)
     base = cfg.get("init_from")
     info = {"name": name, "rnncell": cfg["rnncell"], "num_layers": cfg["num_layers"],
@@ -101,10 +108,15 @@ def describe(name, directory):
             "fine_tuned_from": os.path.basename(base) if isinstance(base, str) else None,
             "text_chars": corpus_length(directory), "best_perplexity": None}
     best = state_checkpoint(directory, "checkpoint_best")
-    if best:
+    packed = os.path.join(directory, PACKED_WEIGHTS)
+    if best or os.path.exists(packed):
         try:
-            import tensorflow as tf
-            loss = float(tf.train.load_checkpoint(tf_path(best)).get_tensor("best_val_loss"))
+            if best:
+                import tensorflow as tf
+                loss = float(tf.train.load_checkpoint(tf_path(best)).get_tensor(
+                    "best_val_loss"))
+            else:
+                loss = float(read_packed(packed)["best_val_loss"])
             if np.isfinite(loss):
                 info["best_perplexity"] = round(perplexity(loss), 1)
         except Exception:               # a damaged checkpoint: the picker shows no figure
@@ -121,10 +133,15 @@ class Models:
 
     MAX_SAMPLERS = 4
 
-    def __init__(self, save_dir):
+    def __init__(self, save_dir, *more):
         self.save_dir = save_dir
         self.dirs, self.info = {}, {}
-        for name, d in find_models(save_dir).items():
+        found = {}
+        for root in (save_dir, *more):
+            if root and os.path.isdir(root):
+                for name, d in find_models(root).items():
+                    found.setdefault(name, d)
+        for name, d in found.items():
             try:                 # a damaged model is left off the list, not the server
                 self.info[name] = describe(name, d)
                 self.dirs[name] = d
@@ -459,10 +476,11 @@ def main(argv=None):
                         f"first: python train.py --save_dir {args.save_dir}", code=2)
     from utils import import_tensorflow
     import_tensorflow("sample")
-    models = Models(args.save_dir)
+    models = Models(args.save_dir, args.models_dir)
     if not models.dirs:
-        raise UserError(f"no trained model in {args.save_dir}/ or below it; train one "
-                        f"first: python train.py --save_dir {args.save_dir}")
+        raise UserError(f"no trained model in {args.save_dir}/ or below it"
+                        f"{' (nor in ' + args.models_dir + '/)' if args.models_dir else ''}"
+                        f"; train one first: python train.py --save_dir {args.save_dir}")
     first = next(iter(models.dirs))
     from sample import DEFAULT_MAX_COPY
     with models.using(first, DEFAULT_MAX_COPY):      # loaded once, before the first visit

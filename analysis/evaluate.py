@@ -41,7 +41,7 @@ from craft import DEFAULT_MAX_COPY  # noqa: E402
 from engine import RULES  # noqa: E402
 from sample import MAX_COUNT, MAX_N, TEMPERATURES  # noqa: E402
 from utils import (HelpFormatter, UserError, float_in, int_in,  # noqa: E402
-                   non_negative_int, perplexity, run_main, seed_int, tf_path)
+                   non_negative_int, perplexity, restore_weights, run_main, seed_int)
 
 # The cost of a character outside a model's vocabulary: ln of the number of characters
 # data/parse.py keeps (U+4E00-U+9FA5), i.e. a uniform guess among them.
@@ -75,9 +75,10 @@ def cross_entropy_windowed(sampler, ids, window=64):
     with graph.as_default():
         m = Model(dict(sampler.config, batch_size=1, seq_length=window), training=False)
         saver = tf1.train.Saver(tf1.global_variables())
+        variables = tf1.global_variables()
     graph.finalize()
     with tf1.Session(graph=graph) as sess:
-        saver.restore(sess, tf_path(sampler.ckpt))
+        restore_weights(sess, saver, sampler.ckpt, variables)
         x, y = np.asarray(ids[:-1], np.int32), np.asarray(ids[1:], np.int32)
         full = len(x) // window
         state, total = sess.run(m.initial_state), 0.0
@@ -117,10 +118,11 @@ def offset_spread(sampler, ids, offsets=8, window=64):
         m = Model(dict(sampler.config, batch_size=offsets, seq_length=window),
                   training=False)
         saver = tf1.train.Saver(tf1.global_variables())
+        variables = tf1.global_variables()
     graph.finalize()
     total = np.zeros(offsets)
     with tf1.Session(graph=graph) as sess:
-        saver.restore(sess, tf_path(sampler.ckpt))
+        restore_weights(sess, saver, sampler.ckpt, variables)
         state = sess.run(m.initial_state)
         for k in range(full):
             feed = {m.input_data: xs[:, k * window:(k + 1) * window],

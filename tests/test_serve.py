@@ -19,7 +19,8 @@ from conftest import ROOT, assert_one_line_error, holding_lock, run
 
 def start_server(save_dir, *extra):
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), "--save_dir",
-                             str(save_dir), "--port", "0", *extra], cwd=ROOT,
+                             str(save_dir), "--port", "0", "--models_dir", "", *extra],
+                            cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         m = re.search(r"open (http://[^ ]+/)", line)
@@ -380,7 +381,7 @@ def test_binding_beyond_loopback_warns(trained, tmp_path):
 def test_no_model_and_busy_port_are_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = run("serve.py", "--save_dir", empty)
+    proc = run("serve.py", "--save_dir", empty, "--models_dir", "")
     assert proc.returncode == 1 and "no trained model" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = run("serve.py", "--save_dir", tmp_path / "missing")

@@ -1,0 +1,194 @@
+"""Pack a trained model directory into a small one that can be committed or shared.
+
+    python scripts/pack_model.py --from save/base --to models/base-verse \
+        --log log/2026-12-04_07-00-00.txt [--log ...] \
+        --corpus "--corpus poetry --exclude yuanqu"
+    python scripts/pack_model.py --check models/base-verse
+
+A packed directory holds config.pkl, words_vocab.pkl, weights.npz (the best checkpoint's
+weights in float16: half the bytes of float32, no optimizer state) and manifest.json: the
+commit that packed it, the recipe (train.py's flags and, with --corpus, the
+data/fetch_corpus.py flags that rebuild its training text), the CPU(s) and hours of
+training read from its logs, steps, epochs, final training and validation loss, and the
+sha256 of every file.  sample.py, serve.py, evaluate.py and train.py --init_from read it
+as they read a model directory; train.py --keep refuses it (no optimizer state).  The
+training text (corpus.npy) is left out: with --corpus, train.py --init_from rebuilds it
+on first use (modeldir.base_corpus).  --check verifies the checksums.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from modeldir import CONFIG, CORPUS, MANIFEST, VOCAB, check_manifest  # noqa: E402
+from utils import (LOG_MACHINE, PACKED_WEIGHTS, HelpFormatter, UserError,  # noqa: E402
+                   atomic_pickle, parse_log, run_main)
+
+# config keys that name places on the machine that trained: replaced in the packed copy
+MACHINE_PATHS = ("data_dir", "save_dir", "log_dir", "init_from", "init_checkpoint")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--from", dest="src", metavar="DIR", help="a model directory train.py "
+                   "wrote (its best checkpoint is packed)")
+    p.add_argument("--to", dest="dst", metavar="DIR", help="the packed directory to write "
+                   "(must not exist)")
+    p.add_argument("--log", nargs="*", default=[], metavar="FILE",
+                   help="the training logs of the model (log/*.txt of each run that "
+                        "trained it): the manifest's hours, CPUs and final training loss")
+    p.add_argument("--corpus", default=None, metavar="FLAGS",
+                   help="the data/fetch_corpus.py flags that made the training text (then "
+                        "parse.py with its defaults), e.g. \"--corpus poetry --exclude "
+                        "yuanqu\": fine-tuning rebuilds the text from them")
+    p.add_argument("--check", metavar="DIR", help="only verify DIR's files against its "
+                   "manifest")
+    return p
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def commit():
+    """The project's commit (with '+changes' when the work tree differs from it)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def read_logs(paths):
+    """(training hours: the epochs' training time, validation passes not counted,
+    [machines], the last epoch's training loss) of the logs."""
+    seconds, machines, last = 0.0, [], None
+    for path in paths:
+        try:
+            _, epochs = parse_log(path)
+        except (OSError, ValueError) as e:
+            raise UserError(f"--log {path}: not a training log ({e})", code=2)
+        seconds += sum(e.get("time", 0.0) for e in epochs.values())
+        if epochs:
+            last = epochs[max(epochs)].get("train", last)
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(LOG_MACHINE):
+                    text = line[len(LOG_MACHINE):].strip()
+                    if text not in machines:
+                        machines.append(text)
+    return seconds / 3600, machines, last
+
+
+def packed_weights(src, ckpt, config):
+    """{name: array} of every variable a sampling or scoring graph has, from the
+    checkpoint: trainable weights as float16, bookkeeping scalars as they are."""
+    import numpy as np
+    from utils import import_tensorflow, tf_path
+    tf = import_tensorflow("sample")
+    from seq2seq_rnn import Model
+    graph = tf.Graph()
+    with graph.as_default():
+        Model(config, training=False)
+        wanted = [(v.op.name, v.trainable) for v in tf.compat.v1.global_variables()]
+    reader = tf.train.load_checkpoint(tf_path(ckpt))
+    out = {}
+    for name, trainable in wanted:
+        value = reader.get_tensor(name)
+        if trainable:
+            if np.abs(value).max() > np.finfo(np.float16).max:
+                raise UserError(f"{name} in {ckpt} holds values beyond float16's range")
+            value = value.astype(np.float16)
+        out[name] = value
+    return out
+
+
+def pack(args):
+    from modeldir import find_checkpoint, load_corpus, load_saved
+    if not args.src or not args.dst:
+        raise UserError("give --from DIR and --to DIR (or --check DIR)", code=2)
+    if os.path.exists(args.dst):
+        raise UserError(f"--to {args.dst} exists; pack into a new directory", code=2)
+    config, chars, vocab = load_saved(args.src)
+    ckpt = find_checkpoint(args.src)
+    import numpy as np
+    weights = packed_weights(args.src, ckpt, config)
+    hours, machines, train_loss = read_logs(args.log)
+    corpus = load_corpus(args.src, len(chars))
+    packed_config = dict(config, save_dir=args.dst, data_dir=None, log_dir=None,
+                         init_from=None)
+    packed_config.pop("init_checkpoint", None)
+    for k in MACHINE_PATHS:
+        if isinstance(packed_config.get(k), str) and os.path.isabs(packed_config[k]):
+            packed_config[k] = None
+    parent = os.path.dirname(os.path.abspath(args.dst))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".pack-", dir=parent)
+    try:
+        atomic_pickle(os.path.join(tmp, CONFIG), packed_config)
+        atomic_pickle(os.path.join(tmp, VOCAB), (list(chars), dict(vocab)))
+        np.savez(os.path.join(tmp, PACKED_WEIGHTS), **weights)
+        manifest = {
+            "packed_from": os.path.basename(ckpt),
+            "commit": commit(),
+            "recipe": {k: config[k] for k in sorted(config)
+                       if k not in MACHINE_PATHS and k != "text_sha256"},
+            "corpus": None if args.corpus is None else {
+                "fetch_corpus": args.corpus.split(), "then": "data/parse.py (defaults)",
+                "text_sha256": config.get("text_sha256"),
+                "ids": None if corpus is None else len(corpus),
+                "ids_sha256": None if corpus is None else hashlib.sha256(
+                    np.ascontiguousarray(corpus, dtype=np.int32).tobytes()).hexdigest()},
+            "cpu": machines,
+            "hours": round(hours, 3),
+            "training_seconds": round(hours * 3600, 1),
+            "steps": int(weights["global_step"]),
+            "epochs": int(weights["epoch"]),
+            "batch_in_epoch": int(weights["batch_pointer"]),
+            "training_loss": train_loss,
+            "validation_loss": float(weights["best_val_loss"]),
+            "files": {name: sha256(os.path.join(tmp, name))
+                      for name in (CONFIG, VOCAB, PACKED_WEIGHTS)},
+        }
+        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, ensure_ascii=False, indent=1)
+            f.write("\n")
+        os.rename(tmp, args.dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(os.path.getsize(os.path.join(args.dst, n)) for n in os.listdir(args.dst))
+    print(f"pack_model: {args.dst}/ ({size / 1e6:.1f} MB) from {ckpt}: step "
+          f"{manifest['steps']:,}, validation loss {manifest['validation_loss']:.4f}"
+          + ("" if corpus is not None or args.corpus is None else
+             f"; note: {args.src}/{CORPUS} is missing, so the rebuilt text cannot be "
+             f"checked against it"))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.check:
+        check_manifest(args.check)
+        print(f"pack_model: {args.check}/: every file matches its manifest")
+        return 0
+    pack(args)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main, "pack_model.py")
