@@ -518,6 +518,11 @@ def main():
             print(f"sampling at V = {row['vocab_size']:,} (2 x 256 LSTM): 200 chars "
                   f"{row['sample_200_s'] * 1000:.1f} ms, 8 lines of 5-9 with --rhyme auto "
                   f"{row['lines_8_rhyme_s'] * 1000:.1f} ms (default rules, after load)")
+        w = result["worst_rules"]
+        print(f"sampling at V = {w['vocab_size']:,}, the costliest rules ({w['flags']}): "
+              f"{w['per_char_s'] * 1000:.2f} ms a character against "
+              f"{w['plain_per_char_s'] * 1000:.2f} ms plain "
+              f"({w['per_char_s'] / w['plain_per_char_s']:.1f}x)")
     print(f"peak RSS {result['peak_rss_mb']:.0f} MB (children "
           f"{result['peak_rss_children_mb']:.0f} MB)")
     print(json.dumps(result, ensure_ascii=False))
@@ -562,6 +567,16 @@ def sampling_figures(data, sizes=(6000, 11000), repeats=20):
             # lines, or the 8 lines would be 8 x 40 characters
             "lines_8_rhyme_s": draw_time(vsave, ["--lines", "8", "--line_len", "5-9",
                                                  "--rhyme", "auto"], repeats)})
+    # the costliest rule combination known: two-character lines whose forced line end
+    # the loop guard refuses (one acrostic character 60 times), 180 characters, per
+    # character next to the plain 200
+    V = sizes[0]
+    worst = draw_time(os.path.join(data, f"v{V}", "save"),
+                      ["--acrostic", chr(0x4E00) * 60, "--line_len", "2-2", "--rhyme",
+                       "auto"], max(3, repeats // 4))
+    out["worst_rules"] = {"vocab_size": V, "flags": "--acrostic 一x60 --line_len 2-2 "
+                          "--rhyme auto", "per_char_s": worst / 180,
+                          "plain_per_char_s": out["sizes"][0]["sample_200_s"] / 200}
     return out
 
 

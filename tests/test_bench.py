@@ -214,3 +214,6 @@ def test_sampling_figures_time_the_engine_at_each_vocabulary_size(tmp_path):
         assert 0 < out[key] < 60, (key, out[key])
     assert out["stream_first_char_s"] < out["serve_request_200_s"]
     assert 0 < out["sizes"][0]["lines_8_rhyme_s"] < 60
+    worst = out["worst_rules"]                      # the costliest rules, per character
+    assert worst["vocab_size"] == 300 and 0 < worst["per_char_s"] < 1
+    assert worst["plain_per_char_s"] == out["sizes"][0]["sample_200_s"] / 200
