@@ -37,7 +37,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from utils import HelpFormatter, UserError, int_in, positive_int, run_main, tf_path
+from utils import (HelpFormatter, UserError, float_in, int_in, positive_int, run_main,
+                   tf_path)
 
 MAX_N = 2000            # characters per request
 MAX_LINES = 100
@@ -51,6 +52,8 @@ ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width
 OWN_FIELDS = ("start", "n", "lines", "sample", "temperature", "top_k", "stanza", "seed",
               "count")
 MAX_DRAFTS = 4          # drafts a request (count); their characters count against MAX_N
+MAX_SECONDS = 60        # wall-clock a request may draw for (it then ends, and says so)
+SOCKET_TIMEOUT = 10     # seconds a client may take to send its request (headers, body)
 
 
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
@@ -74,6 +77,9 @@ def build_parser():
                    help="port (0 = any free one)")
     p.add_argument("--max_concurrent", type=positive_int, default=4,
                    help="generation requests served at once; more get 503 'busy'")
+    p.add_argument("--max_seconds", type=float_in(0.01, 3600), default=MAX_SECONDS,
+                   help="wall-clock seconds a request may draw for; a longer one is "
+                        "stopped and answered 503 saying so")
     return p
 
 
@@ -254,6 +260,10 @@ def sample_args(req, model_dir):
                          errors=errors)
     if args.lines and args.lines > MAX_LINES:
         raise BadRequest(f"argument --lines: at most {MAX_LINES} here", "lines")
+    from engine import acrostic_chars
+    if len(acrostic_chars(args)) > MAX_LINES:
+        raise BadRequest(f"argument --acrostic: at most {MAX_LINES} characters here (one "
+                         f"line each)", "acrostic")
     if args.n > MAX_N:
         raise BadRequest(f"argument --n: at most {MAX_N} here", "n")
     if check_budget(args, MAX_N):
@@ -295,6 +305,9 @@ def generate(models, req, on_text=None):
     on_text(k, text), when given, gets draft k's text as it is drawn."""
     from sample import DEFAULT_MAX_COPY, command_of, copy_warning, start_ids
     name = req.get("model") if isinstance(req, dict) else None
+    if name is not None and not isinstance(name, str):
+        raise BadRequest("model: must be a model's name (text), as /api/models lists them",
+                         "model")
     if name not in models.dirs:
         raise BadRequest(f"no model named {name!r}; choose one of: "
                          f"{', '.join(models.dirs) or 'none (train one first)'}", "model")
@@ -303,6 +316,15 @@ def generate(models, req, on_text=None):
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     warnings = []
     with models.using(name, max_copy) as s:
+        if max_copy and s.index is None:
+            # as sample.py: a --max_copy asked for is refused without the training text,
+            # the default one is turned off with a warning
+            why = (f"the model {name} has no training text (corpus.npy), which the "
+                   f"no-copy rule needs")
+            if args.max_copy is not None:
+                raise BadRequest(f"max_copy: {why}; ask for max_copy 0", "max_copy")
+            warnings.append(f"{why}, so it is off")
+            args.max_copy = max_copy = 0
         kept, ids = start_ids(args.start, s.vocab, warn=lambda m: warnings.append(
             m.split("warning: ", 1)[-1]))
         copy_length = s.index.length if s.index is not None else 0
@@ -352,6 +374,10 @@ class Handler(BaseHTTPRequestHandler):
     requests drawn at once."""
     server_version = "lyrics/1"
     models = busy = page = None
+    max_seconds = MAX_SECONDS
+    # a client that sends its headers or body slowly, or less body than it announced,
+    # gets SOCKET_TIMEOUT seconds, not a thread until it hangs up
+    timeout = SOCKET_TIMEOUT
 
     def log_message(self, fmt, *args):       # quiet: one line per request is noise
         pass
@@ -391,6 +417,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(head)
 
     def do_POST(self):
+        self.streaming, self.streamed = False, 0
         if self.path not in ("/api/generate", "/api/stream"):
             return self.send(404, {"error": f"no such endpoint: {self.path}"})
         try:
@@ -401,29 +428,60 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(413 if length > MAX_BODY else 400,
                              {"error": f"send a JSON body of at most {MAX_BODY} bytes"})
         try:
-            req = json.loads(self.rfile.read(length).decode("utf-8"))
+            body = self.rfile.read(length)
+        except TimeoutError:
+            return self.fail(408, {"error": f"the request's body did not arrive within "
+                                            f"{SOCKET_TIMEOUT} s (its Content-Length is "
+                                            f"{length:,} bytes)"})
+        try:
+            req = json.loads(body.decode("utf-8"))
         except (ValueError, UnicodeDecodeError, RecursionError):   # nested 8,000 deep
             return self.send(400, {"error": "the body is not JSON (or nested too deep)"})
         if not self.busy.acquire(timeout=10):
             return self.send(503, {"error": "busy: too many requests at once; try again"})
-        self.streaming, self.streamed = False, 0
+        self.deadline, self.checked = time.monotonic() + self.max_seconds, 0
         try:
             if self.path == "/api/stream":
                 result = generate(self.models, req, self.stream)
                 self.stream(None, None, {"done": True, "result": result})
             else:
-                self.send(200, generate(self.models, req))
+                self.send(200, generate(self.models, req, self.watch))
         except (BrokenPipeError, ConnectionResetError):  # the page stopped it
-            print(f"serve.py: a streamed request stopped after {self.streamed:,} "
-                  f"characters: the page closed it", file=sys.stderr, flush=True)
+            print(f"serve.py: a request stopped after {self.streamed:,} characters: the "
+                  f"page closed it", file=sys.stderr, flush=True)
         except BadRequest as e:
-            self.fail(e.status, {"error": str(e), "field": e.field, "errors": e.errors})
+            self.fail(e.status, {"error": self.public(str(e)), "field": e.field,
+                                 "errors": {k: self.public(v) for k, v in e.errors.items()}})
         except UserError as e:                   # e.g. a model damaged since start
-            self.fail(500, {"error": str(e)})
+            self.fail(500, {"error": self.public(str(e))})
         except Exception as e:                   # never a dead server
-            self.fail(500, {"error": f"internal error ({type(e).__name__}: {e})"})
+            self.fail(500, {"error": self.public(
+                f"internal error ({type(e).__name__}: {e})")})
         finally:
             self.busy.release()
+
+    def watch(self, k, text):
+        """on_text of a request: the wall-clock limit, and (every 64 characters, for
+        /api/generate, which writes nothing until the end) whether the client is still
+        there; streaming finds that out by writing."""
+        self.streamed += len(text or "")
+        if time.monotonic() > self.deadline:
+            raise BadRequest(f"the request took more than {self.max_seconds:g} s and was "
+                             f"stopped "
+                             f"after {self.streamed:,} characters; ask for fewer characters, "
+                             f"lines or drafts", status=503)
+        if not self.streaming and self.streamed - self.checked >= 64:
+            self.checked = self.streamed
+            if client_gone(self.connection):
+                raise ConnectionResetError("the client closed the connection")
+
+    def public(self, message):
+        """An error message without the machine's paths: a model's directory becomes its
+        name, any other absolute path its last part."""
+        import re
+        for name, d in sorted(self.models.dirs.items(), key=lambda kv: -len(kv[1])):
+            message = message.replace(os.path.abspath(d), name).replace(d, name)
+        return re.sub(r"(?<![\w.:/])/(?:[^\s/:;,()'\"]+/)+([^\s/:;,()'\"]*)", r"\1", message)
 
     def stream(self, k, text, message=None):
         """One line of a streamed answer; the headers go with the first (a request
@@ -436,7 +494,8 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.streaming = True
         line = message if message is not None else {"draft": k, "text": text}
-        self.streamed += len(text or "")
+        if message is None:
+            self.watch(k, text)
         self.wfile.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
 
     def fail(self, status, body):
@@ -449,10 +508,23 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
 
-def make_handler(models, busy):
+def client_gone(sock):
+    """True when the client of sock has closed its side (a request that was answered
+    whole has nothing more to read: readable and empty means closed)."""
+    import select
+    import socket
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+def make_handler(models, busy, max_seconds=MAX_SECONDS):
     page = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "web",
                              "index.html"), "rb").read()
-    return type("BoundHandler", (Handler,), {"models": models, "busy": busy, "page": page})
+    return type("BoundHandler", (Handler,), {"models": models, "busy": busy, "page": page,
+                                             "max_seconds": max_seconds})
 
 
 class Server(ThreadingHTTPServer):
@@ -481,14 +553,22 @@ def main(argv=None):
         raise UserError(f"no trained model in {args.save_dir}/ or below it"
                         f"{' (nor in ' + args.models_dir + '/)' if args.models_dir else ''}"
                         f"; train one first: python train.py --save_dir {args.save_dir}")
-    first = next(iter(models.dirs))
     from sample import DEFAULT_MAX_COPY
-    with models.using(first, DEFAULT_MAX_COPY):      # loaded once, before the first visit
-        pass
+    for first in list(models.dirs):     # loaded once, before the first visit
+        try:
+            with models.using(first, DEFAULT_MAX_COPY):
+                break
+        except UserError as e:          # damaged: off the list, the others still served
+            print(f"serve: skipping {first}: {e}", file=sys.stderr)
+            models.dirs.pop(first)
+            models.info.pop(first)
+    if not models.dirs:
+        raise UserError(f"no model in {args.save_dir}/ could be loaded (see above); "
+                        f"retrain or restore one")
     try:
         server = Server((args.host, args.port),
-                                     make_handler(models, threading.BoundedSemaphore(
-                                         args.max_concurrent)))
+                        make_handler(models, threading.BoundedSemaphore(
+                            args.max_concurrent), args.max_seconds))
     except OSError as e:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); pick "
                         f"another --port", code=2)

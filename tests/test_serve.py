@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -121,6 +122,10 @@ def test_generate_gives_the_command_lines_lyrics(server, req):
     ({"path": "/etc"}, "path", "unknown field"),
     ({"model": "../../etc"}, "model", "no model named"),
     ({"model": None}, "model", "no model named"),
+    ({"model": ["save/lyrics"]}, "model", "must be a model's name"),        # was a 500
+    ({"model": {"a": 1}}, "model", "must be a model's name"),
+    # 200 lines where "lines": 200 is refused
+    ({"acrostic": "春" * 101, "line_len": "1-1"}, "acrostic", "at most 100 characters"),
 ])
 def test_bad_input_is_a_clear_4xx_next_to_its_field(server, req, field, needle):
     url, _ = server
@@ -326,7 +331,7 @@ def test_closing_the_stream_stops_the_drawing_on_the_server(server):
     assert stopped < whole / 2, (stopped, whole)          # not drawn to the end
     proc.terminate()
     log = proc.communicate(timeout=10)[1]
-    m = re.search(r"a streamed request stopped after ([\d,]+) characters: the page closed", log)
+    m = re.search(r"a request stopped after ([\d,]+) characters: the page closed", log)
     assert m and int(m.group(1).replace(",", "")) < 1000, log
 
 
@@ -584,3 +589,104 @@ def test_the_page_in_a_real_browser(server, tmp_path):
 def test_port_out_of_range_is_a_usage_error(port):
     proc = run("serve.py", "--port", port)
     assert_one_line_error(proc, 2, "--port", "0 to 65,535")
+
+
+@pytest.fixture(scope="module")
+def damaged_server(trained, tmp_path_factory):
+    """save/aaa: a vocabulary damaged before start (the model loaded first); save/bbb:
+    intact; save/ccc: damaged after start; save/ddd: without its training text."""
+    save = tmp_path_factory.mktemp("damaged") / "save"
+    for name in ("aaa", "bbb", "ccc", "ddd"):
+        shutil.copytree(trained("lstm"), save / name)
+    (save / "aaa" / "words_vocab.pkl").write_bytes(b"\x80\x04not a pickle")
+    for f in os.listdir(save / "ddd"):
+        if f == "corpus.npy" or f.startswith("ngram"):
+            os.unlink(save / "ddd" / f)
+    proc, url = start_server(save, "--max_seconds", "0.2")
+    (save / "ccc" / "words_vocab.pkl").write_bytes(b"\x80\x04not a pickle")
+    yield url, save, proc
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_a_damaged_first_model_is_left_off_and_errors_name_no_path(damaged_server):
+    url, save, _ = damaged_server
+    names = [m["name"] for m in call(url, "/api/models")[1]["models"]]
+    assert "save/aaa" not in names and "save/bbb" in names        # it started all the same
+    status, res = call(url, "/api/generate", {"model": "save/ccc", "n": 5})
+    assert status == 500 and "save/ccc" in res["error"], res
+    assert str(save) not in res["error"] and "/tmp" not in res["error"], res
+
+
+def test_max_copy_without_the_training_text_answers_as_the_command_line(damaged_server):
+    url, _, _ = damaged_server
+    status, res = call(url, "/api/generate", {"model": "save/ddd", "n": 5, "max_copy": 5})
+    assert status == 400 and res["field"] == "max_copy", res           # as sample.py: refused
+    status, res = call(url, "/api/generate", {"model": "save/ddd", "n": 5})
+    assert status == 200 and res["max_copy"] == 0, res                 # the default: off,
+    assert "--max_copy 0" in res["command"]                            # said, and the command
+    assert any("no-copy rule" in w for w in res["warnings"]), res      # runs as it says
+
+
+def test_a_request_past_the_time_limit_stops_and_says_so(damaged_server):
+    url, _, _ = damaged_server
+    status, res = call(url, "/api/generate", {"model": "save/bbb", "n": 2000, "count": 1,
+                                              "line_len": "2-2"})
+    assert status == 503 and "took more than 0.2 s" in res["error"], res
+    assert call(url, "/api/status")[1]["drawing"] == 0
+
+
+@pytest.mark.slow
+def test_slow_clients_do_not_hold_a_thread(damaged_server):
+    """A body shorter than its Content-Length, and headers never finished: each gets the
+    server's socket timeout, not a thread until the client hangs up."""
+    import socket
+    from serve import SOCKET_TIMEOUT
+    url, _, _ = damaged_server
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    short, unfinished = (socket.create_connection((host, int(port))) for _ in range(2))
+    short.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 16000\r\n"
+                  b"Content-Type: application/json\r\n\r\n{}")
+    unfinished.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\n")
+    t0 = time.monotonic()
+    for sock in (short, unfinished):
+        sock.settimeout(SOCKET_TIMEOUT + 20)
+        answer = b""
+        while True:
+            part = sock.recv(4096)
+            if not part:
+                break
+            answer += part
+        sock.close()
+        if sock is short:
+            assert answer.startswith(b"HTTP/1.0 408") and b"did not arrive" in answer, answer
+    assert time.monotonic() - t0 < SOCKET_TIMEOUT + 15
+
+
+@pytest.mark.slow
+def test_a_client_that_leaves_stops_its_generate_request(server):
+    """/api/generate writes nothing until the end, so the server looks for the client
+    every 64 characters: gone, the drawing stops (it used to go on to the end)."""
+    import socket
+    _, save = server
+    proc, url = start_server(save)           # its own, to read what it logs
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    body = json.dumps({"model": "save/lyrics", "lines": 100, "line_len": "19-19",
+                       "count": 1, "sample": "argmax"}).encode()
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: " + str(len(body)).encode() +
+                 b"\r\n\r\n" + body)
+    time.sleep(0.05)
+    sock.close()
+    t0, seen = time.monotonic(), False
+    while time.monotonic() - t0 < 30:                # until it has drawn and stopped
+        drawing = call(url, "/api/status")[1]["drawing"]
+        seen = seen or bool(drawing)
+        if seen and not drawing:
+            break
+        time.sleep(0.01)
+    proc.terminate()
+    log = proc.communicate(timeout=10)[1]
+    m = re.search(r"a request stopped after ([\d,]+) characters: the page closed", log)
+    assert m and int(m.group(1).replace(",", "")) < 1500, log
