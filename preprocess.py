@@ -35,7 +35,6 @@ last val_frac ('tail'); their saved config says so and --keep and evaluate.py ke
 (for a base model: a softmax over fewer characters is a faster step; fine-tuning adds
 every character of the user's text the base does not know, as always).
 """
-import argparse
 import hashlib
 import os
 
@@ -43,7 +42,8 @@ import numpy as np
 
 from craft import DEFAULT_MAX_COPY, NgramIndex, index_path
 from presets import SEED
-from utils import (MIN_VAL_FRAC, HelpFormatter, UserError, atomic_pickle, atomic_save_npy,
+from utils import (MIN_VAL_FRAC, ArgumentParser, HelpFormatter, UserError, atomic_pickle,
+                   atomic_save_npy,
                    run_main, safe_load_pickle, val_fraction)
 
 VOCAB_FORMAT = 1
@@ -338,7 +338,7 @@ class TextParser:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Build the vocabulary, the id array and the batches from "
                     "<data_dir>/lyrics.txt.",
         formatter_class=HelpFormatter)

@@ -9,7 +9,6 @@ draws --n characters through the sampling engine (engine.py: one Session.run per
 character, every rule applied in numpy).  The text goes to stdout as it is drawn, one lyric
 line per line, and is appended to result/sequence under a header saying how it was made.
 """
-import argparse
 import os
 import sys
 import time
@@ -17,7 +16,7 @@ import zipfile
 
 import numpy as np
 
-from utils import (HelpFormatter, UserError, first_intact_checkpoint, float_in,
+from utils import (ArgumentParser, HelpFormatter, UserError, first_intact_checkpoint, float_in,
                    import_tensorflow, int_in, run_main, restore_weights, seed_int)
 
 from craft import DEFAULT_MAX_COPY
@@ -33,7 +32,7 @@ TEMPERATURES = (0.01, 100.0)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Generate lyrics from a model trained by train.py.",
         formatter_class=HelpFormatter)
     p.add_argument("--save_dir", default="save", help="directory train.py saved into")

@@ -26,7 +26,6 @@ A model is chosen by its name in /api/models, never by a path.
 Built on the standard library's ThreadingHTTPServer: nothing to install, and the start-up
 is the model's (about 2 s), not a framework's.
 """
-import argparse
 import collections
 import io
 import contextlib
@@ -37,7 +36,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from utils import (HelpFormatter, UserError, float_in, int_in, positive_int, run_main,
+from utils import (ArgumentParser, HelpFormatter, UserError, float_in, int_in, positive_int,
+                   run_main,
                    tf_path)
 
 MAX_N = 2000            # characters per request
@@ -60,7 +60,7 @@ SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Serve a local page for writing lyrics with the models in --save_dir.",
         formatter_class=HelpFormatter)
     p.add_argument("--save_dir", default="save",
@@ -482,6 +482,21 @@ class Handler(BaseHTTPRequestHandler):
         for name, d in sorted(self.models.dirs.items(), key=lambda kv: -len(kv[1])):
             message = message.replace(os.path.abspath(d), name).replace(d, name)
         return re.sub(r"(?<![\w.:/])/(?:[^\s/:;,()'\"]+/)+([^\s/:;,()'\"]*)", r"\1", message)
+
+    def not_allowed(self):
+        """PUT, DELETE, PATCH: a JSON 405 naming what is allowed, like every other answer
+        of the API (the standard library answers an HTML 501 page)."""
+        self.send_response(405)
+        self.send_header("Allow", "GET, HEAD, POST")
+        data = json.dumps({"error": f"{self.command} is not allowed here: GET the page "
+                                    f"and /api/models, /api/options, /api/status; POST "
+                                    f"/api/generate and /api/stream"}).encode("utf-8")
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_PUT = do_DELETE = do_PATCH = not_allowed
 
     def stream(self, k, text, message=None):
         """One line of a streamed answer; the headers go with the first (a request

@@ -9,7 +9,6 @@ five, plus one an hour) and save/best.ckpt-<step> (lowest validation loss), the 
 log/<timestamp>.txt that analysis/plot.py reads, and TensorBoard events in
 log/<timestamp>/.
 """
-import argparse
 import collections
 import math
 import os
@@ -22,7 +21,8 @@ from presets import PRESETS, SEED, describe
 from modeldir import (CONFIG, CORPUS, VOCAB, base_corpus, base_vocabulary, clear_model,
                       existing_model, find_checkpoint, load_saved, path_of, read_config,
                       read_vocab, write_model_files)
-from utils import (ARCHITECTURE_KEYS, CELL_TYPES, CONFIG_RANGES, DirLock, HelpFormatter,
+from utils import (ARCHITECTURE_KEYS, ArgumentParser, CELL_TYPES, CONFIG_RANGES, DirLock,
+                   HelpFormatter,
                    UserError, int_in, check_dir_flag, checkpoint_candidates, checkpoint_step,
                    short_error,
                    first_intact_checkpoint, count_params, cpu_has_bf16, cpu_text,
@@ -53,7 +53,7 @@ def size_flag(key):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Train the character-level lyrics model (TF1-style graph + Session).",
         formatter_class=HelpFormatter)
     add_data_and_model_flags(p)

@@ -174,6 +174,14 @@ def check_model_config(config, path):
     return config
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line ('prog: error: what (see prog --help)',
+    exit code 2) instead of the usage block of 9-15 lines before it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every flag's default in --help, except None (a default that depends on the run
     is said in the flag's own help text instead of as 'default: None')."""
@@ -338,7 +346,11 @@ class _PlainDataUnpickler(pickle.Unpickler):
     """
 
     def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"it references {module}.{name}")
+        raise _Refused(f"it references {module}.{name}")
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle that would build more than plain data (not a damaged one)."""
 
 
 def safe_load_pickle(path, what="file"):
@@ -352,13 +364,13 @@ def safe_load_pickle(path, what="file"):
         raise UserError(f"cannot read {what} {path}: {e.strerror}")
     try:
         return _PlainDataUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as e:
+    except _Refused as e:
         raise UserError(f"refusing to load {path}: {e}; a {what} holds only plain data "
                         f"(str/list/dict/int), so this file was tampered with or is not "
                         f"one of ours. Delete it and regenerate it.")
-    except Exception as e:  # truncated or garbage bytes
-        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}); "
-                        f"delete it and regenerate it.")
+    except Exception as e:  # truncated ("pickle data was truncated") or garbage bytes
+        raise UserError(f"{path} is damaged or cut short, not a readable {what} "
+                        f"({type(e).__name__}); delete it and regenerate it.")
 
 
 # ------------------------------------------------------------------------ training log

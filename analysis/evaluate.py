@@ -26,7 +26,6 @@
 
 Prints a table and, as the last line, one JSON object.
 """
-import argparse
 import json
 import math
 import os
@@ -40,7 +39,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from craft import DEFAULT_MAX_COPY  # noqa: E402
 from engine import RULES  # noqa: E402
 from sample import MAX_COUNT, MAX_N, TEMPERATURES  # noqa: E402
-from utils import (HelpFormatter, UserError, float_in, int_in,  # noqa: E402
+from utils import (ArgumentParser, HelpFormatter, UserError, float_in, int_in,  # noqa: E402
                    non_negative_int, perplexity, restore_weights, run_main, seed_int)
 
 # The cost of a character outside a model's vocabulary: ln of the number of characters
@@ -293,7 +292,7 @@ def json_safe(obj):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Cross-entropy, perplexity and copying/diversity/rhyme numbers for "
                     "one or more trained models, on the same text.",
         formatter_class=HelpFormatter)

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from matplotlib.ticker import MaxNLocator  # noqa: E402  (no pyplot: backend chosen later)
 
-from utils import UserError, atomic_write_bytes, parse_log, run_main  # noqa: E402
+from utils import ArgumentParser, UserError, atomic_write_bytes, parse_log, run_main  # noqa: E402
 
 TITLE_KEYS = ("rnncell", "num_layers", "rnn_size", "embedding_size", "batch_size",
               "seq_length", "learning_rate", "attention", "dropout")
@@ -93,7 +93,7 @@ def plot_compare(plt, logs, out):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Plot train/validation cost curves from train.py logs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("logs", nargs="+", help="log files written by train.py (log/*.txt)")

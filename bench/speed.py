@@ -54,7 +54,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from presets import PRESETS  # noqa: E402
-from utils import CELL_TYPES  # noqa: E402
+from utils import CELL_TYPES, ArgumentParser  # noqa: E402
 
 # The presets of train.py --preset (presets.py), as the bench trains them (the cell type
 # is the bench's own --rnncell); "base" is what scripts/base.sh trains on a CPU.
@@ -78,7 +78,7 @@ TORCH_REF = os.path.join(os.path.dirname(ROOT), "shared", "bench", "torch_refere
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--text", nargs="+", default=[os.path.join(ROOT, "data", "lyrics.txt")],
                    help="cleaned training text(s) (data/lyrics.txt)")

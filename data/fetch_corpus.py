@@ -36,7 +36,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from utils import HelpFormatter, UserError, atomic_write_text, run_main  # noqa: E402
+from utils import (ArgumentParser, HelpFormatter, UserError,  # noqa: E402
+                   atomic_write_text, run_main)
 
 PACKAGE = "chinese-poetry"
 VERSION = "2.0.1"
@@ -271,7 +272,7 @@ def _sha256(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Fetch a public-domain corpus (npm chinese-poetry@2.0.1): the Song ci, "
                     "or with --corpus poetry the base-model corpus, and write "
                     "data/origin.txt, one phrase per line, a blank line between works.",

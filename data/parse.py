@@ -23,7 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from utils import UserError, atomic_write_text, run_main  # noqa: E402
+from utils import ArgumentParser, UserError, atomic_write_text, run_main  # noqa: E402
 
 CJK_FIRST, CJK_LAST = "\u4e00", "\u9fa5"
 
@@ -285,7 +285,7 @@ def parse_file(path, encoding="auto", simplified=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Clean raw lyrics into the training text: whitespace and sentence "
                     "punctuation become one space (a line end), everything but Chinese "
                     "characters is dropped.",

@@ -15,7 +15,6 @@ as they read a model directory; train.py --keep refuses it (no optimizer state).
 training text (corpus.npy) is left out: with --corpus, train.py --init_from rebuilds it
 on first use (modeldir.base_corpus).  --check verifies the checksums.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -28,7 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from modeldir import CONFIG, CORPUS, MANIFEST, VOCAB, check_manifest  # noqa: E402
-from utils import (LOG_MACHINE, PACKED_WEIGHTS, HelpFormatter, UserError,  # noqa: E402
+from utils import (LOG_MACHINE, PACKED_WEIGHTS, ArgumentParser,  # noqa: E402
+                   HelpFormatter, UserError,
                    atomic_pickle, parse_log, run_main)
 
 # config keys that name places on the machine that trained: replaced in the packed copy
@@ -36,7 +36,7 @@ MACHINE_PATHS = ("data_dir", "save_dir", "log_dir", "init_from", "init_checkpoin
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--from", dest="src", metavar="DIR", help="a model directory train.py "
                    "wrote (its best checkpoint is packed)")

@@ -259,3 +259,32 @@ def test_vocabulary_of_numbers_is_one_line(trained, tmp_path):
         pickle.dump((list(range(len(chars))), {i: i for i in range(len(chars))}), f)
     proc = run("sample.py", "--save_dir", save, "--out", "")
     assert_one_line_error(proc, 1, "is not a vocabulary written by train.py")
+
+
+def test_a_cut_pickle_is_called_damaged_not_tampered_with(trained, tmp_path):
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    data = (save / "words_vocab.pkl").read_bytes()
+    (save / "words_vocab.pkl").write_bytes(data[:len(data) // 2])
+    proc = run("sample.py", "--save_dir", save, cwd=tmp_path)
+    assert_one_line_error(proc, 1, "damaged or cut short")
+    assert "tampered" not in proc.stderr
+
+
+@pytest.mark.parametrize("script, flag", [
+    ("train.py", "--rnn_size"), ("sample.py", "--n"), ("serve.py", "--port"),
+    ("preprocess.py", "--batch_size"), ("analysis/evaluate.py", "--samples"),
+    ("data/parse.py", "--nonexistent"), ("data/fetch_corpus.py", "--corpus"),
+    ("scripts/pack_model.py", "--log"), ("analysis/plot.py", "--nonexistent"),
+])
+def test_a_bad_flag_is_one_line_without_the_usage_block(script, flag, tmp_path):
+    """argparse printed its usage (9-15 lines) before the one line that says what is
+    wrong; now the line alone, and where the help is."""
+    args = [flag] if script in ("scripts/pack_model.py",) else [flag, "bad-value"]
+    if script == "scripts/pack_model.py":
+        args = ["--from"]                                 # a flag without its value
+    proc = run(script, *args, cwd=tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "usage:" not in proc.stderr, proc.stderr
+    assert lines[0].endswith("--help)"), lines

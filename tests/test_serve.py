@@ -348,6 +348,16 @@ def test_options_list_every_rule_with_its_help(server):
     assert "言前" in opts["rhyme_groups"] and opts["max_n"] == 2000
 
 
+def test_other_methods_get_a_json_405(server):
+    url, _ = server
+    for method in ("PUT", "DELETE", "PATCH"):
+        req = urllib.request.Request(url + "api/generate", data=b"{}", method=method)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 405 and e.value.headers["Allow"] == "GET, HEAD, POST"
+        assert "not allowed" in json.loads(e.value.read())["error"]
+
+
 def test_head_and_the_icon_answer(server):
     # HEAD used to be 501 and /favicon.ico a 404 in the browser's console
     url, _ = server
