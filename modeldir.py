@@ -52,7 +52,11 @@ def read_config(save_dir):
     path = path_of(save_dir, CONFIG)
     config = check_model_config(safe_load_pickle(path, "model config"), path)
     version = config.get("format", FORMAT)       # directories from before "format": 1
-    if type(version) is not int or version > FORMAT:
+    if type(version) is not int or version < 1:
+        raise UserError(f"{path} is damaged or not written by train.py (format = "
+                        f"{version!r}, not a version number); retrain the model or restore "
+                        f"the file")
+    if version > FORMAT:
         raise UserError(f"{path} is format {version!r}, newer than this code reads "
                         f"({FORMAT}): update the project (git pull), or retrain")
     for k, (lo, hi) in NUMBERS.items():       # the training choices readers use

@@ -139,7 +139,7 @@ class Sampler:
         self.sess = tf1.Session(graph=self.graph, config=config)
         self.ckpt, skipped = first_intact_checkpoint(
             candidates, variables, save_dir,
-            restore=lambda prefix: restore_weights(self.sess, saver, prefix, variables))
+            restore=lambda prefix: self._restore(saver, prefix, variables))
         for prefix, why in skipped:
             print(f"sample.py: warning: {prefix} is {why}; using {self.ckpt}",
                   file=sys.stderr)
@@ -148,6 +148,17 @@ class Sampler:
                                    [h] + self._flatten(state))
         self._zero = self.sess.run(self._flatten(m.initial_state))
         self._w, self._b = self.sess.run([m.softmax_w, m.softmax_b])     # [H, V], [V]
+
+    def _restore(self, saver, prefix, variables):
+        """Restore, then refuse weights that are not finite: a checkpoint whose
+        checksums hold can still carry inf/NaN (sampled, it gave an empty text without a
+        word), and first_intact_checkpoint then tries the next one."""
+        import numpy as np
+        restore_weights(self.sess, saver, prefix, variables)
+        trained = [v for v in variables if v.trainable]
+        for v, value in zip(trained, self.sess.run(trained)):
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{v.op.name} holds inf/NaN")
 
     def close(self):
         self.sess.close()

@@ -30,7 +30,7 @@ from utils import (ARCHITECTURE_KEYS, ArgumentParser, CELL_TYPES, CONFIG_RANGES,
                    float_in, import_tensorflow, is_packed, log_filename, logging,
                    non_negative_int, read_packed,
                    perplexity, positive_float, positive_int, real_path, run_main,
-                   session_config, tf_path, unit_float, val_fraction)
+                   session_config, tf_path, unit_float, val_fraction, writable_dir)
 
 # The architecture flags: every key a checkpoint depends on but the vocabulary's size,
 # which comes from the text.
@@ -568,6 +568,7 @@ def main(argv=None):
         raise UserError("--keep resumes and --overwrite starts afresh: pick one", code=2)
     check_dir_flag(args.save_dir, "--save_dir")
     check_dir_flag(args.log_dir, "--log_dir")
+    writable_dir(args.log_dir, "--log_dir")
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 

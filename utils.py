@@ -82,6 +82,20 @@ def check_dir_flag(path, flag):
                         code=2)
 
 
+def writable_dir(path, flag):
+    """Make the directory a flag names and write a probe file in it, up front: a path
+    that only looks possible (a symlink loop, a place under /proc) is refused before a
+    run writes anything anywhere."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write there ({e.strerror or e}); name a "
+                        f"directory you can write to", code=2)
+
+
 def seed_int(s):
     """argparse type of a random seed: a whole number 0 .. 2**62."""
     v = int(s) if s.isdigit() else None

@@ -466,3 +466,62 @@ def test_ckpt_of_another_shape_or_vocabulary_is_one_line_before_any_restore(trai
     shutil.copytree(mine, tmp_path / "copy")
     own = glob.glob(str(tmp_path / "copy" / "model.ckpt-*.index"))[0][:-len(".index")]
     run("sample.py", "--save_dir", mine, "--ckpt", own, "--n", "10", "--out", "", check=0)
+
+
+def test_checkpoints_holding_nan_are_refused_as_damaged(trained, tmp_path):
+    """Valid checksums, NaN weights: sampling gave an empty text and exit 0, scoring
+    'nan'; now every such checkpoint is skipped as damaged, and with none left it is one
+    line saying so."""
+    import shutil
+    import numpy as np
+    from modeldir import read_config
+    from seq2seq_rnn import Model
+    from utils import checkpoint_candidates, import_tensorflow, tf_path
+    tf = import_tensorflow()
+    tf1 = tf.compat.v1
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    for prefix in checkpoint_candidates(str(save)):
+        g = tf.Graph()
+        with g.as_default():
+            m = Model(read_config(str(save)), training=False)
+            saver = tf1.train.Saver(tf1.global_variables())
+            with tf1.Session(graph=g) as sess:
+                saver.restore(sess, tf_path(prefix))
+                w = sess.run(m.softmax_w)
+                w[0, 0] = np.nan
+                m.softmax_w.load(w, sess)
+                saver.save(sess, tf_path(prefix), write_meta_graph=False,
+                           write_state=False)
+    proc = run("sample.py", "--save_dir", save, "--n", "20", cwd=tmp_path)
+    assert_one_line_error(proc, 1, "no intact checkpoint", "inf/NaN")
+    text = tmp_path / "t.txt"
+    text.write_text("春风吹过小河边 我在窗前等你回来", encoding="utf-8")
+    proc = run("analysis/evaluate.py", "--save_dir", save, "--text", text, cwd=tmp_path)
+    assert_one_line_error(proc, 1, "inf/NaN")
+
+
+@pytest.mark.parametrize("version", ["1", True, 0])
+def test_a_malformed_format_is_not_called_newer(trained, tmp_path, version):
+    import pickle
+    import shutil
+    save = tmp_path / "save"
+    shutil.copytree(trained("lstm"), save)
+    config = pickle.loads((save / "config.pkl").read_bytes())
+    (save / "config.pkl").write_bytes(pickle.dumps(dict(config, format=version)))
+    proc = run("sample.py", "--save_dir", save, "--n", "5", cwd=tmp_path)
+    assert_one_line_error(proc, 1, "format =", "not a version number")
+    assert "newer" not in proc.stderr
+
+
+def test_a_log_dir_that_cannot_be_written_is_refused_before_anything_is(tmp_path):
+    from conftest import TINY
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "lyrics.txt").write_text("春风吹过小河边 " * 500, encoding="utf-8")
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)                                   # a symlink to itself
+    for log_dir in (loop / "log", "/proc/self/lyrics-log"):
+        proc = run("train.py", "--data_dir", tmp_path / "data", "--save_dir",
+                   tmp_path / "save", "--log_dir", log_dir, *TINY)
+        assert_one_line_error(proc, 2, "--log_dir", "cannot write there")
+        assert not (tmp_path / "save").exists()
