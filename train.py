@@ -24,6 +24,7 @@ from modeldir import (CONFIG, CORPUS, VOCAB, base_corpus, base_vocabulary, clear
 from utils import (ARCHITECTURE_KEYS, ArgumentParser, CELL_TYPES, CONFIG_RANGES, DirLock,
                    HelpFormatter,
                    UserError, int_in, check_dir_flag, checkpoint_candidates, checkpoint_step,
+                   dir_locked,
                    short_error,
                    first_intact_checkpoint, count_params, cpu_has_bf16, cpu_text,
                    epoch_lines, LOG_MACHINE,
@@ -190,6 +191,10 @@ def adopt(args, explicit, saved, keys, what, fix_hint):
                 fix = f"--{k}" if saved[k] else f"no --{k}"
             else:
                 fix = f"--{k} {saved[k]}"
+            if k in getattr(args, "preset_keys", ()):     # not typed: the preset's
+                raise UserError(f"{what} has {k}={saved[k]!r} but --preset {args.preset} "
+                                f"asks for {getattr(args, k)!r}; drop --preset (or give "
+                                f"{fix})", code=2)
             raise UserError(f"{what} has {k}={saved[k]!r} but this run asks for "
                             f"{getattr(args, k)!r}; {fix_hint(fix)}", code=2)
         setattr(args, k, saved[k])
@@ -211,7 +216,14 @@ def check_resume(args, explicit):
     # before 2026-11-30 the held-out part was the tail of the text, nothing was capped
     # and nothing mixed in
     saved = dict({"val_split": "tail", "max_vocab": 0, "mix_base": 0.0}, **saved)
-    adopt(args, explicit, saved, ARCH_FLAGS + BATCH_FLAGS,
+    keys = ARCH_FLAGS + BATCH_FLAGS
+    args.mix_dropped = False
+    if "mix_base" in explicit and args.mix_base == 0 and saved["mix_base"]:
+        # going on without the base's text (it moved, or by choice): allowed; the
+        # epoch's batches change, so it starts over (resume_point)
+        keys = tuple(k for k in keys if k != "mix_base")
+        args.mix_dropped = True
+    adopt(args, explicit, saved, keys,
           f"--keep: the model in {args.save_dir}/",
           lambda fix: f"resume with {fix}, or train a new model in another --save_dir")
     base = None
@@ -282,16 +294,21 @@ def mix_base_text(args, explicit, saved, data):
     base_dir, rows = mix_rows(args, saved)
     try:            # modeldir checks it against the vocabulary (or rebuilds a packed one's)
         ids = base_corpus(base_dir, data.base_chars or ())
-        why = None if ids is not None and len(ids) else \
-            f"{path_of(base_dir, CORPUS)} is missing"
+        need = rows * args.seq_length + 1       # one batch's rows of it, at least
+        why = f"{path_of(base_dir, CORPUS)} is missing" if ids is None else \
+            None if len(ids) >= need else \
+            (f"{path_of(base_dir, CORPUS)} holds {len(ids):,} characters, fewer than the "
+             f"{need:,} of one batch's {rows} rows")
     except UserError as e:
         why = str(e)
     if why:
-        if "mix_base" in explicit or saved is not None:
+        if "mix_base" in explicit:
             raise UserError(f"--mix_base: {why}; copy the base with its corpus.npy, or "
                             f"pass --mix_base 0")
-        print(f"train: warning: {why}: fine-tuning on your text alone (--mix_base 0)")
-        args.mix_base = 0.0
+        print(f"train: warning: {why}: fine-tuning on your text alone (--mix_base 0)"
+              + ("; this epoch starts over, since its batches change" if saved else ""),
+              file=sys.stderr)
+        args.mix_base, args.mix_dropped = 0.0, saved is not None
         return
     data.mix_in(ids, rows, args.seed)
     print(f"train: {rows} of each batch's {args.batch_size} rows read the base's text "
@@ -310,7 +327,7 @@ def resume_checkpoint(save_dir, variables):
         raise UserError(f"--keep: {e}")
     for prefix, why in skipped:
         print(f"train: warning: {prefix} is {why}; it is renamed to "
-              f"damaged-{os.path.basename(prefix)}.*")
+              f"damaged-{os.path.basename(prefix)}.*", file=sys.stderr)
         for name in os.listdir(save_dir):
             if name.startswith(os.path.basename(prefix) + "."):
                 os.replace(os.path.join(save_dir, name),
@@ -333,12 +350,17 @@ def read_base(args, explicit):
                                                                               args.save_dir):
         raise UserError(f"--init_from {d} is --save_dir too: the base is never written "
                         f"to; fine-tune into another --save_dir", code=2)
-    chars = base_vocabulary(d)          # a directory with a vocabulary, or a clear error
     try:
+        chars = base_vocabulary(d)      # a directory with a vocabulary, or a clear error
         config, chars, _ = load_saved(d)
         ckpt = find_checkpoint(d)
     except UserError as e:
-        raise UserError(f"--init_from {d}: {e}", code=2)
+        if os.path.isdir(d) and dir_locked(d):
+            raise UserError(f"--init_from {d}: a train.py is training the model there now "
+                            f"and has not written it whole yet; wait until it has saved "
+                            f"(or ends), then fine-tune from it", code=2)
+        raise UserError(f"--init_from {d}: {e}" if not str(e).startswith("--init_from")
+                        else str(e), code=2)
     adopt(args, explicit, config, ARCH_FLAGS, f"--init_from {d}: the base model",
           lambda fix: f"a fine-tuned model keeps its base's architecture: drop the flag "
                       f"(or give {fix})")
@@ -381,6 +403,10 @@ def read_base_weights(tf, ckpt, variables):
     except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError,
             zipfile.BadZipFile) as e:
         # a truncated .data file surfaces as IndexError ("Read less bytes than requested")
+        if dir_locked(os.path.dirname(os.path.abspath(ckpt))):
+            raise UserError(f"--init_from: {ckpt} is being written by the train.py that "
+                            f"trains that model now; wait until it has saved (or ends), "
+                            f"then fine-tune from it", code=2)
         raise UserError(f"--init_from: cannot read the base checkpoint {ckpt} "
                         f"({short_error(e, 120)}); the files are damaged: retrain the base "
                         f"or copy it again")
@@ -560,10 +586,12 @@ def main(argv=None):
     args.start_time = start_time
     args.val_split = "blocks"       # how the held-out part is chosen (--keep: the model's)
     explicit = explicit_flags(argv)
+    args.preset_keys = set()
     for k, v in PRESETS[args.preset].items() if args.preset else ():
         if k not in explicit:        # as if typed, after the flags that were typed
             setattr(args, k, v)
             explicit.add(k)
+            args.preset_keys.add(k)
     if args.keep and args.overwrite:
         raise UserError("--keep resumes and --overwrite starts afresh: pick one", code=2)
     check_dir_flag(args.save_dir, "--save_dir")
@@ -616,7 +644,7 @@ def start(args, explicit):
         print("train: --bf16 is for CPUs; ignored on the GPU")
     elif args.bf16 and not cpu_has_bf16():
         print("train: warning: this CPU has no native bfloat16 (AVX512-BF16/AMX); --bf16 "
-              "may be slower than float32")
+              "may be slower than float32", file=sys.stderr)
     sess = tf.compat.v1.Session(graph=g.graph, config=session_config(args.bf16 and not gpus))
     if args.keep:
         begun = begin_keep(sess, args, g, origin.resume)
@@ -715,6 +743,10 @@ def resume_point(tf, args, g, data):
                             ("global_step", "epoch", "batch_pointer"))
     if pointer >= data.num_batches:
         epoch, pointer = epoch + 1, 0
+    if getattr(args, "mix_dropped", False) and pointer:
+        print(f"train: without the base's text the batches of an epoch differ: epoch "
+              f"{epoch + 1} starts again from its first batch")
+        pointer = 0
     if epoch >= args.num_epochs:
         raise UserError(f"--keep: the model in {args.save_dir}/ has already trained "
                         f"{epoch} epochs; raise --num_epochs to train more", code=2)

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import MADE_UP_LINES, assert_one_line_error, made_up_text, run
+from conftest import MADE_UP_LINES, assert_one_line_error, made_up_text, run, train_tiny
 from preprocess import TextParser, build_vocab
 from utils import safe_load_pickle
 
@@ -337,9 +337,70 @@ def test_mix_base_without_a_base_text_or_a_base_is_said(base, tmp_path):
     proc = train(str(tmp_path), data, str(tmp_path / "c"), "--init_from", bare,
                  "--batch_size", "8", "--seq_length", "8", "--max_steps", "5")
     assert proc.returncode == 0, proc.stderr
-    assert "corpus.npy is missing" in proc.stdout and "your text alone" in proc.stdout
+    assert "corpus.npy is missing" in proc.stderr and "your text alone" in proc.stderr
     assert safe_load_pickle(str(tmp_path / "c" / "config.pkl"))["mix_base"] == 0.0
     proc = train(str(tmp_path), data, str(tmp_path / "d"), "--init_from", bare,
                  "--batch_size", "8", "--seq_length", "8", "--max_steps", "5",
                  "--mix_base", "0.25")
     assert_one_line_error(proc, 1, "corpus.npy is missing", "--mix_base 0")
+
+
+def test_init_from_a_base_in_training_says_so(tmp_path):
+    """A directory another train.py is still writing (no checkpoint yet) is 'in
+    training', not 'damaged: retrain the base'."""
+    from conftest import holding_lock
+    base = tmp_path / "base"
+    base.mkdir()
+    save, _ = train_tiny(str(tmp_path / "t"), epochs=1)
+    for name in ("config.pkl", "words_vocab.pkl"):          # written first by train.py
+        (base / name).write_bytes(open(os.path.join(save, name), "rb").read())
+    with holding_lock(base):
+        proc = run("train.py", "--init_from", base, "--data_dir", tmp_path / "t" / "data",
+                   "--save_dir", tmp_path / "ft", "--log_dir", tmp_path / "log")
+    assert_one_line_error(proc, 2, "is training the model there now")
+    assert "damaged" not in proc.stderr
+
+
+def test_a_base_text_shorter_than_a_batch_is_not_used(tmp_path):
+    import numpy as np
+    save, _ = train_tiny(str(tmp_path / "t"), epochs=1)
+    np.save(os.path.join(save, "corpus.npy"), np.array([1, 2, 3], dtype=np.int32))
+    proc = run("train.py", "--init_from", save, "--data_dir", tmp_path / "t" / "data",
+               "--save_dir", tmp_path / "ft", "--log_dir", tmp_path / "log",
+               "--num_epochs", "1", "--batch_size", "8", "--seq_length", "8")
+    assert proc.returncode == 0, proc.stderr
+    assert "holds 3 characters, fewer than" in proc.stderr and "--mix_base 0" in proc.stderr
+
+
+def test_a_preset_that_disagrees_with_the_base_is_named_not_the_user(tmp_path):
+    save, _ = train_tiny(str(tmp_path / "t"), epochs=1)             # a 2 x 32 base
+    proc = run("train.py", "--preset", "base-cpu", "--init_from", save, "--data_dir",
+               tmp_path / "t" / "data", "--save_dir", tmp_path / "ft", "--log_dir",
+               tmp_path / "log")
+    assert_one_line_error(proc, 2, "--preset base-cpu asks for", "drop --preset")
+    assert "this run asks for" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_keep_goes_on_when_the_base_has_moved(base, tmp_path):
+    """A fine-tune whose base (and so its text) is gone: --keep says so and goes on, on
+    the user's text alone, from the start of the epoch (its batches change); --mix_base
+    0 asked for explicitly is accepted too (it was refused as a conflict)."""
+    import shutil
+    data = write(str(tmp_path / "data"), user_text())
+    moved = tmp_path / "base"
+    shutil.copytree(base, moved)
+    fts = [str(tmp_path / "ft1"), str(tmp_path / "ft2")]
+    for ft in fts:
+        proc = train(str(tmp_path), data, ft, "--init_from", moved, "--batch_size", "8",
+                     "--seq_length", "8", "--max_steps", "3", "--mix_base", "0.5")
+        assert proc.returncode == 0, proc.stderr
+    shutil.rmtree(moved)
+    proc = train(str(tmp_path), data, fts[0], "--keep", "--max_steps", "6")
+    assert proc.returncode == 0, proc.stderr
+    assert "your text alone" in proc.stderr and "starts over" in proc.stderr
+    assert "starts again from its first batch" in proc.stdout
+    assert safe_load_pickle(os.path.join(fts[0], "config.pkl"))["mix_base"] == 0.0
+    proc = train(str(tmp_path), data, fts[1], "--keep", "--max_steps", "6", "--mix_base", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "starts again from its first batch" in proc.stdout

@@ -105,7 +105,7 @@ def test_fine_tuning_a_packed_base_without_the_network_goes_on_alone(packed):
                "--save_dir", ft, "--log_dir", os.path.join(tmp, "log"), "--num_epochs", "1",
                "--batch_size", "8", "--seq_length", "8", "--patience", "0")
     assert proc.returncode == 0, proc.stderr
-    assert "could not rebuild" in proc.stdout and "--mix_base 0" in proc.stdout
+    assert "could not rebuild" in proc.stderr and "--mix_base 0" in proc.stderr
     assert safe_load_pickle(os.path.join(ft, "config.pkl"))["mix_base"] == 0.0
     assert glob.glob(os.path.join(ft, "best.ckpt-*.index"))
 
