@@ -401,6 +401,24 @@ def plan(args):
     return max(args.n, lines * ((args.line_len[1] if args.line_len else LINE_CAP) + 1)), lines
 
 
+def check_budget(args, limit, where=""):
+    """None, or what is wrong when the sample args ask for more than limit characters
+    (plan: --n, or with --lines or --acrostic every line at its longest)."""
+    lines = len(acrostic_chars(args))
+    if args.acrostic and args.lines and args.lines != lines:
+        return (f"--acrostic writes one line per character ({lines}); leave out --lines "
+                f"or make it {lines}")
+    budget, lines = plan(args)
+    if budget <= limit:
+        return None
+    if not lines or budget == args.n:
+        return f"--n {args.n:,} characters; at most {limit:,}{where}"
+    what = f"--acrostic ({lines} lines)" if args.acrostic else f"--lines {lines}"
+    return (f"{what} x --line_len up to "
+            f"{args.line_len[1] if args.line_len else LINE_CAP} (+1 line end) may draw "
+            f"{budget:,} characters; at most {limit:,}{where}: fewer lines or a lower MAX")
+
+
 def _pick(logits, allowed, weighted, temperature, top_k, rng):
     """The next id among the allowed ones, and the distribution it came from (None for
     argmax).  Weighted draws use one rng.random() per character, as rng.choice does."""

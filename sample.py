@@ -20,8 +20,8 @@ from utils import (ArgumentParser, HelpFormatter, UserError, first_intact_checkp
                    import_tensorflow, int_in, run_main, restore_weights, seed_int)
 
 from craft import DEFAULT_MAX_COPY
-from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, acrostic_chars,
-                    build_rules, plan)
+from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, build_rules,
+                    check_budget, plan)
 from modeldir import find_checkpoints, load_saved, saved_corpus
 
 # Bounds of the flags, where time or memory would give out (the rules' own bounds are
@@ -239,24 +239,6 @@ def copy_index(save_dir, corpus, length, warn):
              f"fine-tune from it rebuilds its text)")
         return None
     return NgramIndex.build(corpus, length)
-
-
-def check_budget(args, limit, where=""):
-    """None, or what is wrong when the sample args ask for more than limit characters
-    (engine.plan: --n, or with --lines or --acrostic every line at its longest)."""
-    lines = len(acrostic_chars(args))
-    if args.acrostic and args.lines and args.lines != lines:
-        return (f"--acrostic writes one line per character ({lines}); leave out --lines "
-                f"or make it {lines}")
-    budget, lines = plan(args)
-    if budget <= limit:
-        return None
-    if not lines or budget == args.n:
-        return f"--n {args.n:,} characters; at most {limit:,}{where}"
-    what = f"--acrostic ({lines} lines)" if args.acrostic else f"--lines {lines}"
-    return (f"{what} x --line_len up to "
-            f"{args.line_len[1] if args.line_len else LINE_CAP} (+1 line end) may draw "
-            f"{budget:,} characters; at most {limit:,}{where}: fewer lines or a lower MAX")
 
 
 def show(text, raw, stanza=0):

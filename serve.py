@@ -219,7 +219,8 @@ def fields():
 def sample_args(req, model_dir):
     """The request as sample.py's arguments, checked by sample.py's own parser: the page
     gets the command line's message for a bad value."""
-    from sample import build_parser as sample_parser, check_budget
+    from engine import check_budget
+    from sample import build_parser as sample_parser
     FIELDS = fields()
     if not isinstance(req, dict):
         raise BadRequest("the request must be a JSON object")

@@ -322,6 +322,10 @@ def main(argv=None):
                         "(0 or 1 = off)")
     p.add_argument("--latest", action="store_true", help="use the latest checkpoint")
     args = p.parse_args(argv)
+    # the same bound as sample.py's on what one sample may draw (engine.check_budget)
+    from engine import check_budget
+    if check_budget(args, MAX_N):
+        p.error(check_budget(args, MAX_N))
     if args.max_copy is None:
         args.max_copy = DEFAULT_MAX_COPY
 

@@ -525,3 +525,13 @@ def test_a_log_dir_that_cannot_be_written_is_refused_before_anything_is(tmp_path
                    tmp_path / "save", "--log_dir", log_dir, *TINY)
         assert_one_line_error(proc, 2, "--log_dir", "cannot write there")
         assert not (tmp_path / "save").exists()
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--lines", "10000"], "at most 20,000"),        # evaluate.py --samples 1: past 200 s
+    (["--lines", "3", "--acrostic", "春花秋月"], "one line per character (4)"),
+])
+def test_evaluate_bounds_its_samples_as_sample_py_does(flags, needle, tmp_path):
+    for script, more in (("sample.py", []), ("analysis/evaluate.py", ["--samples", "1"])):
+        proc = run(script, "--save_dir", tmp_path, *flags, *more)
+        assert_one_line_error(proc, 2, needle)
