@@ -440,7 +440,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(400, {"error": "the body is not JSON (or nested too deep)"})
         if not self.busy.acquire(timeout=10):
             return self.send(503, {"error": "busy: too many requests at once; try again"})
-        self.deadline, self.checked = time.monotonic() + self.max_seconds, 0
+        self.deadline, self.checked = None, 0      # the clock starts with the drawing
         try:
             if self.path == "/api/stream":
                 result = generate(self.models, req, self.stream)
@@ -462,10 +462,13 @@ class Handler(BaseHTTPRequestHandler):
             self.busy.release()
 
     def watch(self, k, text):
-        """on_text of a request: the wall-clock limit, and (every 64 characters, for
+        """on_text of a request: the wall-clock limit on drawing (loading a model is not
+        counted), and (every 64 characters, for
         /api/generate, which writes nothing until the end) whether the client is still
         there; streaming finds that out by writing."""
         self.streamed += len(text or "")
+        if self.deadline is None:          # not the model's loading: its first text
+            self.deadline = time.monotonic() + self.max_seconds
         if time.monotonic() > self.deadline:
             raise BadRequest(f"the request took more than {self.max_seconds:g} s and was "
                              f"stopped "
