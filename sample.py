@@ -255,16 +255,32 @@ def show(text, raw, stanza=0):
     return "\n".join(lines)
 
 
+# where a block of --out ended before its end (a run killed while it wrote)
+CUT_MARK = "[the block above was cut off: the run writing it stopped before its end]"
+
+
 def append_result(path, header, body):
     """Append header + body to path.  Only appended: what the file holds already (in any
-    encoding) is never read or rewritten, and a block that cannot be written whole (a
-    full disk) is cut off again, so the file ends as it was."""
+    encoding) is never rewritten, and a block that cannot be written whole (a full disk)
+    is cut off again, so the file ends as it was.  A block that a killed run left
+    unfinished (the file does not end in the blank line every block ends with) is marked
+    as cut first, so the new header starts on a line of its own."""
     if os.path.isdir(path):
         raise UserError(f"--out {path} is a directory; name a file, or --out '' for none",
                         code=2)
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     block = (header + "\n" + body.rstrip("\n") + "\n\n").encode("utf-8")
+    try:
+        with open(path, "rb") as f:                 # the last two bytes only
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(size - 2, 0))
+            tail = f.read()
+    except OSError:
+        size, tail = 0, b""
+    if size and tail != b"\n\n":
+        block = (("\n" if tail[-1:] != b"\n" else "") + CUT_MARK + "\n\n").encode(
+            "utf-8") + block
     try:
         with open(path, "ab", buffering=0) as f:
             end = f.seek(0, os.SEEK_END)

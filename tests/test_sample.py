@@ -288,3 +288,28 @@ def test_a_bad_flag_is_one_line_without_the_usage_block(script, flag, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "usage:" not in proc.stderr, proc.stderr
     assert lines[0].endswith("--help)"), lines
+
+
+def test_out_after_a_killed_run_marks_the_cut_block_and_starts_a_new_line(trained, tmp_path):
+    """kill -9 in the middle of an append left part of a block, and the next run's header
+    was glued onto the cut line; now the cut is marked and the header starts a line, the
+    earlier text intact."""
+    from sample import CUT_MARK
+    out = tmp_path / "sequence"
+    proc = run("sample.py", "--save_dir", trained("lstm"), "--n", "10", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    whole = out.read_bytes()
+    assert whole.endswith(b"\n\n")
+    with open(out, "ab") as f:
+        f.write("=== 2026-12-04 header of a run killed\n春风吹过".encode("utf-8"))
+    proc = run("sample.py", "--save_dir", trained("lstm"), "--n", "10", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith(whole.decode("utf-8"))
+    cut, new = text[len(whole.decode("utf-8")):].split(CUT_MARK)
+    assert cut == "=== 2026-12-04 header of a run killed\n春风吹过\n"
+    assert new.startswith("\n\n===") and text.endswith("\n\n")
+    before = out.read_bytes()               # a whole block before: nothing is marked
+    run("sample.py", "--save_dir", trained("lstm"), "--n", "10", "--out", out)
+    assert out.read_text(encoding="utf-8").count(CUT_MARK) == 1
+    assert out.read_bytes().startswith(before)
