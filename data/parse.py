@@ -102,10 +102,10 @@ LEGACY = (("gb18030", _gb2312_share), ("big5", _big5_common_share))
 def _mend_mixed(raw, name, text):
     """(text, [line numbers]): a file of lyrics pasted together from several sources can be
     part GBK, part Big5.  Decoded whole as one, the other's lines come out as rare
-    characters, symbols and private-use code points (mojibake).  Each line with 4+
-    non-ASCII letters of which under half are Han characters common in the chosen
-    encoding, and which decoded as the other reads as 90 % common ones, is decoded as the
-    other.  A line end (0x0A) is never part of a GBK or Big5 character, so
+    characters, symbols and private-use code points (mojibake), or as other common
+    characters.  Each line with 4+ non-ASCII letters that decoded as the other encoding
+    reads as at least 90 % Han characters common in it, and at least 10 points more than
+    in the chosen one, is decoded as the other.  A line end (0x0A) is never part of a GBK or Big5 character, so
     the bytes split safely into lines."""
     score = dict(LEGACY)
     other = [n for n, _ in LEGACY if n != name][0]
@@ -123,13 +123,16 @@ def _mend_mixed(raw, name, text):
 
     for k, (line, mine) in enumerate(zip(lines, out)):
         share, letters = common(mine, name)
-        if letters < 4 or share >= 0.5:
+        if letters < 4 or share >= 1.0:
             continue
         try:
             alt = line.decode(other)
         except UnicodeDecodeError:
             continue
-        if common(alt, other)[0] >= 0.9:
+        # the other reading must be plainly better, not only good: a GBK line read as
+        # Big5 can still be 6 of 7 common characters (春风吹过杨柳岸 -> 景瑞斯徹栦霞偉)
+        alt_share = common(alt, other)[0]
+        if alt_share >= 0.9 and alt_share >= share + 0.1:
             out[k] = alt
             moved.append(k + 1)
     return "\n".join(out), moved

@@ -134,3 +134,13 @@ def test_unknown_encoding_is_a_usage_error(tmp_path):
     proc = run("data/parse.py", "--input", src, "--output", tmp_path / "o.txt",
                "--encoding", "klingon")
     assert_one_line_error(proc, 2, "unknown encoding")
+
+
+def test_a_gbk_line_in_a_big5_file_is_read_as_gbk_even_when_big5_makes_words_of_it():
+    """Regression: the GBK line 春风吹过杨柳岸 read as Big5 is 景瑞斯徹栦霞偉, six of seven
+    characters common in Big5, so it was kept as that."""
+    big5 = "\n".join(TRADITIONAL_LINES * 10).encode("big5")
+    raw = big5 + b"\n" + "春风吹过杨柳岸".encode("gbk") + b"\n" + big5
+    text, used = decode_bytes(raw)
+    assert "春风吹过杨柳岸" in text.split("\n") and "景瑞斯" not in text, used
+    assert used.startswith("big5") and "in gb18030" in used
