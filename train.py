@@ -21,7 +21,8 @@ from presets import PRESETS, SEED, describe
 from modeldir import (CONFIG, CORPUS, VOCAB, base_corpus, base_vocabulary, clear_model,
                       existing_model, find_checkpoint, load_saved, path_of, read_config,
                       read_vocab, write_model_files)
-from utils import (ARCHITECTURE_KEYS, ArgumentParser, CELL_TYPES, CONFIG_RANGES, DirLock,
+from utils import (ARCHITECTURE_KEYS, ArgumentParser, CELL_GATES, CELL_TYPES, CONFIG_RANGES,
+                   DirLock,
                    HelpFormatter,
                    UserError, int_in, check_dir_flag, checkpoint_candidates, checkpoint_step,
                    dir_locked,
@@ -248,7 +249,7 @@ def training_bytes(args):
     """Memory the model's training needs at least: every weight 4 times (itself, its
     gradient and Adam's two moments), float32."""
     V, E, H, L = args.vocab_size, args.embedding_size, args.rnn_size, args.num_layers
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[args.rnncell]
+    gates = CELL_GATES[args.rnncell]
     layers = sum(gates * H * ((E if i == 0 else H) + H + 1) for i in range(L))
     return 16 * (V * E + layers + H * V + V)
 

@@ -159,7 +159,11 @@ def dir_locked(directory):
 ARCHITECTURE_KEYS = ("vocab_size", "rnncell", "num_layers", "rnn_size", "embedding_size",
                      "attention")
 # The recurrent cells seq2seq_rnn.Cell builds (here, not there: no TensorFlow for --help).
-CELL_TYPES = ("rnn", "gru", "lstm")
+# Each cell type seq2seq_rnn.Cell builds, with its gate count G (the kernel is
+# [in + H, G*H]): --help, the memory check and the bench's FLOP count read it from here
+# (no TensorFlow for --help); a test checks it against the classes.
+CELL_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+CELL_TYPES = tuple(CELL_GATES)
 # A saved config is data read from disk: what each shape field may hold.
 CONFIG_RANGES = {"vocab_size": (2, 10 ** 6), "num_layers": (1, 64), "rnn_size": (1, 1 << 16),
                  "embedding_size": (1, 1 << 16), "batch_size": (1, 1 << 20),

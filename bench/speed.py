@@ -54,7 +54,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from presets import PRESETS  # noqa: E402
-from utils import CELL_TYPES, ArgumentParser  # noqa: E402
+from utils import CELL_GATES, CELL_TYPES, ArgumentParser  # noqa: E402
 
 # The presets of train.py --preset (presets.py), as the bench trains them (the cell type
 # is the bench's own --rnncell); "base" is what scripts/base.sh trains on a CPU.
@@ -204,7 +204,7 @@ def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted", 
                 val_loss=float(val_loss) if val_loss is not None else None)
 
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+GATES = CELL_GATES               # the kernel's width in units of H, per cell type
 
 
 def flops_per_char(cfg, vocab_size, cell):

@@ -267,6 +267,14 @@ def test_every_cell_type_argparse_offers_is_one_registered_class():
     from utils import CELL_TYPES
     assert sorted(Cell.REGISTRY) == sorted(CELL_TYPES)
     assert all(Cell.REGISTRY[k].kind == k for k in CELL_TYPES)
+    # each one's gate count, which the memory check and the bench read from CELL_GATES
+    from utils import CELL_GATES
+    for kind, G in CELL_GATES.items():
+        with tf.Graph().as_default():
+            Cell.make(kind, 8, 5, 0)
+            width = sum(int(v.shape[-1]) for v in tf1.trainable_variables()
+                        if v.shape.ndims == 2)
+        assert width == G * 8, (kind, width)
 
 
 def _onednn_on(role, user=None):
