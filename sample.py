@@ -17,7 +17,8 @@ import zipfile
 import numpy as np
 
 from utils import (ArgumentParser, HelpFormatter, UserError, first_intact_checkpoint, float_in,
-                   import_tensorflow, int_in, run_main, restore_weights, seed_int)
+                   import_tensorflow, int_in, run_main, restore_weights, seed_int,
+                   session_config)
 
 from craft import DEFAULT_MAX_COPY
 from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, build_rules,
@@ -121,9 +122,7 @@ class Sampler:
         self.index = None
         if max_copy:
             self.index = copy_index(save_dir, self.corpus, max_copy, warn)
-        if cpu:
-            os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
-        tf = import_tensorflow("sample")
+        tf = import_tensorflow("sample", cpu=cpu)
         from seq2seq_rnn import Model
         tf1 = tf.compat.v1
         self.graph = tf.Graph()
@@ -134,9 +133,7 @@ class Sampler:
             h, state = m.step(x, m.initial_state)
             variables = tf1.global_variables()
         self.graph.finalize()
-        config = tf1.ConfigProto()
-        config.inter_op_parallelism_threads = -1
-        self.sess = tf1.Session(graph=self.graph, config=config)
+        self.sess = tf1.Session(graph=self.graph, config=session_config(inline=True))
         self.ckpt, skipped = first_intact_checkpoint(
             candidates, variables, save_dir,
             restore=lambda prefix: self._restore(saver, prefix, variables))

@@ -598,8 +598,6 @@ def main(argv=None):
     check_dir_flag(args.save_dir, "--save_dir")
     check_dir_flag(args.log_dir, "--log_dir")
     writable_dir(args.log_dir, "--log_dir")
-    if args.cpu:
-        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 
     # The lock comes before anything is decided about save_dir: a second train.py started
     # a moment later is refused here, instead of finding the directory still empty and
@@ -626,7 +624,7 @@ def start(args, explicit):
     epoch loop (Fit)."""
     origin = read_origin(args, explicit)
     data = read_data(args, explicit, origin)
-    tf = import_tensorflow()
+    tf = import_tensorflow(cpu=args.cpu)
     g = build_graph(tf, args)
     if args.init_from:        # read and checked before save_dir is touched
         origin.weights = read_base_weights(tf, origin.ckpt, g.weights)

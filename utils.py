@@ -537,11 +537,13 @@ def child_environment():
     return env
 
 
-def import_tensorflow(role="train"):
+def import_tensorflow(role="train", cpu=False):
     """Import TensorFlow quietly (call after argument parsing, so --help is instant).
     role: what the process does, "train" (and score in batches) or "sample" (one
     character at a time), which decides the oneDNN default (ONEDNN_BY_ROLE); the first
-    call of a process decides."""
+    call of a process decides.  cpu: hide every GPU from it (--cpu)."""
+    if cpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
     tf_environment(role)
     with silence_stderr():
         import tensorflow as tf
@@ -803,11 +805,15 @@ def cpu_has_bf16():
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-def session_config(bf16=False):
+def session_config(bf16=False, inline=False):
     """ConfigProto for our sessions.  bf16: oneDNN rewrites matmuls to bfloat16 (variables,
-    and so checkpoints, stay float32)."""
+    and so checkpoints, stay float32).  inline: run each step's ops in the calling thread
+    (inter_op_parallelism_threads -1: sampling's one-character steps are a few dozen tiny
+    ops, which a thread pool costs more than)."""
     import tensorflow as tf
     config = tf.compat.v1.ConfigProto()
+    if inline:
+        config.inter_op_parallelism_threads = -1
     if bf16:
         from tensorflow.core.protobuf import rewriter_config_pb2
         config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = \
