@@ -29,7 +29,7 @@ from utils import (ARCHITECTURE_KEYS, ArgumentParser, CELL_GATES, CELL_TYPES, CO
                    short_error,
                    first_intact_checkpoint, count_params, cpu_has_bf16, cpu_text,
                    epoch_lines, LOG_MACHINE,
-                   float_in, import_tensorflow, is_packed, log_filename, logging,
+                   float_in, import_tensorflow, is_packed, log_filename, append_log,
                    non_negative_int, read_packed,
                    perplexity, positive_float, positive_int, real_path, run_main,
                    session_config, tf_path, unit_float, val_fraction, writable_dir)
@@ -654,7 +654,8 @@ def start(args, explicit):
 
     os.makedirs(args.log_dir, exist_ok=True)
     log_path = log_filename(args.log_dir)
-    logging(log_path, f"{LOG_MACHINE} {os.cpu_count()} cores, {cpu_text()}", config=config)
+    append_log(log_path, f"{LOG_MACHINE} {os.cpu_count()} cores, {cpu_text()}",
+               config=config)
     tb = tf.compat.v1.summary.FileWriter(os.path.splitext(log_path)[0], graph=g.graph)
     print(f"train: {args.rnncell} {args.num_layers}x{args.rnn_size}, embedding "
           f"{args.embedding_size}{', attention' if args.attention else ''}: "
@@ -976,7 +977,7 @@ class Fit:
         """The epoch's line on stdout, in the log and in TensorBoard."""
         args, recent = self.args, self.recent
         for line in epoch_lines(epoch + 1, train_loss, val_loss, seconds):
-            logging(self.log_path, line)
+            append_log(self.log_path, line)
         msg = (f"epoch {epoch + 1}/{args.num_epochs}: train loss {train_loss:.4f} (last "
                f"{len(recent):,} steps {sum(recent) / max(len(recent), 1):.4f})")
         if val_loss is not None:

@@ -413,7 +413,7 @@ def log_filename(log_dir, when=None):
     return path
 
 
-def logging(path, line=None, config=None):
+def append_log(path, line=None, config=None):
     """Append to the training log: the config block (a dict) and/or one line.
 
     Each call opens, appends and closes, so a killed run leaves a readable log.

@@ -350,14 +350,14 @@ def test_preset_sets_flags_and_given_flags_win(tmp_path):
 
 def test_plot_draws_logs_in_the_training_format(tmp_path):
     """plot.py's main path without training first: logs as train.py writes them."""
-    from utils import epoch_lines, logging
+    from utils import append_log, epoch_lines
     logs = []
     for k, name in enumerate(("a.txt", "b.txt")):
         path = str(tmp_path / name)
-        logging(path, config={"rnncell": "lstm", "rnn_size": 32 * (k + 1)})
+        append_log(path, config={"rnncell": "lstm", "rnn_size": 32 * (k + 1)})
         for epoch in range(1, 4):
             for line in epoch_lines(epoch, 3.0 - epoch / 2 - k / 10, 3.1 - epoch / 3, 1.5):
-                logging(path, line)
+                append_log(path, line)
         logs.append(path)
     proc = run("analysis/plot.py", *logs, "--out", tmp_path / "cmp.png", check=0)
     for log in logs:
