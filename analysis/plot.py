@@ -57,7 +57,8 @@ def plot_one(plt, path, config, epochs, out):
     ax.set_ylabel("cost (cross-entropy per character, nats)")
     ax.set_title(title_of(config, path), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:     # a log of times only has no curve to name
+        ax.legend()
     fig.tight_layout()
     save_figure(fig, out)
     return fig
@@ -86,7 +87,8 @@ def plot_compare(plt, logs, out):
     ax.set_ylabel("cost (nats per character)")
     ax.set_title("train (dashed) and validation (solid) cost", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out)
     return fig

@@ -417,3 +417,13 @@ def test_progress_says_how_long_the_whole_run_has_left(capsys):
     left = line.split("run at most ")[1].rstrip(")")
     assert sum(int(x) * 60 ** i for i, x in enumerate(reversed(left.split(":")))) > \
         sum(int(x) * 60 ** i for i, x in enumerate(reversed(eta.split(":"))))
+
+
+def test_plot_of_a_log_without_a_cost_prints_no_matplotlib_warning(tmp_path):
+    """A log of epoch times only (a run stopped before its first loss was written) drew
+    matplotlib's two-line 'No artists with labels found' warning."""
+    log = tmp_path / "a.txt"
+    log.write_text("Config:\n  rnncell: lstm\nEpoch:1 train time:1.0\n", encoding="utf-8")
+    proc = run("analysis/plot.py", log, log, isolated=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr and (tmp_path / "a.png").exists()
