@@ -21,8 +21,8 @@ from utils import (ArgumentParser, HelpFormatter, UserError, first_intact_checkp
                    session_config)
 
 from craft import DEFAULT_MAX_COPY
-from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, build_rules,
-                    check_budget, plan)
+from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, acrostic_chars,
+                    build_rules, check_budget, plan)
 from modeldir import find_checkpoints, load_saved, saved_corpus
 
 # Bounds of the flags, where time or memory would give out (the rules' own bounds are
@@ -238,7 +238,15 @@ def copy_index(save_dir, corpus, length, warn):
     return NgramIndex.build(corpus, length)
 
 
-def show(text, raw, stanza=0):
+def stanza_lead(args, kept):
+    """Lines before the first --stanza: an acrostic's start text is a line of its own
+    (Acrostic.begin ends it), outside the acrostic's stanzas; else none."""
+    return 1 if acrostic_chars(args) and kept.strip() else 0
+
+
+def show(text, raw, stanza=0, lead=0):
+    """The sample as printed: a line per line, a blank line after the `lead` first
+    lines and then after every `stanza` lines."""
     if raw:
         return text
     lines = text.split(SPACE)
@@ -246,7 +254,7 @@ def show(text, raw, stanza=0):
         out = []
         for k, line in enumerate(lines):
             out.append(line)
-            if (k + 1) % stanza == 0 and k + 1 < len(lines):
+            if (k + 1 - lead) % stanza == 0 and k + 1 < len(lines):
                 out.append("")
         lines = out
     return "\n".join(lines)
@@ -350,8 +358,9 @@ class Printer:
     waits until a character follows it (the text is stripped), then becomes a line
     break (a space with --raw), with a blank line after every --stanza lines."""
 
-    def __init__(self, out, raw=False, stanza=0, flush=False):
+    def __init__(self, out, raw=False, stanza=0, flush=False, lead=0):
         self.out, self.raw, self.stanza, self.flush = out, raw, stanza, flush
+        self.lead = lead
         self.pending, self.started, self.lines = 0, False, 0
 
     def __call__(self, text):
@@ -363,7 +372,8 @@ class Printer:
             for _ in range(self.pending):
                 self.lines += 1
                 parts.append(SPACE if self.raw else "\n")
-                if self.stanza and not self.raw and self.lines % self.stanza == 0:
+                if self.stanza and not self.raw and \
+                        (self.lines - self.lead) % self.stanza == 0:
                     parts.append("\n")
             self.pending, self.started = 0, True
             parts.append(c)
@@ -449,7 +459,9 @@ def main(argv=None):
     kept, ids = start_ids(args.start, sampler.vocab, warn=warn)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     texts, notes = [], []
-    printer = Printer(sys.stdout, args.raw, args.stanza, flush=sys.stdout.isatty())
+    lead = stanza_lead(args, kept)
+    printer = Printer(sys.stdout, args.raw, args.stanza, flush=sys.stdout.isatty(),
+                      lead=lead)
     t0 = time.perf_counter()
     for k in range(args.count):
         if k:
@@ -484,7 +496,7 @@ def main(argv=None):
                             if flag not in ("max_copy", "max_run", "repeat_ngram"))
                   + " ===")
         append_result(args.out, header,
-                      "\n\n".join(show(t, args.raw, args.stanza) for t in texts))
+                      "\n\n".join(show(t, args.raw, args.stanza, lead) for t in texts))
     return 0
 
 

@@ -304,7 +304,7 @@ def generate(models, req, on_text=None):
     """One request: the first draft's result, and with count > 1 every draft in
     "drafts" (seeds seed, seed + 1, ..., as sample.py --count writes them).
     on_text(k, text), when given, gets draft k's text as it is drawn."""
-    from sample import DEFAULT_MAX_COPY, command_of, copy_warning, start_ids
+    from sample import DEFAULT_MAX_COPY, command_of, copy_warning, stanza_lead, start_ids
     name = req.get("model") if isinstance(req, dict) else None
     if name is not None and not isinstance(name, str):
         raise BadRequest("model: must be a model's name (text), as /api/models lists them",
@@ -338,7 +338,8 @@ def generate(models, req, on_text=None):
     drafts[0]["load_ms"] = load_ms
     args.save_dir = os.path.relpath(models.dirs[name])     # as typed where serve.py runs
     for d in drafts:
-        d.update(model=name, stanza=args.stanza, max_copy=copy_length,
+        d.update(model=name, stanza=args.stanza, stanza_lead=stanza_lead(args, kept),
+                 max_copy=copy_length,
                  command=command_of(args, d["seed"]),      # one draft: its own seed
                  warnings=warnings + [w for w in (copy_warning(max_copy),) if w]
                  + d.pop("own_warnings"))

@@ -313,3 +313,19 @@ def test_out_after_a_killed_run_marks_the_cut_block_and_starts_a_new_line(traine
     run("sample.py", "--save_dir", trained("lstm"), "--n", "10", "--out", out)
     assert out.read_text(encoding="utf-8").count(CUT_MARK) == 1
     assert out.read_bytes().startswith(before)
+
+
+def test_an_acrostics_stanzas_leave_its_start_line_out(trained, tmp_path):
+    """--acrostic 我月雨夜 --start 春风 --stanza 2 split 1-2-1 (the start text, a line of
+    its own, counted as the first); now the start line stands apart and the acrostic
+    goes 2-2, on the screen and in --out alike."""
+    out = tmp_path / "sequence"
+    proc = run("sample.py", "--save_dir", trained("lstm"), "--acrostic", "我月雨夜",
+               "--start", "春风", "--stanza", "2", "--max_copy", "0", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    blocks = proc.stdout.strip().split("\n\n")
+    assert [len(b.split("\n")) for b in blocks] == [1, 2, 2], proc.stdout
+    assert blocks[0] == "春风" and [b[0] for b in "\n".join(blocks[1:]).split("\n")] == \
+        list("我月雨夜")
+    saved = out.read_text(encoding="utf-8").split("===\n", 1)[1].strip()
+    assert saved == proc.stdout.strip()

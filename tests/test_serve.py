@@ -348,6 +348,16 @@ def test_options_list_every_rule_with_its_help(server):
     assert "言前" in opts["rhyme_groups"] and opts["max_n"] == 2000
 
 
+def test_an_acrostics_start_line_is_outside_its_stanzas(server):
+    url, _ = server
+    status, res = call(url, "/api/generate", {"model": "save/lyrics", "acrostic": "我月雨夜",
+                                              "start": "春风", "stanza": 2, "max_copy": 0})
+    assert status == 200 and res["stanza_lead"] == 1 and res["lines"][0] == "春风", res
+    status, res = call(url, "/api/generate", {"model": "save/lyrics", "lines": 4,
+                                              "start": "春风", "stanza": 2})
+    assert status == 200 and res["stanza_lead"] == 0, res
+
+
 def test_other_methods_get_a_json_405(server):
     url, _ = server
     for method in ("PUT", "DELETE", "PATCH"):
