@@ -25,7 +25,7 @@ import numpy as np
 
 from utils import (PACKED_WEIGHTS, UserError, atomic_pickle, atomic_save_npy,
                    atomic_write_bytes, check_model_config, checkpoint_candidates,
-                   safe_load_pickle)
+                   file_sha256, safe_load_pickle)
 
 FORMAT = 1                  # config["format"]: bumped when a reader must tell versions apart
 CONFIG = "config.pkl"
@@ -238,22 +238,18 @@ def read_manifest(save_dir):
 
 def check_manifest(save_dir):
     """Every file a packed model's manifest lists has the sha256 it records."""
-    import hashlib
     manifest = read_manifest(save_dir)
     if manifest is None:
         raise UserError(f"{path_of(save_dir, MANIFEST)} is missing: {save_dir}/ is not a "
                         f"packed model")
     for name, want in sorted(manifest["files"].items()):
         path = path_of(save_dir, os.path.basename(name))
-        h = hashlib.sha256()
         try:
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
+            got = file_sha256(path)
         except OSError:
             raise UserError(f"{path} is missing; copy the model again")
-        if h.hexdigest() != want:
-            raise UserError(f"{path} does not match {MANIFEST} (sha256 {h.hexdigest()[:12]}"
+        if got != want:
+            raise UserError(f"{path} does not match {MANIFEST} (sha256 {got[:12]}"
                             f"..., recorded {str(want)[:12]}...): it is damaged or was "
                             f"changed; copy the model again")
     return manifest
@@ -298,7 +294,7 @@ def base_corpus(base_dir, chars, run=None):
     text_sha = str(recipe.get("text_sha256"))
     cache = corpus_cache(base_dir, recipe)
     cached = path_of(cache, CORPUS)
-    from preprocess import build_vocab, file_sha256
+    from preprocess import build_vocab
     os.makedirs(cache, exist_ok=True)
     origin, text_path = path_of(cache, "origin.txt"), path_of(cache, "lyrics.txt")
     print(f"train: rebuilding the text {base_dir} trained on, once (fetch "

@@ -43,20 +43,12 @@ import numpy as np
 from craft import DEFAULT_MAX_COPY, NgramIndex, index_path
 from presets import SEED
 from utils import (MIN_VAL_FRAC, ArgumentParser, HelpFormatter, UserError, atomic_pickle,
-                   atomic_save_npy,
+                   atomic_save_npy, file_sha256,
                    run_main, safe_load_pickle, val_fraction)
 
 VOCAB_FORMAT = 1
 VAL_BLOCK = 1000         # characters per held-out block (a few songs' worth of lines)
 VAL_SEED = 20161         # where in each stretch its block goes; fixed: one split per text
-
-
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_vocab(text, base_chars=None, max_vocab=0):

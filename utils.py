@@ -82,6 +82,16 @@ def check_dir_flag(path, flag):
                         code=2)
 
 
+def file_sha256(path):
+    """sha256 of a file's bytes, read a megabyte at a time."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def writable_dir(path, flag):
     """Make the directory a flag names and write a probe file in it, up front: a path
     that only looks possible (a symlink loop, a place under /proc) is refused before a

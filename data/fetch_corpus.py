@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from utils import (ArgumentParser, HelpFormatter, UserError,  # noqa: E402
-                   atomic_write_text, run_main)
+                   atomic_write_text, file_sha256, run_main)
 
 PACKAGE = "chinese-poetry"
 VERSION = "2.0.1"
@@ -263,14 +263,6 @@ def work_range(value):
     return slice(int(m.group(1) or 0), int(m.group(2)) if m.group(2) else None)
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def main(argv=None):
     p = ArgumentParser(
         description="Fetch a public-domain corpus (npm chinese-poetry@2.0.1): the Song ci, "
@@ -320,7 +312,7 @@ def main(argv=None):
         ours = False
         if os.path.exists(marker):
             with open(marker, encoding="utf-8") as f:
-                ours = f.read().strip() == _sha256(args.output)
+                ours = f.read().strip() == file_sha256(args.output)
         if not ours:
             raise UserError(f"{args.output} exists and was not written by this script "
                             f"(your own lyrics?); it is left alone. Use it as it is, move "
@@ -358,7 +350,7 @@ def main(argv=None):
         raise UserError(f"--works {args.works.start}:{args.works.stop} selects no work; the "
                         f"text has fewer", code=2)
     atomic_write_text(args.output, text)
-    atomic_write_text(marker, _sha256(args.output) + "\n")
+    atomic_write_text(marker, file_sha256(args.output) + "\n")
     # counted on code points: a list of 18 M one-character strings would take 1.4 GB
     import numpy as np
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)

@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 
 from modeldir import CONFIG, CORPUS, MANIFEST, VOCAB, check_manifest  # noqa: E402
 from utils import (LOG_MACHINE, PACKED_WEIGHTS, ArgumentParser,  # noqa: E402
-                   HelpFormatter, UserError,
+                   HelpFormatter, UserError, file_sha256,
                    atomic_pickle, parse_log, run_main)
 
 # config keys that name places on the machine that trained: replaced in the packed copy
@@ -52,14 +52,6 @@ def build_parser():
     p.add_argument("--check", metavar="DIR", help="only verify DIR's files against its "
                    "manifest")
     return p
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def commit():
@@ -162,7 +154,7 @@ def pack(args):
             "batch_in_epoch": int(weights["batch_pointer"]),
             "training_loss": train_loss,
             "validation_loss": float(weights["best_val_loss"]),
-            "files": {name: sha256(os.path.join(tmp, name))
+            "files": {name: file_sha256(os.path.join(tmp, name))
                       for name in (CONFIG, VOCAB, PACKED_WEIGHTS)},
         }
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
