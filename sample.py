@@ -276,13 +276,15 @@ def append_result(path, header, body):
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     block = (header + "\n" + body.rstrip("\n") + "\n\n").encode("utf-8")
-    try:
-        with open(path, "rb") as f:                 # the last two bytes only
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(size - 2, 0))
-            tail = f.read()
-    except OSError:
-        size, tail = 0, b""
+    size, tail = 0, b""
+    if os.path.isfile(path):        # a regular file (/dev/full reads zeros for ever)
+        try:
+            with open(path, "rb") as f:             # the last two bytes only
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(size - 2, 0))
+                tail = f.read(2)
+        except OSError:
+            size, tail = 0, b""
     if size and tail != b"\n\n":
         block = (("\n" if tail[-1:] != b"\n" else "") + CUT_MARK + "\n\n").encode(
             "utf-8") + block

@@ -38,7 +38,7 @@ def test_written_files_read_back(tmp_path, corpus_dir):
 
 @pytest.mark.parametrize("change, needle", [
     ({"format": FORMAT + 1}, "newer than this code reads"),
-    ({"format": "1"}, "format '1'"),
+    ({"format": "1"}, "format = '1', not a version number"),
     ({"val_frac": "0.05"}, "val_frac = '0.05'"),
     ({"dropout": 1.5}, "dropout = 1.5"),
     ({"learning_rate": True}, "learning_rate = True"),
