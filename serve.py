@@ -75,8 +75,10 @@ def build_parser():
                         "use the page)")
     p.add_argument("--port", type=int_in(0, 65535), default=8000,
                    help="port (0 = any free one)")
-    p.add_argument("--max_concurrent", type=positive_int, default=4,
-                   help="generation requests served at once; more get 503 'busy'")
+    p.add_argument("--max_concurrent", type=positive_int, default=8,
+                   help="generation requests served at once; more wait up to 10 s, then "
+                        "get 503 'busy' (8: four long requests still leave room for a "
+                        "short one)")
     p.add_argument("--max_seconds", type=float_in(0.01, 3600), default=MAX_SECONDS,
                    help="wall-clock seconds a request may draw for; a longer one is "
                         "stopped and answered 503 saying so")
