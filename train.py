@@ -21,18 +21,14 @@ from presets import PRESETS, SEED, describe
 from modeldir import (CONFIG, CORPUS, VOCAB, base_corpus, base_vocabulary, clear_model,
                       existing_model, find_checkpoint, load_saved, path_of, read_config,
                       read_vocab, write_model_files)
-from utils import (ARCHITECTURE_KEYS, ArgumentParser, CELL_GATES, CELL_TYPES, CONFIG_RANGES,
-                   DirLock,
-                   HelpFormatter,
-                   UserError, int_in, check_dir_flag, checkpoint_candidates, checkpoint_step,
-                   dir_locked,
-                   short_error,
-                   first_intact_checkpoint, count_params, cpu_has_bf16, cpu_text,
-                   epoch_lines, LOG_MACHINE,
-                   float_in, import_tensorflow, is_packed, log_filename, append_log,
-                   non_negative_int, read_packed,
-                   perplexity, positive_float, positive_int, real_path, run_main,
-                   session_config, tf_path, unit_float, val_fraction, writable_dir)
+from utils import (ARCHITECTURE_KEYS, CELL_GATES, CELL_TYPES, CONFIG_RANGES, LOG_MACHINE,
+                   ArgumentParser, DirLock, HelpFormatter, UserError, append_log,
+                   check_dir_flag, checkpoint_candidates, checkpoint_step, count_params,
+                   cpu_has_bf16, cpu_text, dir_locked, epoch_lines, first_intact_checkpoint,
+                   float_in, import_tensorflow, int_in, is_packed, log_filename,
+                   non_negative_int, perplexity, positive_float, positive_int, read_packed,
+                   real_path, run_main, session_config, short_error, tf_path, unit_float,
+                   val_fraction, writable_dir)
 
 # The architecture flags: every key a checkpoint depends on but the vocabulary's size,
 # which comes from the text.
@@ -531,8 +527,8 @@ def masked_state(state, mask):
 
 
 # --sampled_softmax: the full-softmax loss the training reports is measured on every
-# this many steps' batches (a forward pass over all V logits costs about a third of
-# what the sampled softmax saves on a step; every 16th step it is about 3 % of the time).
+# this many steps' batches (a forward pass over all V logits, about a third of the full
+# softmax's work: every 16th step, an estimated 1-2 % of the time; not measured apart).
 MEASURE_EVERY = 16
 
 
