@@ -27,8 +27,8 @@ from utils import (ARCHITECTURE_KEYS, CELL_GATES, CELL_TYPES, CONFIG_RANGES, LOG
                    cpu_has_bf16, cpu_text, dir_locked, epoch_lines, first_intact_checkpoint,
                    float_in, import_tensorflow, int_in, is_packed, log_filename,
                    non_negative_int, perplexity, positive_float, positive_int, read_packed,
-                   real_path, run_main, session_config, short_error, tf_path, unit_float,
-                   val_fraction, writable_dir)
+                   real_path, run_main, saved_line, session_config, short_error, tf_path,
+                   unit_float, val_fraction, writable_dir)
 
 # The architecture flags: every key a checkpoint depends on but the vocabulary's size,
 # which comes from the text.
@@ -840,6 +840,8 @@ class Fit:
         self.deadline = None if args.max_minutes is None else \
             args.start_time + args.max_minutes * 60
         self.step_times = []
+        # this run's training seconds (validation not counted), for the log's Saved lines
+        self.trained_seconds, self.epoch_t0 = 0.0, None
         total = (args.num_epochs - self.start_epoch) * data.num_batches - self.start_pointer
         self.total_steps = min(total, args.max_steps - self.first_step) \
             if args.max_steps else total
@@ -941,14 +943,16 @@ class Fit:
                 return True
             return False
 
-        t0 = time.time()
+        t0 = self.epoch_t0 = time.time()
         loss, n_run = run_epoch(
             self.sess, model, data.x_batches, data.y_batches, eval_op=model.train_op,
             start=self.start_pointer if epoch == self.start_epoch else 0,
             keep_prob=1.0 - args.dropout, on_step=on_step,
             state_mask=lambda i: self.resets(self.step), rows=data.own_rows)
         progress.close()
-        return loss, n_run, time.time() - t0, stopped_at[0]
+        seconds = time.time() - t0
+        self.trained_seconds, self.epoch_t0 = self.trained_seconds + seconds, None
+        return loss, n_run, seconds, stopped_at[0]
 
     def check_loss(self, loss, grad_norm, epoch):
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -999,9 +1003,14 @@ class Fit:
                             f"above ln(vocabulary) = {math.log(self.data.vocab_size):.2f} "
                             f"of uniform guessing: the training diverged")
         self.model.set_progress(self.sess, epoch, pointer)
-        return checked_save(self.g.saver, self.sess,
+        path = checked_save(self.g.saver, self.sess,
                             os.path.join(self.args.save_dir, "model.ckpt"),
                             global_step=self.model.global_step, write_meta_graph=False)
+        seconds = self.trained_seconds
+        if self.epoch_t0 is not None:               # a save in the middle of an epoch
+            seconds += time.time() - self.epoch_t0
+        append_log(self.log_path, saved_line(self.step, seconds))
+        return path
 
     def checkpoint(self, epoch, pointer, val_loss):
         """The epoch's saves: model.ckpt-<step>, and best.ckpt-<step> when the held-out

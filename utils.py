@@ -8,6 +8,7 @@ import io
 import math
 import os
 import pickle
+import re
 import sys
 import tempfile
 import time
@@ -438,6 +439,29 @@ def append_log(path, line=None, config=None):
 
 
 LOG_MACHINE = "Machine:"      # the line each run writes after its config block
+# The line each save writes: `Saved: step S train time:T`, T = the seconds this run
+# (one sitting) has trained so far, validation passes not counted.  An epoch line comes
+# only when an epoch ends, so a run stopped or killed mid-epoch is known by these.
+LOG_SAVED = "Saved:"
+
+
+def saved_line(step, seconds):
+    return f"{LOG_SAVED} step {step} train time:{seconds:.2f}"
+
+
+def log_train_seconds(path):
+    """(seconds trained, last step saved or None) of one run's log: its epochs' time, or
+    the time at its last save when that is more (a run that stopped mid-epoch)."""
+    _, epochs = parse_log(path, need_epochs=False)
+    seconds = sum(e.get("time", 0.0) for e in epochs.values())
+    step = None
+    pat = re.compile(r"^" + LOG_SAVED + r" step (\d+) train time:([0-9.]+)\s*$")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = pat.match(line)
+            if m:
+                step, seconds = int(m.group(1)), max(seconds, float(m.group(2)))
+    return seconds, step
 
 
 def epoch_lines(epoch, train_loss, val_loss, seconds):
@@ -449,12 +473,12 @@ def epoch_lines(epoch, train_loss, val_loss, seconds):
     return lines
 
 
-def parse_log(path):
+def parse_log(path, need_epochs=True):
     """Read a training log: returns (config dict, {epoch: {'train':x,'validate':y,'time':t}}).
 
-    Raises ValueError when the file is not a training log of ours.
+    Raises ValueError when the file is not a training log of ours (with need_epochs,
+    also when no epoch has ended in it).
     """
-    import re
     pat = re.compile(r"^Epoch:(\d+) (train error rate|validate error rate|train time):"
                      r"\s*([-+0-9.eE]+|nan|inf)\s*$")
     key = {"train error rate": "train", "validate error rate": "validate",
@@ -476,7 +500,7 @@ def parse_log(path):
         elif in_config and line.startswith("  ") and ":" in line:
             k, v = line.strip().split(":", 1)
             config[k.strip()] = v.strip()
-    if not epochs:
+    if not epochs and (need_epochs or not config):
         raise ValueError("no 'Epoch:N train error rate:X' lines")
     return config, epochs
 

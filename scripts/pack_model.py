@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 from modeldir import CONFIG, CORPUS, MANIFEST, VOCAB, check_manifest  # noqa: E402
 from utils import (LOG_MACHINE, PACKED_WEIGHTS, ArgumentParser,  # noqa: E402
                    HelpFormatter, UserError, file_sha256,
-                   atomic_pickle, parse_log, run_main)
+                   atomic_pickle, log_train_seconds, parse_log, run_main)
 
 # config keys that name places on the machine that trained: replaced in the packed copy
 MACHINE_PATHS = ("data_dir", "save_dir", "log_dir", "init_from", "init_checkpoint")
@@ -67,15 +67,20 @@ def commit():
 
 
 def read_logs(paths):
-    """(training hours: the epochs' training time, validation passes not counted,
-    [machines], the last epoch's training loss) of the logs."""
-    seconds, machines, last = 0.0, [], None
+    """(training hours, [machines], the last epoch's training loss, sittings) of the
+    logs, one log per run (sitting).  A run's hours are its epochs' training time, or
+    its time at its last save when it stopped mid-epoch (validation passes not
+    counted); sittings lists [log name, seconds, last step saved] per run, so a run
+    that left no line (killed before its first save) shows as 0 seconds."""
+    seconds, machines, last, sittings = 0.0, [], None, []
     for path in paths:
         try:
-            _, epochs = parse_log(path)
+            _, epochs = parse_log(path, need_epochs=False)
+            run_seconds, step = log_train_seconds(path)
         except (OSError, ValueError) as e:
             raise UserError(f"--log {path}: not a training log ({e})", code=2)
-        seconds += sum(e.get("time", 0.0) for e in epochs.values())
+        seconds += run_seconds
+        sittings.append([os.path.basename(path), round(run_seconds, 1), step])
         if epochs:
             last = epochs[max(epochs)].get("train", last)
         with open(path, encoding="utf-8") as f:
@@ -84,7 +89,7 @@ def read_logs(paths):
                     text = line[len(LOG_MACHINE):].strip()
                     if text not in machines:
                         machines.append(text)
-    return seconds / 3600, machines, last
+    return seconds / 3600, machines, last, sittings
 
 
 def packed_weights(src, ckpt, config):
@@ -120,7 +125,7 @@ def pack(args):
     ckpt = find_checkpoint(args.src)
     import numpy as np
     weights = packed_weights(args.src, ckpt, config)
-    hours, machines, train_loss = read_logs(args.log)
+    hours, machines, train_loss, sittings = read_logs(args.log)
     corpus = load_corpus(args.src, len(chars))
     packed_config = dict(config, save_dir=args.dst, data_dir=None, log_dir=None,
                          init_from=None)
@@ -149,6 +154,7 @@ def pack(args):
             "cpu": machines,
             "hours": round(hours, 3),
             "training_seconds": round(hours * 3600, 1),
+            "sittings": sittings,
             "steps": int(weights["global_step"]),
             "epochs": int(weights["epoch"]),
             "batch_in_epoch": int(weights["batch_pointer"]),

@@ -41,6 +41,9 @@ def test_pack_writes_half_precision_weights_and_a_manifest_that_checks(packed):
     assert manifest["steps"] == steps > 0 and manifest["validation_loss"] == best
     assert manifest["epochs"] == 2 and manifest["training_seconds"] > 0
     assert manifest["training_loss"] > 0 and manifest["cpu"]            # from the log
+    ((log, seconds, step),) = manifest["sittings"]                     # one run, one log
+    assert log.endswith(".txt") and step == steps
+    assert seconds == pytest.approx(manifest["training_seconds"], abs=0.1)
     assert manifest["recipe"]["sampled_softmax"] == 8
     corpus = np.load(os.path.join(save, "corpus.npy"))
     assert manifest["corpus"]["ids"] == len(corpus)

@@ -137,6 +137,7 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     data.mkdir()
     (data / "lyrics.txt").write_text(made_up_text(4000), encoding="utf-8")
     save = tmp_path / "save"
+    started = time.time()
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "train.py"), "--data_dir", data, "--save_dir",
          save, "--log_dir", tmp_path / "log", "--num_epochs", "50", *TINY],
@@ -154,6 +155,12 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "SIGINT: saved" in rest and "--keep" in rest
     step = ckpt_step(str(save))
     assert step > 0
+    # The stopped run's log says how long it trained and to which step, though no epoch
+    # ended in it (scripts/pack_model.py adds up a model's hours from these).
+    from utils import log_train_seconds
+    (log,) = glob.glob(str(tmp_path / "log" / "*.txt"))
+    seconds, saved = log_train_seconds(log)
+    assert saved == step and 0 < seconds < time.time() - started
     _, again = train_tiny(str(tmp_path), "--keep", "--max_steps", str(step + 1), epochs=50)
     assert again.returncode == 0, again.stderr
     assert ckpt_step(str(save)) == step + 1
