@@ -1,6 +1,6 @@
 """A model directory (save/, save/base, ...): the one owner of its files.
 
-    config.pkl        dict: the architecture (utils.ARCHITECTURE_KEYS), the training
+    config.pkl        dict: the architecture (config.ARCHITECTURE_KEYS), the training
                       choices (train.py's flags), the text's sha256, "format"
     words_vocab.pkl   (chars, {char: id}): id i is chars[i]
     corpus.npy        the training text as ids [n] (the no-copy rule, held-out scoring,
@@ -8,7 +8,7 @@
     ngram<L>.npz      the no-copy index of the training text for runs over L characters
     checkpoint, checkpoint_best, model.ckpt-<step>.*, best.ckpt-<step>.*   (TensorFlow)
   or, for a packed model (scripts/pack_model.py; models/base-verse ships so):
-    weights.npz       {variable: array}, float16 weights (utils.PACKED_WEIGHTS)
+    weights.npz       {variable: array}, float16 weights (PACKED_WEIGHTS)
     manifest.json     how it was made: commit, recipe, CPU, hours, steps, losses, and
                       the sha256 of every file (check_manifest)
 
@@ -20,21 +20,23 @@ No TensorFlow here: serve.py lists models and train.py decides what to do before
 importing it.
 """
 import os
+import tempfile
 
 import numpy as np
 
-from utils import (PACKED_WEIGHTS, UserError, atomic_pickle, atomic_save_npy,
-                   atomic_write_bytes, check_model_config, checkpoint_candidates,
-                   file_sha256, safe_load_pickle)
+from config import check_model_config
+from utils import (AT_FAST_EXIT, UserError, atomic_pickle, atomic_save_npy,
+                   atomic_write_bytes, file_sha256, safe_load_pickle, short_error)
 
 FORMAT = 1                  # config["format"]: bumped when a reader must tell versions apart
 CONFIG = "config.pkl"
 VOCAB = "words_vocab.pkl"
 CORPUS = "corpus.npy"
 STATE_FILES = ("checkpoint", "checkpoint_best")     # a trained model is there
+PACKED_WEIGHTS = "weights.npz"  # a packed model's weights (scripts/pack_model.py)
 MANIFEST = "manifest.json"      # a packed model's (scripts/pack_model.py): how it was made
 SAVED_FILES = (CONFIG, VOCAB, CORPUS, PACKED_WEIGHTS, MANIFEST) + STATE_FILES
-# Numbers a config may hold beyond the architecture (utils.check_model_config): their range
+# Numbers a config may hold beyond the architecture (config.check_model_config): their range
 NUMBERS = {"val_frac": (0.0, 0.5), "dropout": (0.0, 1.0), "mix_base": (0.0, 0.95),
            "learning_rate": (0.0, 1e6)}
 
@@ -331,3 +333,263 @@ def base_corpus(base_dir, chars, run=None):
     for path in (origin, text_path):        # the ids are what fine-tuning reads
         os.unlink(path)
     return load_corpus(cache, len(chars), mmap=True)
+
+
+# ------------------------------------------------------------------------- the lock
+
+
+class DirLock:
+    """An exclusive lock on a directory, held until release() (train.py: when its run
+    ends) or the process ends: a second train.py on the same --save_dir is refused
+    instead of racing the first.  flock() locks are released by the operating system when
+    the process dies, so a killed run never leaves the directory locked (on systems
+    without fcntl, e.g. Windows, there is no lock)."""
+
+    def __init__(self, directory, what):
+        try:
+            import fcntl
+        except ImportError:
+            return
+        path = os.path.join(directory, ".lock")
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.pread(self.fd, 32, 0).decode("ascii", "replace").strip()
+            self.release()
+            raise UserError(f"{directory}/ is in use by another {what} (process "
+                            f"{other or '?'}); wait for it to finish or stop it, or use "
+                            f"another directory")
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+
+    def release(self):
+        """Let the directory go (closing the descriptor drops the lock): train.py does
+        when its run ends, so the same process may train there again."""
+        fd, self.fd = getattr(self, "fd", None), None
+        if fd is not None:
+            os.close(fd)
+
+
+def dir_locked(directory):
+    """True while a train.py holds directory's lock (DirLock): a model still in training.
+    The lock is tried and let go at once; without fcntl (Windows) nothing is known."""
+    try:
+        import fcntl
+        fd = os.open(os.path.join(directory, ".lock"), os.O_RDONLY)
+    except (ImportError, OSError):            # no lock file: nobody ever trained here
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)                          # closing releases a lock we took
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+# TensorFlow looks checkpoints up with its glob (Saver.restore's existence check, the
+# checkpoint reader, the Saver's rotation of old files), so a directory named `run[1]` or
+# `a*b` matches nothing: the model reads as damaged and old checkpoints are never deleted.
+# Every checkpoint prefix handed to TensorFlow goes through tf_path, which gives such a
+# directory a plain-named alias: a symlink in a temporary directory, removed at exit.
+GLOB_CHARS = "*?[\\"
+_ALIASES = {}                   # real directory -> its alias
+
+
+def tf_path(prefix):
+    """prefix, or the same checkpoint under an alias directory without glob characters
+    (the file name itself, model.ckpt-N / best.ckpt-N or the user's, must have none)."""
+    real = os.path.abspath(os.path.dirname(prefix) or ".")
+    if not any(c in real for c in GLOB_CHARS):
+        return prefix
+    if real not in _ALIASES:
+        if not _ALIASES:
+            import atexit
+            atexit.register(drop_aliases)
+        tmp = tempfile.mkdtemp(prefix="lyrics-ckpt-")
+        os.symlink(real, os.path.join(tmp, "dir"))
+        _ALIASES[real] = os.path.join(tmp, "dir")
+    return os.path.join(_ALIASES[real], os.path.basename(prefix))
+
+
+def drop_aliases():
+    """Remove tf_path's alias directories: at exit, and from run_main's fast exit, which
+    skips the atexit handlers (they used to stay behind in the temporary directory)."""
+    import shutil
+    for alias in _ALIASES.values():
+        shutil.rmtree(os.path.dirname(alias), ignore_errors=True)
+    _ALIASES.clear()
+
+
+AT_FAST_EXIT.append(drop_aliases)
+
+
+def real_path(path):
+    """The inverse of tf_path, for messages: the user's directory, not the alias."""
+    for real, alias in _ALIASES.items():
+        if path == alias or path.startswith(alias + os.sep):
+            return real + path[len(alias):]
+    return path
+
+
+def checkpoint_step(prefix):
+    """The step number of a prefix like save/model.ckpt-1200 (-1 if it has none)."""
+    tail = prefix.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def state_checkpoint(save_dir, state_file):
+    """The model_checkpoint_path in save_dir/<state_file>, or None (read without
+    TensorFlow; a damaged state file reads as none)."""
+    import re
+    path = os.path.join(save_dir, state_file)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            m = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', f.read(), re.M)
+    except OSError:
+        return None
+    if not m:
+        return None
+    ckpt = m.group(1)
+    return ckpt if os.path.isabs(ckpt) else os.path.join(save_dir, ckpt)
+
+
+def checkpoint_candidates(save_dir, prefer_best=False):
+    """Every checkpoint in save_dir whose .index file is there, the one to try first
+    first: the best-validation one (prefer_best) or the newest, then the rest newest
+    first.  The directory is scanned too, so a state file that names a deleted
+    checkpoint still leaves the others."""
+    found = set()
+    try:
+        names = os.listdir(save_dir)
+    except OSError:
+        names = []
+    for name in names:
+        if name.endswith(".index") and name.startswith(("model.ckpt-", "best.ckpt-")):
+            found.add(os.path.join(save_dir, name[:-len(".index")]))
+    best = state_checkpoint(save_dir, "checkpoint_best")
+    latest = state_checkpoint(save_dir, "checkpoint")
+    newest_first = sorted(found, key=lambda p: (checkpoint_step(p),
+                                                os.path.basename(p).startswith("model")),
+                          reverse=True)
+    first = [p for p in ((best, latest) if prefer_best else (latest,)) if p in found]
+    packed = [os.path.join(save_dir, PACKED_WEIGHTS)] if PACKED_WEIGHTS in names else []
+    return list(dict.fromkeys(first + newest_first)) + packed
+
+
+# A packed model (scripts/pack_model.py: models/base-verse/ ships so) holds its weights
+# in one numpy archive instead of TensorFlow checkpoints: {variable name: array}, the
+# trained weights in float16 (half the bytes; sampling and fine-tuning use them as
+# float32) and the bookkeeping scalars (global_step, epoch, ...) in their own types.
+# Every reader takes it where it takes a checkpoint prefix.
+
+def is_packed(prefix):
+    return os.path.basename(prefix) == PACKED_WEIGHTS
+
+
+def read_packed(path):
+    """{name: array} of a packed model's weights.npz (no pickles), float arrays as
+    float32; raises ValueError/OSError when it is not such a file."""
+    import numpy as np
+    with np.load(path, allow_pickle=False) as z:
+        out = {}
+        for name in z.files:
+            a = z[name]
+            out[name] = a.astype(np.float32) if a.dtype.kind == "f" else a
+    return out
+
+
+def restore_weights(sess, saver, prefix, variables):
+    """Restore `variables` from a checkpoint prefix (saver.restore) or a packed
+    weights.npz (each variable it holds loaded, the others set to their initial values:
+    the loads and initializers are ops made with the variables, so a finalized graph
+    works)."""
+    if not is_packed(prefix):
+        saver.restore(sess, tf_path(prefix))
+        return
+    weights = read_packed(prefix)
+    for v in variables:
+        name = v.op.name
+        if name in weights:
+            v.load(weights[name].reshape(v.shape.as_list()), sess)
+        else:
+            sess.run(v.initializer)
+
+
+def checkpoint_problem(prefix, variables, read_all=True):
+    """None when the checkpoint at prefix holds each of `variables` with its shape and
+    (read_all) every tensor reads back intact, checksums included; else why not, starting
+    with 'damaged' or 'made by another model'.  The shapes are checked before any restore:
+    a Saver restores a resource variable of another shape without complaint, and the
+    error comes later, deep in a run."""
+    import numpy as np
+    import tensorflow as tf
+    try:
+        if is_packed(prefix):
+            packed = read_packed(prefix)
+            shapes = {k: list(a.shape) for k, a in packed.items()}
+        else:
+            reader = tf.train.load_checkpoint(tf_path(prefix))
+            shapes = reader.get_variable_to_shape_map()
+    except Exception as e:                  # not an sstable, truncated index, ...
+        return f"damaged ({short_error(e)})"
+    if is_packed(prefix):
+        bad = [k for k, a in packed.items() if a.dtype.kind == "f" and not np.all(
+            np.isfinite(a))]
+        if bad:
+            return f"damaged ({bad[0]} holds inf/NaN)"
+        trained = [v for v in variables if v.trainable]
+        missing = [v.op.name for v in trained if v.op.name not in shapes]
+        if missing:
+            return f"made by another model (it has no {missing[0]})"
+        variables, read_all = [v for v in variables if v.op.name in shapes], False
+    for v in variables:
+        name = v.op.name
+        if name not in shapes:
+            return f"made by another model (it has no {name})"
+        if list(shapes[name]) != v.shape.as_list():
+            return (f"made by another model ({name} is {list(shapes[name])}, this model's "
+                    f"is {v.shape.as_list()})")
+    try:
+        for name in shapes if read_all else ():
+            reader.get_tensor(name)
+    except Exception as e:                  # a checksum mismatch, a truncated .data file
+        return f"damaged ({short_error(e)})"
+    return None
+
+
+def first_intact_checkpoint(candidates, variables, save_dir, restore=None):
+    """(prefix, [(skipped prefix, reason)]) of the first intact candidate.  Each one's
+    shapes are checked first; then with restore (a function of a prefix) it is restored,
+    and only one that fails is read tensor by tensor to say why (a restore checks the
+    checksums itself); without, each is read and checked.  A checkpoint made by another model stops the search (the others
+    are from the same run); when none is intact, a UserError says so."""
+    skipped = []
+    for prefix in candidates:
+        failure = None
+        problem = checkpoint_problem(prefix, variables, read_all=restore is None)
+        if restore is not None and problem is None:
+            try:
+                restore(prefix)
+                return prefix, skipped
+            except Exception as e:          # why, is found out below
+                failure = e
+            problem = checkpoint_problem(prefix, variables)
+        if problem is None and failure is None:
+            return prefix, skipped
+        problem = problem or f"damaged ({short_error(failure)})"
+        if problem.startswith("made by another model"):
+            raise UserError(f"checkpoint {prefix} was {problem}: it does not match "
+                            f"{save_dir}/config.pkl; restore the files of one model, or "
+                            f"retrain")
+        skipped.append((prefix, problem))
+    if not skipped:
+        raise UserError(f"no checkpoint in {save_dir}/ (no model.ckpt-*.index or "
+                        f"best.ckpt-*.index file); train one first")
+    raise UserError(f"no intact checkpoint in {save_dir}/: " + "; ".join(
+        f"{os.path.basename(p)} is {why}" for p, why in skipped) +
+        "; train afresh (train.py --overwrite) or copy the model again")

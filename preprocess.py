@@ -43,8 +43,7 @@ import numpy as np
 from craft import DEFAULT_MAX_COPY, NgramIndex, index_path
 from presets import SEED
 from utils import (MIN_VAL_FRAC, ArgumentParser, HelpFormatter, UserError, atomic_pickle,
-                   atomic_save_npy, file_sha256,
-                   run_main, safe_load_pickle, val_fraction)
+                   atomic_save_npy, file_sha256, run_main, safe_load_pickle, val_fraction)
 
 VOCAB_FORMAT = 1
 VAL_BLOCK = 1000         # characters per held-out block (a few songs' worth of lines)

@@ -16,14 +16,14 @@ import zipfile
 
 import numpy as np
 
-from utils import (ArgumentParser, HelpFormatter, UserError, first_intact_checkpoint, float_in,
-                   import_tensorflow, int_in, run_main, restore_weights, seed_int,
-                   session_config)
-
 from craft import DEFAULT_MAX_COPY
 from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, acrostic_chars,
                     build_rules, check_budget, plan)
-from modeldir import find_checkpoints, load_saved, saved_corpus
+from modeldir import (find_checkpoints, first_intact_checkpoint, load_saved, restore_weights,
+                      saved_corpus)
+from tfenv import import_tensorflow, session_config
+from utils import (ArgumentParser, HelpFormatter, UserError, float_in, int_in, run_main,
+                   seed_int)
 
 # Bounds of the flags, where time or memory would give out (the rules' own bounds are
 # with the rules, in engine.py).

@@ -34,8 +34,7 @@ import copy
 
 import tensorflow as tf
 
-from utils import ARCHITECTURE_KEYS  # noqa: F401  (re-exported: the checkpoint's contract)
-from utils import CELL_TYPES, build_weight
+from config import CELL_TYPES
 
 tf1 = tf.compat.v1
 nest = tf.nest
@@ -49,7 +48,7 @@ def _cfg(args):
 
 class Cell:
     """One recurrent layer with weights of its own; a subclass per cell type, registered
-    by its `kind` (the names --rnncell offers are utils.CELL_TYPES, kept there so --help
+    by its `kind` (the names --rnncell offers are config.CELL_TYPES, kept there so --help
     needs no TensorFlow; a test checks the two agree).  Adding a cell type is one class
     here and its name there.
 
@@ -451,3 +450,21 @@ class Model:
 
     def set_best(self, sess, value):
         sess.run(self.best_update, {self.new_best: value})
+
+
+def build_weight(shape, name, initializer=None, dtype=None):
+    """A trainable tf.compat.v1 variable in the current variable scope (the model's
+    weights all come from here; the name is the checkpoint key)."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    return tf1.get_variable(name, shape=shape, dtype=dtype or tf.float32,
+                            initializer=initializer)
+
+
+def count_params(variables=None):
+    """Number of scalars in `variables` (default: all trainable variables of the graph)."""
+    import numpy as np
+    import tensorflow as tf
+    if variables is None:
+        variables = tf.compat.v1.trainable_variables()
+    return int(sum(np.prod(v.shape.as_list()) for v in variables))

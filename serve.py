@@ -36,9 +36,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from modeldir import tf_path
 from utils import (ArgumentParser, HelpFormatter, UserError, float_in, int_in, positive_int,
-                   run_main,
-                   tf_path)
+                   run_main)
 
 MAX_N = 2000            # characters per request
 MAX_LINES = 100
@@ -92,7 +92,7 @@ def find_models(save_dir):
     """{name: directory} of every trained model at or below save_dir; the name is the
     path relative to save_dir's parent (save, save/demo, ...)."""
     from modeldir import CONFIG
-    from utils import checkpoint_candidates
+    from modeldir import checkpoint_candidates
     models = {}
     root = os.path.abspath(save_dir)
     base = os.path.dirname(root)
@@ -108,7 +108,8 @@ def describe(name, directory):
     perplexity, and what it was fine-tuned from."""
     import numpy as np
     from modeldir import corpus_length, read_config
-    from utils import PACKED_WEIGHTS, perplexity, read_packed, state_checkpoint
+    from utils import perplexity
+    from modeldir import PACKED_WEIGHTS, read_packed, state_checkpoint
     cfg = read_config(directory)
     base = cfg.get("init_from")
     info = {"name": name, "rnncell": cfg["rnncell"], "num_layers": cfg["num_layers"],
@@ -162,7 +163,7 @@ class Models:
     def listing(self):
         """/api/models: the models, finished ones first; `training` is true while a
         train.py holds a model's directory (its figures are not final yet)."""
-        from utils import dir_locked
+        from modeldir import dir_locked
         out = [dict(info, training=dir_locked(self.dirs[name]))
                for name, info in self.info.items()]
         return sorted(out, key=lambda m: m["training"])
@@ -568,7 +569,7 @@ def main(argv=None):
     if not os.path.isdir(args.save_dir):
         raise UserError(f"--save_dir {args.save_dir}: no such directory; train a model "
                         f"first: python train.py --save_dir {args.save_dir}", code=2)
-    from utils import import_tensorflow
+    from tfenv import import_tensorflow
     import_tensorflow("sample")
     models = Models(args.save_dir, args.models_dir)
     if not models.dirs:

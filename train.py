@@ -17,18 +17,18 @@ import sys
 import time
 
 
+from config import ARCHITECTURE_KEYS, CELL_GATES, CELL_TYPES, CONFIG_RANGES
+from modeldir import (CONFIG, CORPUS, VOCAB, DirLock, base_corpus, base_vocabulary,
+                      checkpoint_candidates, checkpoint_step, clear_model, dir_locked,
+                      existing_model, find_checkpoint, first_intact_checkpoint, is_packed,
+                      load_saved, path_of, read_config, read_packed, read_vocab, real_path,
+                      tf_path, write_model_files)
 from presets import PRESETS, SEED, describe
-from modeldir import (CONFIG, CORPUS, VOCAB, base_corpus, base_vocabulary, clear_model,
-                      existing_model, find_checkpoint, load_saved, path_of, read_config,
-                      read_vocab, write_model_files)
-from utils import (ARCHITECTURE_KEYS, CELL_GATES, CELL_TYPES, CONFIG_RANGES, LOG_MACHINE,
-                   ArgumentParser, DirLock, HelpFormatter, UserError, append_log,
-                   check_dir_flag, checkpoint_candidates, checkpoint_step, count_params,
-                   cpu_has_bf16, cpu_text, dir_locked, epoch_lines, first_intact_checkpoint,
-                   float_in, import_tensorflow, int_in, is_packed, log_filename,
-                   non_negative_int, perplexity, positive_float, positive_int, read_packed,
-                   real_path, run_main, saved_line, session_config, short_error, tf_path,
-                   unit_float, val_fraction, writable_dir)
+from tfenv import cpu_has_bf16, cpu_text, import_tensorflow, session_config
+from trainlog import LOG_MACHINE, append_log, epoch_lines, log_filename, saved_line
+from utils import (ArgumentParser, HelpFormatter, UserError, check_dir_flag, float_in,
+                   int_in, non_negative_int, perplexity, positive_float, positive_int,
+                   run_main, short_error, unit_float, val_fraction, writable_dir)
 
 # The architecture flags: every key a checkpoint depends on but the vocabulary's size,
 # which comes from the text.
@@ -725,6 +725,7 @@ def build_graph(tf, args):
                                        save_relative_paths=True)
         g.weights = tf1.trainable_variables()
         g.all_variables = tf1.global_variables()
+        from seq2seq_rnn import count_params
         g.n_params = count_params()
     graph.finalize()
     return g

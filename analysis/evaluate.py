@@ -39,8 +39,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 from craft import DEFAULT_MAX_COPY  # noqa: E402
 from engine import RULES  # noqa: E402
 from sample import MAX_COUNT, MAX_N, TEMPERATURES  # noqa: E402
+from modeldir import restore_weights  # noqa: E402
 from utils import (ArgumentParser, HelpFormatter, UserError, float_in, int_in,  # noqa: E402
-                   non_negative_int, perplexity, restore_weights, run_main, seed_int)
+                   non_negative_int, perplexity, run_main, seed_int)
 
 # The cost of a character outside a model's vocabulary: ln of the number of characters
 # data/parse.py keeps (U+4E00-U+9FA5), i.e. a uniform guess among them.
@@ -66,7 +67,7 @@ def cross_entropy_windowed(sampler, ids, window=64):
     a time, because their rolling buffer is what sampling sees."""
     if sampler.config.get("attention"):
         return cross_entropy(sampler, ids)
-    from utils import import_tensorflow
+    from tfenv import import_tensorflow
     tf = import_tensorflow()
     tf1 = tf.compat.v1
     from seq2seq_rnn import Model
@@ -105,7 +106,7 @@ def offset_spread(sampler, ids, offsets=8, window=64):
     full = len(x) // window
     if full < offsets:
         return None
-    from utils import import_tensorflow
+    from tfenv import import_tensorflow
     tf = import_tensorflow()
     tf1 = tf.compat.v1
     from seq2seq_rnn import Model

@@ -54,7 +54,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from presets import PRESETS  # noqa: E402
-from utils import CELL_GATES, CELL_TYPES, ArgumentParser  # noqa: E402
+from utils import ArgumentParser  # noqa: E402
+from config import CELL_GATES, CELL_TYPES  # noqa: E402
 
 # The presets of train.py --preset (presets.py), as the bench trains them (the cell type
 # is the bench's own --rnncell); "base" is what scripts/base.sh trains on a CPU.
@@ -160,7 +161,7 @@ def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted", 
     """Median training chars/s over `steps` after `warmup`; then held-out loss."""
     import numpy as np
     from preprocess import make_batches
-    from utils import import_tensorflow, session_config
+    from tfenv import import_tensorflow, session_config
     tf = import_tensorflow()
     tf1 = tf.compat.v1
     from seq2seq_rnn import Model
@@ -229,7 +230,7 @@ def time_chained(setup, step, repeats=10, chain=10):
     per-run overhead is not charged to the op, the executor's per-op cost is (as in a
     training step)."""
     import numpy as np
-    from utils import import_tensorflow
+    from tfenv import import_tensorflow
     tf = import_tensorflow()
     tf1 = tf.compat.v1
     g = tf.Graph()
@@ -262,7 +263,7 @@ def matmul_peak(cfg, vocab_size, cell, dtype="float32", repeats=10, chain=10):
     softmax [B*T, H] x [H, V], weighted as one training step uses them, each timed by
     time_chained().  The limit our training could reach if nothing but these products
     took time."""
-    from utils import import_tensorflow
+    from tfenv import import_tensorflow
     tf = import_tensorflow()
     G, H, E = GATES[cell], cfg["rnn_size"], cfg["embedding_size"]
     N, B, T = cfg["batch_size"] * cfg["seq_length"], cfg["batch_size"], cfg["seq_length"]
@@ -296,7 +297,7 @@ def update_floor(cfg, vocab_size, cell, repeats=10, chain=5):
     logits [B*T, V] (an exp: any softmax must read them and write their gradient at least
     once; ours makes several passes).  Returns {"update_s", "logits_pass_s", "params"}."""
     import numpy as np
-    from utils import import_tensorflow
+    from tfenv import import_tensorflow
     from seq2seq_rnn import Model
     tf = import_tensorflow()
     tf1 = tf.compat.v1
@@ -347,7 +348,7 @@ def measure_torch(torch_python, text, cell, cfg, steps, warmup, seed):
 
 def timed(cmd, cwd=ROOT):
     t = time.perf_counter()
-    from utils import child_environment
+    from tfenv import child_environment
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
                           env=child_environment())
     if proc.returncode != 0:
@@ -462,7 +463,7 @@ def main():
     cells = list(CELL_TYPES) if a.rnncell == "all" else [a.rnncell]
     torch_ok = bool(a.torch_python) and os.path.exists(a.torch_python) and \
         os.path.exists(TORCH_REF)
-    from utils import cpu_has_bf16
+    from tfenv import cpu_has_bf16
     has_bf16 = cpu_has_bf16()
     result = {"machine": machine_text(), "texts": [], "training": []}
     print(f"machine: {result['machine']}")
@@ -532,9 +533,9 @@ def machine_text():
     """'2 cores, <CPU model> (<vector units>); oneDNN rewrites: training .., sampling ..':
     the figures mean little without it (an AVX2-only CPU and one with AVX-512 and AMX
     rank the builds differently, and oneDNN is on by default only on the latter)."""
-    from utils import cpu_text
+    from tfenv import cpu_text
     model = cpu_text()
-    from utils import ONEDNN_BY_ROLE, USER_ONEDNN
+    from tfenv import ONEDNN_BY_ROLE, USER_ONEDNN
 
     def onednn(role):
         value = USER_ONEDNN or ONEDNN_BY_ROLE[role]
@@ -606,8 +607,8 @@ def draw_time(save, flags, repeats=20):
     """Median seconds of one sample.py sample of 200 characters (or as flags say) after
     the model is loaded, the default rules on: write_one(), as sample.py and serve.py
     draw.  Timed in a child process, so TensorFlow runs as it does in sample.py (the
-    sampling role's settings, utils.ONEDNN_BY_ROLE), not as in this training bench."""
-    from utils import child_environment
+    sampling role's settings, tfenv.ONEDNN_BY_ROLE), not as in this training bench."""
+    from tfenv import child_environment
     code = ("import json, sys\nsys.path.insert(0, sys.argv[1])\n"
             "from bench.speed import draw_time_here\n"
             "print(json.dumps(draw_time_here(sys.argv[2], json.loads(sys.argv[3]), "
@@ -648,7 +649,7 @@ def serve_times(save, repeats=20):
     import urllib.request
     import numpy as np
     t0 = time.perf_counter()
-    from utils import child_environment
+    from tfenv import child_environment
     proc = subprocess.Popen([sys.executable, "serve.py", "--save_dir", save, "--port", "0"],
                             cwd=ROOT, env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

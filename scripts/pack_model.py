@@ -27,9 +27,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from modeldir import CONFIG, CORPUS, MANIFEST, VOCAB, check_manifest  # noqa: E402
-from utils import (LOG_MACHINE, PACKED_WEIGHTS, ArgumentParser,  # noqa: E402
-                   HelpFormatter, UserError, file_sha256,
-                   atomic_pickle, log_train_seconds, parse_log, run_main)
+from modeldir import PACKED_WEIGHTS  # noqa: E402
+from trainlog import LOG_MACHINE, log_train_seconds, parse_log  # noqa: E402
+from utils import (ArgumentParser, HelpFormatter, UserError,  # noqa: E402
+                   atomic_pickle, file_sha256, run_main)
 
 # config keys that name places on the machine that trained: replaced in the packed copy
 MACHINE_PATHS = ("data_dir", "save_dir", "log_dir", "init_from", "init_checkpoint")
@@ -96,7 +97,8 @@ def packed_weights(src, ckpt, config):
     """{name: array} of every variable a sampling or scoring graph has, from the
     checkpoint: trainable weights as float16, bookkeeping scalars as they are."""
     import numpy as np
-    from utils import import_tensorflow, tf_path
+    from modeldir import tf_path
+    from tfenv import import_tensorflow
     tf = import_tensorflow("sample")
     from seq2seq_rnn import Model
     graph = tf.Graph()

@@ -117,7 +117,7 @@ class holding_lock:
     def __enter__(self):
         self.proc = subprocess.Popen(
             [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {ROOT!r}); "
-             f"from utils import DirLock; l = DirLock({self.directory!r}, 'train.py'); "
+             f"from modeldir import DirLock; l = DirLock({self.directory!r}, 'train.py'); "
              "print('locked', flush=True); time.sleep(120)"],
             stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "locked"

@@ -221,7 +221,7 @@ def test_default_cli_reports_longest_copied_run(trained):
 
 def uniform_model(save_dir, chars):
     """A checkpoint whose softmax layer is zero: every character equally likely."""
-    from utils import import_tensorflow
+    from tfenv import import_tensorflow
     tf = import_tensorflow()
     tf1 = tf.compat.v1
     from seq2seq_rnn import Model

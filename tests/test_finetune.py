@@ -61,7 +61,7 @@ def base(tmp_path_factory):
 
 
 def ckpt_weights(prefix):
-    from utils import import_tensorflow
+    from tfenv import import_tensorflow
     tf = import_tensorflow()
     reader = tf.train.load_checkpoint(prefix)
     return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()

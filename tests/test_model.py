@@ -3,7 +3,7 @@ attention, checkpoint round trip, and the inference graph agreeing with training
 import numpy as np
 import pytest
 
-from utils import import_tensorflow
+from tfenv import import_tensorflow
 
 tf = import_tensorflow()
 tf1 = tf.compat.v1
@@ -264,11 +264,11 @@ def test_variable_names_and_shapes_are_the_documented_checkpoint_contract():
 
 def test_every_cell_type_argparse_offers_is_one_registered_class():
     from seq2seq_rnn import Cell
-    from utils import CELL_TYPES
+    from config import CELL_TYPES
     assert sorted(Cell.REGISTRY) == sorted(CELL_TYPES)
     assert all(Cell.REGISTRY[k].kind == k for k in CELL_TYPES)
     # each one's gate count, which the memory check and the bench read from CELL_GATES
-    from utils import CELL_GATES
+    from config import CELL_GATES
     for kind, G in CELL_GATES.items():
         with tf.Graph().as_default():
             Cell.make(kind, 8, 5, 0)
@@ -288,7 +288,7 @@ def _onednn_on(role, user=None):
         env["TF_ENABLE_ONEDNN_OPTS"] = user
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     imp = ("import tensorflow" if role is None else
-           f"import utils; utils.import_tensorflow({role!r})")
+           f"import tfenv; tfenv.import_tensorflow({role!r})")
     code = (f"{imp}\nfrom tensorflow.python.util import _pywrap_util_port as port\n"
             "print(port.IsMklEnabled())")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
@@ -299,7 +299,7 @@ def _onednn_on(role, user=None):
 @pytest.mark.slow
 def test_onednn_rewrites_on_for_training_default_for_sampling_and_the_user_wins():
     """TensorFlow leaves oneDNN's rewrites off on AVX2-only CPUs, where training is
-    1.3-1.6x faster with them and the batch-1 sampling step slower (utils.ONEDNN_BY_ROLE):
+    1.3-1.6x faster with them and the batch-1 sampling step slower (tfenv.ONEDNN_BY_ROLE):
     training turns them on, sampling keeps TensorFlow's default, TF_ENABLE_ONEDNN_OPTS=0
     turns them off."""
     assert _onednn_on("train")

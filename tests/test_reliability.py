@@ -190,7 +190,7 @@ def test_atomic_writes_keep_the_users_umask_and_an_existing_mode(tmp_path):
 
 
 def test_failed_checkpoint_save_is_one_clear_line():
-    from utils import import_tensorflow
+    from tfenv import import_tensorflow
     tf = import_tensorflow()
     from train import checked_save
 
@@ -286,7 +286,7 @@ def test_sample_skips_a_damaged_checkpoint_with_a_warning(trained, tmp_path, lat
     import shutil
     save = tmp_path / "save"
     shutil.copytree(trained("lstm"), save)
-    from utils import checkpoint_candidates
+    from modeldir import checkpoint_candidates
     first = checkpoint_candidates(str(save), prefer_best=not latest)[0]
     damage(first, "bitflip")
     proc = run("sample.py", "--save_dir", save, "--n", "20", "--out", "",
@@ -384,7 +384,8 @@ def test_training_onto_a_full_disk_is_one_line_and_keeps_what_was_saved(tmp_path
     proc = run("train.py", "--data_dir", data, "--save_dir", save, "--log_dir",
                tmp_path / "log", *TINY, "--save_every", "5", "--num_epochs", "50")
     assert_one_line_error(proc, 1, "could not save a checkpoint", "disk full")
-    from utils import checkpoint_candidates, import_tensorflow
+    from modeldir import checkpoint_candidates
+    from tfenv import import_tensorflow
     tf = import_tensorflow()
     saved = checkpoint_candidates(str(save))
     assert saved                                    # the earlier ones are there, intact
@@ -476,7 +477,8 @@ def test_checkpoints_holding_nan_are_refused_as_damaged(trained, tmp_path):
     import numpy as np
     from modeldir import read_config
     from seq2seq_rnn import Model
-    from utils import checkpoint_candidates, import_tensorflow, tf_path
+    from modeldir import checkpoint_candidates, tf_path
+    from tfenv import import_tensorflow
     tf = import_tensorflow()
     tf1 = tf.compat.v1
     save = tmp_path / "save"

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from conftest import ROOT, TINY, assert_one_line_error, made_up_text, run, train_tiny
-from utils import parse_log, safe_load_pickle
+from utils import safe_load_pickle
+from trainlog import parse_log
 
 
 def ckpt_step(save):
@@ -157,7 +158,7 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert step > 0
     # The stopped run's log says how long it trained and to which step, though no epoch
     # ended in it (scripts/pack_model.py adds up a model's hours from these).
-    from utils import log_train_seconds
+    from trainlog import log_train_seconds
     (log,) = glob.glob(str(tmp_path / "log" / "*.txt"))
     seconds, saved = log_train_seconds(log)
     assert saved == step and 0 < seconds < time.time() - started
@@ -169,7 +170,7 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 @pytest.mark.slow
 def test_nan_loss_stops_and_no_checkpoint_holds_bad_weights(tmp_path):
     import numpy as np
-    from utils import import_tensorflow
+    from tfenv import import_tensorflow
     tf = import_tensorflow()
     save, proc = train_tiny(str(tmp_path), epochs=1)
     good = ckpt_step(save)
@@ -265,7 +266,7 @@ def test_bf16_trains_and_saves_float32_checkpoints(tmp_path):
     assert proc.returncode == 0, proc.stderr
     cfg, epochs = parse_log(glob.glob(str(tmp_path / "log" / "*.txt"))[0])
     assert cfg["bf16"] == "True" and epochs[2]["validate"] < epochs[1]["validate"]
-    from utils import import_tensorflow
+    from tfenv import import_tensorflow
     tf = import_tensorflow()
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(save))
     assert reader.get_variable_to_dtype_map()["softmax_w"] == tf.float32
@@ -357,7 +358,7 @@ def test_preset_sets_flags_and_given_flags_win(tmp_path):
 
 def test_plot_draws_logs_in_the_training_format(tmp_path):
     """plot.py's main path without training first: logs as train.py writes them."""
-    from utils import append_log, epoch_lines
+    from trainlog import append_log, epoch_lines
     logs = []
     for k, name in enumerate(("a.txt", "b.txt")):
         path = str(tmp_path / name)
