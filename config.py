@@ -41,3 +41,12 @@ def check_model_config(config, path):
     if not isinstance(config["attention"], bool):
         raise bad(f"attention = {config['attention']!r}, not true or false")
     return config
+
+
+# The architecture flags: every key a checkpoint depends on but the vocabulary's size,
+# which comes from the text.
+ARCH_FLAGS = tuple(k for k in ARCHITECTURE_KEYS if k != "vocab_size")
+
+
+# Flags whose change would make the saved batch pointer (or the vocabulary) meaningless.
+BATCH_FLAGS = ("batch_size", "seq_length", "val_frac", "val_split", "max_vocab", "mix_base")

@@ -20,6 +20,7 @@ No TensorFlow here: serve.py lists models and train.py decides what to do before
 importing it.
 """
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -487,6 +488,7 @@ def checkpoint_candidates(save_dir, prefer_best=False):
 # float32) and the bookkeeping scalars (global_step, epoch, ...) in their own types.
 # Every reader takes it where it takes a checkpoint prefix.
 
+
 def is_packed(prefix):
     return os.path.basename(prefix) == PACKED_WEIGHTS
 
@@ -593,3 +595,34 @@ def first_intact_checkpoint(candidates, variables, save_dir, restore=None):
     raise UserError(f"no intact checkpoint in {save_dir}/: " + "; ".join(
         f"{os.path.basename(p)} is {why}" for p, why in skipped) +
         "; train afresh (train.py --overwrite) or copy the model again")
+
+
+def remove_other_checkpoints(save_dir, prefix, keep):
+    """Delete checkpoints named prefix* except `keep` (a Saver forgets across runs)."""
+    keep = os.path.basename(keep)
+    for name in os.listdir(save_dir):
+        if name.startswith(prefix) and not name.startswith(keep + "."):
+            os.unlink(os.path.join(save_dir, name))
+
+
+def resume_checkpoint(save_dir, variables):
+    """--keep: the newest intact checkpoint.  Damaged newer ones are renamed to
+    damaged-<name> (kept to look at, out of the way of later runs), with what that costs
+    said."""
+    candidates = [p for p in checkpoint_candidates(save_dir) if not is_packed(p)]
+    try:
+        ckpt, skipped = first_intact_checkpoint(candidates, variables, save_dir)
+    except UserError as e:
+        raise UserError(f"--keep: {e}")
+    for prefix, why in skipped:
+        print(f"train: warning: {prefix} is {why}; it is renamed to "
+              f"damaged-{os.path.basename(prefix)}.*", file=sys.stderr)
+        for name in os.listdir(save_dir):
+            if name.startswith(os.path.basename(prefix) + "."):
+                os.replace(os.path.join(save_dir, name),
+                           os.path.join(save_dir, "damaged-" + name))
+    if skipped:
+        lost = max(checkpoint_step(p) for p, _ in skipped) - checkpoint_step(ckpt)
+        print(f"train: resuming from {ckpt}, the newest intact checkpoint: "
+              f"{max(lost, 0):,} steps of training are lost")
+    return ckpt

@@ -18,9 +18,9 @@ internet) plus a small JSON API:
                         {"done": true, "result": <what /api/generate answers>}; closing
                         the connection stops the drawing
   GET  /api/status      {"drawing": requests being drawn now}
-A request is checked by sample.py's own argument parser, so a bad value gets the message
-the command line gives (and a 400 naming the field); generation runs through sample.py's
-write_one(), so the rules (no-copy, loop guard, rhyme, line structure) are the same code.
+A request is checked by sample.py's own argument parser (sampler.build_parser), so a bad
+value gets the message the command line gives (and a 400 naming the field); generation
+runs through sampler.write_one(), as sample.py's does, so the rules (no-copy, loop guard, rhyme, line structure) are the same code.
 A model is chosen by its name in /api/models, never by a path.
 
 Built on the standard library's ThreadingHTTPServer: nothing to install, and the start-up
@@ -171,7 +171,7 @@ class Models:
     @contextlib.contextmanager
     def using(self, name, max_copy):
         """The sampler for (name, max_copy), kept from being closed while in use."""
-        from sample import Sampler
+        from sampler import Sampler
         key = (name, max_copy)
         with self.lock:
             s = self.samplers.pop(key, None)
@@ -223,7 +223,7 @@ def sample_args(req, model_dir):
     """The request as sample.py's arguments, checked by sample.py's own parser: the page
     gets the command line's message for a bad value."""
     from engine import check_budget
-    from sample import build_parser as sample_parser
+    from sampler import build_parser as sample_parser
     FIELDS = fields()
     if not isinstance(req, dict):
         raise BadRequest("the request must be a JSON object")
@@ -287,7 +287,7 @@ def options():
     """/api/options: each field a request may set, as sample.py's parser has it (the
     page builds its rule fields from this, so a new rule reaches it by itself)."""
     from engine import RULES
-    from sample import build_parser
+    from sampler import build_parser
     from craft import THIRTEEN
     actions = {a.dest: a for a in build_parser()._actions}
     rule_of = {dest: rule.name for rule in RULES for dest, _ in rule.flags}
@@ -307,7 +307,8 @@ def generate(models, req, on_text=None):
     """One request: the first draft's result, and with count > 1 every draft in
     "drafts" (seeds seed, seed + 1, ..., as sample.py --count writes them).
     on_text(k, text), when given, gets draft k's text as it is drawn."""
-    from sample import DEFAULT_MAX_COPY, command_of, copy_warning, stanza_lead, start_ids
+    from craft import DEFAULT_MAX_COPY
+    from sampler import command_of, copy_warning, stanza_lead, start_ids
     name = req.get("model") if isinstance(req, dict) else None
     if name is not None and not isinstance(name, str):
         raise BadRequest("model: must be a model's name (text), as /api/models lists them",
@@ -354,7 +355,7 @@ def generate(models, req, on_text=None):
 
 def draft(s, args, ids, kept, seed, on_text=None):
     """One sample with its lines, rhyming line ends and time."""
-    from sample import lines_warning, write_one
+    from sampler import lines_warning, write_one
     rhyme = args.rhyme
     t0 = time.perf_counter()
     result = write_one(s, args, ids, kept, seed, s.matcher, on_text)
@@ -576,7 +577,7 @@ def main(argv=None):
         raise UserError(f"no trained model in {args.save_dir}/ or below it"
                         f"{' (nor in ' + args.models_dir + '/)' if args.models_dir else ''}"
                         f"; train one first: python train.py --save_dir {args.save_dir}")
-    from sample import DEFAULT_MAX_COPY
+    from craft import DEFAULT_MAX_COPY
     for first in list(models.dirs):     # loaded once, before the first visit
         try:
             with models.using(first, DEFAULT_MAX_COPY):

@@ -38,7 +38,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from craft import DEFAULT_MAX_COPY  # noqa: E402
 from engine import RULES  # noqa: E402
-from sample import MAX_COUNT, MAX_N, TEMPERATURES  # noqa: E402
+from engine import MAX_N  # noqa: E402
+from sampler import MAX_COUNT, TEMPERATURES  # noqa: E402
 from modeldir import restore_weights  # noqa: E402
 from utils import (ArgumentParser, HelpFormatter, UserError, float_in, int_in,  # noqa: E402
                    non_negative_int, perplexity, run_main, seed_int)
@@ -201,7 +202,7 @@ def held_out_text(sampler, save_dir):
 
 def sample_numbers(s, args):
     """Copying, diversity, rhyme and line-length numbers of args.samples samples."""
-    from sample import build_parser, start_ids, write_one
+    from sampler import build_parser, start_ids, write_one
     from craft import (distinct_n, longest_char_run, max_line_repeats, rhyme_rate,
                        text_windows, word_share)
     matcher = s.matcher
@@ -330,7 +331,7 @@ def main(argv=None):
     if args.max_copy is None:
         args.max_copy = DEFAULT_MAX_COPY
 
-    from sample import Sampler
+    from sampler import Sampler
 
     text = read_text(args.text, args.encoding) if args.text else None
     source = args.text

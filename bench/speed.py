@@ -181,7 +181,7 @@ def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted", 
     g.finalize()
     sess = tf1.Session(graph=g, config=session_config(bf16))
     sess.run(init)
-    from train import run_epoch
+    from training import run_epoch
     times, losses = [], []
     state = sess.run(m.initial_state)
     fetches = [m.train_cost, m.final_state, m.train_op]    # the sampled loss if sampled
@@ -625,7 +625,7 @@ def draw_time_here(save, flags, repeats=20):
     """draw_time() in this process."""
     import numpy as np
     from craft import DEFAULT_MAX_COPY
-    from sample import Sampler, build_parser, start_ids, write_one
+    from sampler import Sampler, build_parser, start_ids, write_one
     args = build_parser().parse_args(["--start", "从前"] + flags)
     s = Sampler(save, max_copy=DEFAULT_MAX_COPY, warn=lambda m: None)
     kept, ids = start_ids(args.start, s.vocab, warn=lambda m: None)

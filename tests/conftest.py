@@ -31,7 +31,7 @@ def draw(s, ids, n, mode="weighted", temperature=1.0, top_k=0, seed=0, flags=Non
     """Ids drawn by the sampling engine from Sampler s after ids; flags: sample.py flags
     whose rules apply (None: no rule at all, so the model's own choices are seen)."""
     from engine import Engine, build_rules
-    from sample import build_parser
+    from sampler import build_parser
     rules = [] if flags is None else build_rules(build_parser().parse_args(flags), s)
     return list(Engine(s, ids, rules, n, lines, mode, temperature, top_k, seed))
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import MADE_UP_LINES, assert_one_line_error, draw, run
 from craft import CorpusMatcher, NgramIndex, rhyme_group, rhyme_rate, distinct_n
 from engine import Engine, Rhyme, rhyme_flag
-from sample import Sampler, start_ids
+from sampler import Sampler, start_ids
 
 
 # ---------------------------------------------------------------------------- rhyme

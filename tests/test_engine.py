@@ -8,7 +8,8 @@ import pytest
 
 from conftest import MADE_UP_LINES, assert_one_line_error, run
 from engine import RULES, Engine, build_rules, plan
-from sample import Printer, Sampler, build_parser, show, start_ids, write_one
+from sample import Printer, show
+from sampler import Sampler, build_parser, start_ids, write_one
 
 # The flags that turn each registered rule on, as a user would type them.  A rule added
 # to engine.RULES without a case here fails test_every_rule_has_a_case.

@@ -167,7 +167,7 @@ def test_a_fine_tuned_model_is_a_normal_model(base, finetuned):
                "--seed", "1", check=0)
     assert "no-copy rule at 8 characters" in proc.stderr
     # the no-copy index is of the new text (the one whose copies matter), in merged ids
-    from sample import Sampler
+    from sampler import Sampler
     s = Sampler(save, max_copy=8)
     corpus = s.decode(s.corpus)
     with open(os.path.join(data, "lyrics.txt"), encoding="utf-8") as f:

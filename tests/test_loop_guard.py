@@ -74,7 +74,7 @@ def weak(tmp_path_factory):
 @pytest.mark.slow
 def test_weak_model_loops_without_the_guard_and_not_with_it(weak):
     from conftest import draw
-    from sample import Sampler, start_ids
+    from sampler import Sampler, start_ids
     s = Sampler(weak)
     _, start = start_ids("我", s.vocab, warn=lambda m: None)
     looped = False

@@ -343,7 +343,7 @@ def test_sampled_softmax_trains_the_same_variables_without_the_full_logits():
 def test_run_epoch_reports_the_full_loss_of_a_sampled_model():
     """The loss a sampled-softmax run reports is the full softmax's, measured on every
     MEASURE_EVERY-th batch before that batch's update, and the mean of those."""
-    from train import MEASURE_EVERY, run_epoch
+    from training import MEASURE_EVERY, run_epoch
     c = cfg(vocab_size=40, sampled_softmax=8)
     n = MEASURE_EVERY + 4
     batches = repetitive_batches(c, n)

@@ -67,7 +67,7 @@ def test_pack_writes_half_precision_weights_and_a_manifest_that_checks(packed):
 
 def test_a_packed_model_samples_as_its_checkpoint_does(packed):
     """float16 weights: the same logits within half precision, the same argmax text."""
-    from sample import Sampler
+    from sampler import Sampler
     save, out, _ = packed
     a, b = Sampler(save), Sampler(out)
     assert b.ckpt.endswith("weights.npz")

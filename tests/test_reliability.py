@@ -192,7 +192,7 @@ def test_atomic_writes_keep_the_users_umask_and_an_existing_mode(tmp_path):
 def test_failed_checkpoint_save_is_one_clear_line():
     from tfenv import import_tensorflow
     tf = import_tensorflow()
-    from train import checked_save
+    from training import checked_save
 
     class FullDisk:
         def save(self, *a, **kw):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, draw, run
-from sample import Sampler, start_ids
+from sampler import Sampler, start_ids
 from utils import safe_load_pickle
 
 
@@ -226,7 +226,7 @@ def test_lines_times_their_longest_length_is_bounded_like_n():
 def test_the_equivalent_command_keeps_n_when_lines_are_asked_for():
     # --n bounds a --lines sample too: the page's card printed --lines 2 alone, and the
     # command drew 200 characters where the page had drawn 313
-    from sample import build_parser, command_of
+    from sampler import build_parser, command_of
     args = build_parser().parse_args(["--save_dir", "save", "--lines", "2", "--n", "313"])
     assert "--lines 2 --n 313" in command_of(args, 5)
     args = build_parser().parse_args(["--save_dir", "save", "--lines", "2"])

@@ -276,7 +276,7 @@ def test_bf16_trains_and_saves_float32_checkpoints(tmp_path):
 
 def test_state_resets_are_random_per_row_and_repeat_on_resume():
     import numpy as np
-    from train import masked_state, reset_masks
+    from training import masked_state, reset_masks
     masks = reset_masks(seed=7, batch_size=64, seq_length=16, reset_chars=256)
     drawn = np.stack([masks(step) for step in range(400)])
     assert set(np.unique(drawn)) == {0.0, 1.0}
@@ -291,7 +291,7 @@ def test_state_resets_are_random_per_row_and_repeat_on_resume():
 
 
 def test_anneal_ends_at_a_tenth():
-    from train import annealed
+    from training import annealed
     assert annealed(0.002, 0.0) == 0.002
     assert annealed(0.002, 0.5) == 0.002 * 0.55
     assert annealed(0.002, 1.0) == annealed(0.002, 3.0) == 0.002 * 0.1
@@ -393,7 +393,7 @@ def test_anneal_by_max_steps_goes_on_along_one_curve_after_keep(tmp_path):
     """--anneal --max_steps: the rate follows the model's step, so a run resumed with
     --keep starts where the first one stopped on the curve, not at the top again."""
     import tensorflow as tf
-    from train import annealed
+    from training import annealed
     save, proc = train_tiny(str(tmp_path), "--anneal", "--max_steps", "400", epochs=1)
     assert proc.returncode == 0, proc.stderr
     first = ckpt_step(save)
@@ -413,7 +413,7 @@ def test_anneal_by_max_steps_goes_on_along_one_curve_after_keep(tmp_path):
 def test_progress_says_how_long_the_whole_run_has_left(capsys):
     """The progress line's ETA is the epoch's; a run that goes on for longer says how
     long at most (its --max_minutes or its remaining epochs), in h:mm:ss past an hour."""
-    from train import Progress, clock
+    from training import Progress, clock
     assert clock(59) == "0:59" and clock(3725) == "1:02:05" and clock(-3) == "0:00"
     p = Progress(100, 0, 3, 512, every=0.0, run_left=lambda steps_per_s: 600 / steps_per_s)
     for i in range(1, 4):
