@@ -33,7 +33,10 @@ FORMAT = 1                  # config["format"]: bumped when a reader must tell v
 CONFIG = "config.pkl"
 VOCAB = "words_vocab.pkl"
 CORPUS = "corpus.npy"
-STATE_FILES = ("checkpoint", "checkpoint_best")     # a trained model is there
+MODEL_CKPT, BEST_CKPT = "model.ckpt", "best.ckpt"   # checkpoint prefixes: <name>-<step>
+BEST_STATE = "checkpoint_best"  # the best checkpoint's state file (TensorFlow's is "checkpoint")
+STATE_FILES = ("checkpoint", BEST_STATE)            # a trained model is there
+LOCK = ".lock"                  # DirLock's file: a run is writing the directory
 PACKED_WEIGHTS = "weights.npz"  # a packed model's weights (scripts/pack_model.py)
 MANIFEST = "manifest.json"      # a packed model's (scripts/pack_model.py): how it was made
 SAVED_FILES = (CONFIG, VOCAB, CORPUS, PACKED_WEIGHTS, MANIFEST) + STATE_FILES
@@ -201,7 +204,7 @@ def existing_model(save_dir):
 def clear_model(save_dir):
     """Delete a model's files (train.py --overwrite); anything else there stays."""
     for name in os.listdir(save_dir):
-        if name in SAVED_FILES or name.startswith(("model.ckpt-", "best.ckpt-", "ngram",
+        if name in SAVED_FILES or name.startswith((MODEL_CKPT + "-", BEST_CKPT + "-", "ngram",
                                                     "damaged-")):
             os.unlink(path_of(save_dir, name))
 
@@ -351,7 +354,7 @@ class DirLock:
             import fcntl
         except ImportError:
             return
-        path = os.path.join(directory, ".lock")
+        path = os.path.join(directory, LOCK)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -377,7 +380,7 @@ def dir_locked(directory):
     The lock is tried and let go at once; without fcntl (Windows) nothing is known."""
     try:
         import fcntl
-        fd = os.open(os.path.join(directory, ".lock"), os.O_RDONLY)
+        fd = os.open(os.path.join(directory, LOCK), os.O_RDONLY)
     except (ImportError, OSError):            # no lock file: nobody ever trained here
         return False
     try:
@@ -470,9 +473,9 @@ def checkpoint_candidates(save_dir, prefer_best=False):
     except OSError:
         names = []
     for name in names:
-        if name.endswith(".index") and name.startswith(("model.ckpt-", "best.ckpt-")):
+        if name.endswith(".index") and name.startswith((MODEL_CKPT + "-", BEST_CKPT + "-")):
             found.add(os.path.join(save_dir, name[:-len(".index")]))
-    best = state_checkpoint(save_dir, "checkpoint_best")
+    best = state_checkpoint(save_dir, BEST_STATE)
     latest = state_checkpoint(save_dir, "checkpoint")
     newest_first = sorted(found, key=lambda p: (checkpoint_step(p),
                                                 os.path.basename(p).startswith("model")),
@@ -603,6 +606,40 @@ def remove_other_checkpoints(save_dir, prefix, keep):
     for name in os.listdir(save_dir):
         if name.startswith(prefix) and not name.startswith(keep + "."):
             os.unlink(os.path.join(save_dir, name))
+
+
+def save_checkpoint(saver, sess, save_dir, global_step, best=False):
+    """save_dir/model.ckpt-<step> (the saver rotates the old ones out), or with best
+    save_dir/best.ckpt-<step> and no other best.ckpt; returns its prefix.  A failed write
+    (full or read-only disk) is one clear line, and what was saved before stays."""
+    import tensorflow as tf
+    prefix = os.path.join(save_dir, BEST_CKPT if best else MODEL_CKPT)
+    kw = {"latest_filename": BEST_STATE} if best else {}
+    try:
+        path = real_path(saver.save(sess, tf_path(prefix), global_step=global_step,
+                                    write_meta_graph=False, **kw))
+    except (tf.errors.OpError, OSError) as e:
+        raise UserError(f"could not save a checkpoint in {save_dir}/ "
+                        f"({short_error(e, 120)}); is the disk full or read-only? "
+                        f"The checkpoints saved before are intact: free space and resume "
+                        f"with --keep")
+    if best:
+        remove_other_checkpoints(save_dir, BEST_CKPT + "-", path)
+    return path
+
+
+def model_checkpoints(save_dir):
+    """The model.ckpt-<step> prefixes in save_dir, oldest first (for a Saver's rotation)."""
+    return sorted((p for p in checkpoint_candidates(save_dir)
+                   if os.path.basename(p).startswith(MODEL_CKPT + "-")), key=checkpoint_step)
+
+
+def drop_if_only_lock(save_dir):
+    """Remove save_dir when it holds nothing but its lock file (a run that made it ended
+    before writing anything)."""
+    if os.listdir(save_dir) == [LOCK]:
+        os.unlink(os.path.join(save_dir, LOCK))
+        os.rmdir(save_dir)
 
 
 def resume_checkpoint(save_dir, variables):

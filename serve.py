@@ -36,11 +36,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from modeldir import tf_path
-from utils import (ArgumentParser, HelpFormatter, UserError, float_in, int_in, positive_int,
-                   run_main)
+from modeldir import (BEST_STATE, CONFIG, PACKED_WEIGHTS, checkpoint_candidates,
+                      corpus_length, dir_locked, read_config, read_packed, state_checkpoint,
+                      tf_path)
+from utils import (ArgumentParser, HelpFormatter, UserError, float_in, int_in, perplexity,
+                   positive_int, run_main)
 
-MAX_N = 2000            # characters per request
+MAX_REQUEST_CHARS = 2000  # characters per request (engine.MAX_N is the command line's bound)
 MAX_LINES = 100
 MAX_START = 100         # characters of start text
 MAX_BODY = 16 * 1024    # bytes of request body
@@ -51,7 +53,7 @@ ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width
 # sample.py's flags a request may set: these, and every rule's (engine.RULES)
 OWN_FIELDS = ("start", "n", "lines", "sample", "temperature", "top_k", "stanza", "seed",
               "count")
-MAX_DRAFTS = 4          # drafts a request (count); their characters count against MAX_N
+MAX_DRAFTS = 4          # drafts a request (count); their characters count against MAX_REQUEST_CHARS
 MAX_SECONDS = 60        # wall-clock a request may draw for (it then ends, and says so)
 SOCKET_TIMEOUT = 10     # seconds a client may take to send its request (headers, body)
 
@@ -91,8 +93,6 @@ def build_parser():
 def find_models(save_dir):
     """{name: directory} of every trained model at or below save_dir; the name is the
     path relative to save_dir's parent (save, save/demo, ...)."""
-    from modeldir import CONFIG
-    from modeldir import checkpoint_candidates
     models = {}
     root = os.path.abspath(save_dir)
     base = os.path.dirname(root)
@@ -103,20 +103,17 @@ def find_models(save_dir):
     return models
 
 
-def describe(name, directory):
+def model_card(name, directory):
     """What the model picker shows: cell, size, text, vocabulary, best held-out
     perplexity, and what it was fine-tuned from."""
     import numpy as np
-    from modeldir import corpus_length, read_config
-    from utils import perplexity
-    from modeldir import PACKED_WEIGHTS, read_packed, state_checkpoint
     cfg = read_config(directory)
     base = cfg.get("init_from")
     info = {"name": name, "rnncell": cfg["rnncell"], "num_layers": cfg["num_layers"],
             "rnn_size": cfg["rnn_size"], "vocab_size": cfg["vocab_size"],
             "fine_tuned_from": os.path.basename(base) if isinstance(base, str) else None,
             "text_chars": corpus_length(directory), "best_perplexity": None}
-    best = state_checkpoint(directory, "checkpoint_best")
+    best = state_checkpoint(directory, BEST_STATE)
     packed = os.path.join(directory, PACKED_WEIGHTS)
     if best or os.path.exists(packed):
         try:
@@ -152,7 +149,7 @@ class Models:
                     found.setdefault(name, d)
         for name, d in found.items():
             try:                 # a damaged model is left off the list, not the server
-                self.info[name] = describe(name, d)
+                self.info[name] = model_card(name, d)
                 self.dirs[name] = d
             except UserError as e:
                 print(f"serve: skipping {name}: {e}", file=sys.stderr)
@@ -163,7 +160,6 @@ class Models:
     def listing(self):
         """/api/models: the models, finished ones first; `training` is true while a
         train.py holds a model's directory (its figures are not final yet)."""
-        from modeldir import dir_locked
         out = [dict(info, training=dir_locked(self.dirs[name]))
                for name, info in self.info.items()]
         return sorted(out, key=lambda m: m["training"])
@@ -268,16 +264,16 @@ def sample_args(req, model_dir):
     if len(acrostic_chars(args)) > MAX_LINES:
         raise BadRequest(f"argument --acrostic: at most {MAX_LINES} characters here (one "
                          f"line each)", "acrostic")
-    if args.n > MAX_N:
-        raise BadRequest(f"argument --n: at most {MAX_N} here", "n")
-    if check_budget(args, MAX_N):
-        raise BadRequest(check_budget(args, MAX_N, " here"),
+    if args.n > MAX_REQUEST_CHARS:
+        raise BadRequest(f"argument --n: at most {MAX_REQUEST_CHARS} here", "n")
+    if check_budget(args, MAX_REQUEST_CHARS):
+        raise BadRequest(check_budget(args, MAX_REQUEST_CHARS, " here"),
                          "acrostic" if args.acrostic else "line_len")
     if args.count > MAX_DRAFTS:
         raise BadRequest(f"argument --count: at most {MAX_DRAFTS} drafts here", "count")
-    if args.count > 1 and check_budget(args, MAX_N // args.count):
+    if args.count > 1 and check_budget(args, MAX_REQUEST_CHARS // args.count):
         raise BadRequest(f"{args.count} drafts: " + check_budget(
-            args, MAX_N // args.count, f" each here ({MAX_N:,} in all)"), "count")
+            args, MAX_REQUEST_CHARS // args.count, f" each here ({MAX_REQUEST_CHARS:,} in all)"), "count")
     if len(args.start) > MAX_START:
         raise BadRequest(f"argument --start: at most {MAX_START} characters here", "start")
     return args
@@ -299,7 +295,7 @@ def options():
                     "choices": list(a.choices) if a.choices else None,
                     "min": bounds[0] if bounds else None,
                     "max": bounds[1] if bounds else None, "rule": rule_of.get(field)})
-    return {"fields": out, "rhyme_groups": list(THIRTEEN), "max_n": MAX_N,
+    return {"fields": out, "rhyme_groups": list(THIRTEEN), "max_n": MAX_REQUEST_CHARS,
             "max_lines": MAX_LINES, "max_start": MAX_START, "max_drafts": MAX_DRAFTS}
 
 

@@ -16,8 +16,8 @@ import time
 from config import CELL_GATES, CELL_TYPES, CONFIG_RANGES
 from finetune import (check_resume, check_resume_data, load_base_weights, mix_base_text,
                       mix_rows, read_base, read_base_weights)
-from modeldir import (DirLock, checkpoint_candidates, checkpoint_step, clear_model,
-                      existing_model, resume_checkpoint, tf_path, write_model_files)
+from modeldir import (DirLock, clear_model, drop_if_only_lock, existing_model,
+                      model_checkpoints, resume_checkpoint, tf_path, write_model_files)
 from presets import PRESETS, SEED, describe
 from tfenv import cpu_has_bf16, cpu_text, import_tensorflow, session_config
 from training import Fit, NonFinite
@@ -210,9 +210,8 @@ def main(argv=None):
     try:
         return start(args, explicit)
     except BaseException:
-        if made and os.listdir(args.save_dir) == [".lock"]:
-            os.unlink(os.path.join(args.save_dir, ".lock"))
-            os.rmdir(args.save_dir)
+        if made:
+            drop_if_only_lock(args.save_dir)
         raise
     finally:
         args.lock.release()
@@ -403,9 +402,7 @@ def begin_keep(sess, args, g, resume):
     g.saver.restore(sess, tf_path(ckpt))
     best_val = float(sess.run(g.model.best_val_loss))
     # the Saver forgets across runs: tell it which of ours to rotate out later
-    g.saver.recover_last_checkpoints(sorted(
-        (tf_path(p) for p in checkpoint_candidates(args.save_dir)
-         if os.path.basename(p).startswith("model.ckpt-")), key=checkpoint_step))
+    g.saver.recover_last_checkpoints([tf_path(p) for p in model_checkpoints(args.save_dir)])
     print(f"train: resumed {ckpt} at step {step}, epoch {epoch + 1}, batch {pointer}")
     return epoch, pointer, best_val
 

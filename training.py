@@ -4,14 +4,13 @@ saves with the log's Saved lines, the stop reasons (a signal, --max_steps, --max
 --patience).  train.py builds the graph and the data, then hands both to Fit."""
 import collections
 import math
-import os
 import signal
 import sys
 import time
 
-from modeldir import real_path, remove_other_checkpoints, tf_path
+from modeldir import save_checkpoint
 from trainlog import append_log, epoch_lines, saved_line
-from utils import UserError, perplexity, short_error
+from utils import perplexity
 
 
 def clock(seconds):
@@ -159,18 +158,6 @@ def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_s
         if on_step is not None and on_step(i, loss, out.get("grad_norm", 0.0)):
             break
     return (total / n_measured if n_measured else float("nan")), n
-
-
-def checked_save(saver, sess, prefix, **kw):
-    """saver.save, with a failed write (full or read-only disk) as one clear line."""
-    import tensorflow as tf
-    try:
-        return real_path(saver.save(sess, tf_path(prefix), **kw))
-    except (tf.errors.OpError, OSError) as e:
-        raise UserError(f"could not save a checkpoint in {os.path.dirname(prefix)}/ "
-                        f"({short_error(e, 120)}); is the disk full or read-only? "
-                        f"The checkpoints saved before are intact: free space and resume "
-                        f"with --keep")
 
 
 class Fit:
@@ -360,9 +347,8 @@ class Fit:
                             f"above ln(vocabulary) = {math.log(self.data.vocab_size):.2f} "
                             f"of uniform guessing: the training diverged")
         self.model.set_progress(self.sess, epoch, pointer)
-        path = checked_save(self.g.saver, self.sess,
-                            os.path.join(self.args.save_dir, "model.ckpt"),
-                            global_step=self.model.global_step, write_meta_graph=False)
+        path = save_checkpoint(self.g.saver, self.sess, self.args.save_dir,
+                               self.model.global_step)
         seconds = self.trained_seconds
         if self.epoch_t0 is not None:               # a save in the middle of an epoch
             seconds += time.time() - self.epoch_t0
@@ -381,11 +367,8 @@ class Fit:
         done = pointer >= self.data.num_batches
         path = self.save(epoch + 1 if done else epoch, 0 if done else pointer)
         if improved:
-            best = checked_save(self.g.best_saver, self.sess,
-                                os.path.join(self.args.save_dir, "best.ckpt"),
-                                global_step=self.model.global_step,
-                                latest_filename="checkpoint_best", write_meta_graph=False)
-            remove_other_checkpoints(self.args.save_dir, "best.ckpt-", best)
+            save_checkpoint(self.g.best_saver, self.sess, self.args.save_dir,
+                            self.model.global_step, best=True)
         return path
 
     def stop_reason(self):

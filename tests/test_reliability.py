@@ -192,13 +192,13 @@ def test_atomic_writes_keep_the_users_umask_and_an_existing_mode(tmp_path):
 def test_failed_checkpoint_save_is_one_clear_line():
     from tfenv import import_tensorflow
     tf = import_tensorflow()
-    from training import checked_save
+    from modeldir import save_checkpoint
 
     class FullDisk:
         def save(self, *a, **kw):
             raise tf.errors.ResourceExhaustedError(None, None, "save/model.ckpt: No space")
     with pytest.raises(UserError, match="disk full or read-only.*--keep"):
-        checked_save(FullDisk(), None, "save/model.ckpt")
+        save_checkpoint(FullDisk(), None, "save", 1)
 
 
 @pytest.mark.slow
