@@ -39,9 +39,9 @@ else
 fi
 
 # GPU or CPU, and does the CPU do bfloat16 natively?
-kind=$("$py" -c 'import utils; tf = utils.import_tensorflow()
+kind=$("$py" -c 'import tfenv; tf = tfenv.import_tensorflow()
 print("gpu" if tf.config.list_physical_devices("GPU") else
-      "cpu-bf16" if utils.cpu_has_bf16() else "cpu")')
+      "cpu-bf16" if tfenv.cpu_has_bf16() else "cpu")')
 case "$kind" in
   gpu) model=(--preset base-gpu) ;;
   cpu-bf16) model=(--preset base-cpu --bf16) ;;
