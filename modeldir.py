@@ -40,11 +40,6 @@ LOCK = ".lock"                  # DirLock's file: a run is writing the directory
 PACKED_WEIGHTS = "weights.npz"  # a packed model's weights (scripts/pack_model.py)
 MANIFEST = "manifest.json"      # a packed model's (scripts/pack_model.py): how it was made
 SAVED_FILES = (CONFIG, VOCAB, CORPUS, PACKED_WEIGHTS, MANIFEST) + STATE_FILES
-# Numbers a config may hold beyond the architecture (config.check_model_config): their range
-NUMBERS = {"val_frac": (0.0, 0.5), "dropout": (0.0, 1.0), "mix_base": (0.0, 0.95),
-           "learning_rate": (0.0, 1e6)}
-
-
 def path_of(save_dir, name):
     return os.path.join(save_dir, name)
 
@@ -53,8 +48,9 @@ def path_of(save_dir, name):
 
 
 def read_config(save_dir):
-    """config.pkl, checked: a dict with every architecture key in range, of a format this
-    code reads (a directory from a newer version says so)."""
+    """config.pkl, checked: a dict with every architecture key, every setting in its
+    field's saved range (config.check_model_config), of a format this code reads (a
+    directory from a newer version says so)."""
     path = path_of(save_dir, CONFIG)
     config = check_model_config(safe_load_pickle(path, "model config"), path)
     version = config.get("format", FORMAT)       # directories from before "format": 1
@@ -65,15 +61,8 @@ def read_config(save_dir):
     if version > FORMAT:
         raise UserError(f"{path} is format {version!r}, newer than this code reads "
                         f"({FORMAT}): update the project (git pull), or retrain")
-    for k, (lo, hi) in NUMBERS.items():       # the training choices readers use
-        v = config.get(k, lo)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-            raise UserError(f"{path} is damaged or not written by train.py ({k} = {v!r}, "
-                            f"not a number from {lo:g} to {hi:g}); retrain the model or "
-                            f"restore the file")
     for k, ok in (("val_split", lambda v: v in ("tail", "blocks")),
                   ("base_vocab_size", lambda v: type(v) is int and 1 <= v <= 10 ** 6),
-                  ("max_vocab", lambda v: type(v) is int and 0 <= v <= 10 ** 6),
                   ("init_from", lambda v: v is None or isinstance(v, str))):
         if k in config and not ok(config[k]):
             raise UserError(f"{path} is damaged or not written by train.py ({k} = "

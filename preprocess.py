@@ -40,10 +40,10 @@ import os
 
 import numpy as np
 
+from config import add_flags
 from craft import DEFAULT_MAX_COPY, NgramIndex, index_path
-from presets import SEED
 from utils import (MIN_VAL_FRAC, ArgumentParser, HelpFormatter, UserError, atomic_pickle,
-                   atomic_save_npy, file_sha256, run_main, safe_load_pickle, val_fraction)
+                   atomic_save_npy, file_sha256, run_main, safe_load_pickle)
 
 VOCAB_FORMAT = 1
 VAL_BLOCK = 1000         # characters per held-out block (a few songs' worth of lines)
@@ -333,20 +333,10 @@ def main(argv=None):
         description="Build the vocabulary, the id array and the batches from "
                     "<data_dir>/lyrics.txt.",
         formatter_class=HelpFormatter)
-    p.add_argument("--data_dir", default="data", help="directory holding lyrics.txt")
-    p.add_argument("--batch_size", type=int, default=SEED["batch_size"],
-                   help="sequences per batch")
-    p.add_argument("--seq_length", type=int, default=SEED["seq_length"],
-                   help="characters per sequence")
-    p.add_argument("--val_frac", type=val_fraction, default=0.05,
-                   help="share of the text held out for validation, in blocks spread over "
-                        "the text")
-    p.add_argument("--max_vocab", type=int, default=0,
-                   help="keep only this many most frequent characters, leaving the rarer "
-                        "ones out of the text (0 = every character)")
-    p.add_argument("--init_from", default=None, metavar="DIR",
-                   help="build the vocabulary a fine-tuning run from the model in DIR uses "
-                        "(train.py --init_from DIR does this by itself)")
+    add_flags(p, names=("data_dir", "batch_size", "seq_length", "val_frac", "max_vocab",
+                        "init_from"),
+              helps={"init_from": "build the vocabulary a fine-tuning run from the model in "
+                                  "DIR uses (train.py --init_from DIR does this by itself)"})
     args = p.parse_args(argv)
     from modeldir import base_vocabulary
     base = base_vocabulary(args.init_from) if args.init_from else None

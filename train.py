@@ -13,138 +13,30 @@ import os
 import sys
 import time
 
-from config import CELL_GATES, CELL_TYPES, CONFIG_RANGES
+from config import CELL_GATES, add_flags, config_names, run_defaults
 from finetune import (check_resume, check_resume_data, load_base_weights, mix_base_text,
                       mix_rows, read_base, read_base_weights)
 from modeldir import (DirLock, clear_model, drop_if_only_lock, existing_model,
                       model_checkpoints, resume_checkpoint, tf_path, write_model_files)
-from presets import PRESETS, SEED, describe
+from presets import PRESETS
 from tfenv import cpu_has_bf16, cpu_text, import_tensorflow, session_config
 from training import Fit, NonFinite
 from trainlog import LOG_MACHINE, append_log, log_filename
-from utils import (ArgumentParser, HelpFormatter, UserError, check_dir_flag, float_in, int_in,
-                   non_negative_int, positive_float, positive_int, run_main, unit_float,
-                   val_fraction, writable_dir)
+from utils import (ArgumentParser, HelpFormatter, UserError, check_dir_flag, run_main,
+                   writable_dir)
 
 # Defaults that depend on the run: a fresh model, a fine-tuned one (--init_from; measured
 # on 元曲 held out of the base, README "A base model"), or a resumed one (its own values).
-DEFAULTS = {"learning_rate": SEED["learning_rate"], "dropout": 0.0, "mix_base": 0.0,
-            "sampled_softmax": 0}
-FINE_TUNE_DEFAULTS = {"learning_rate": 0.0005, "dropout": 0.3, "mix_base": 0.75}
-
-
-def size_flag(key):
-    """argparse type of a shape flag: the range a saved config may hold (CONFIG_RANGES)."""
-    return int_in(1, CONFIG_RANGES[key][1])
+DEFAULTS = run_defaults("fresh")
+FINE_TUNE_DEFAULTS = run_defaults("fine_tune")
 
 
 def build_parser():
+    """train.py's flags: every field of config.FIELDS."""
     p = ArgumentParser(
         description="Train the character-level lyrics model (TF1-style graph + Session).",
         formatter_class=HelpFormatter)
-    add_data_and_model_flags(p)
-    add_training_flags(p)
-    return p
-
-
-def add_data_and_model_flags(p):
-    g = p.add_argument_group("data")
-    g.add_argument("--data_dir", default="data", help="directory with lyrics.txt")
-    g.add_argument("--save_dir", default="save", help="checkpoints, config and vocabulary")
-    g.add_argument("--log_dir", default="log", help="text logs and TensorBoard events")
-    g.add_argument("--val_frac", type=val_fraction, default=0.05,
-                   help="share of the text held out for validation, in blocks of about "
-                        "1,000 characters spread over the text")
-    g.add_argument("--max_vocab", type=non_negative_int, default=0,
-                   help="keep only this many most frequent characters and leave the rarer "
-                        "ones out of the text: a faster softmax for a base model (fine-"
-                        "tuning adds every character of your text it lacks); 0 = all")
-    g = p.add_argument_group("model")
-    g.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="a named set of the flags below (flags you give win): " + "; ".join(
-                       f"{name}: {describe(name)}" for name in PRESETS))
-    g.add_argument("--rnncell", choices=CELL_TYPES, default=SEED["rnncell"],
-                   help="recurrent cell type")
-    g.add_argument("--rnn_size", type=size_flag("rnn_size"), default=SEED["rnn_size"],
-                   help="units per layer")
-    g.add_argument("--num_layers", type=size_flag("num_layers"), default=SEED["num_layers"],
-                   help="stacked layers")
-    g.add_argument("--embedding_size", type=size_flag("embedding_size"),
-                   default=SEED["embedding_size"],
-                   help="size of the character embedding")
-    g.add_argument("--attention", action="store_true",
-                   help="causal attention over the window (and a rolling buffer when "
-                        "sampling)")
-    g.add_argument("--dropout", type=unit_float, default=None,
-                   help=f"dropout rate on each layer's output while training (0 = off); "
-                        f"default {DEFAULTS['dropout']}, with --init_from "
-                        f"{FINE_TUNE_DEFAULTS['dropout']}, with --keep the model's own")
-
-
-def add_training_flags(p):
-    g = p.add_argument_group("training")
-    g.add_argument("--batch_size", type=size_flag("batch_size"), default=SEED["batch_size"],
-                   help="sequences per batch")
-    g.add_argument("--seq_length", type=size_flag("seq_length"), default=SEED["seq_length"],
-                   help="characters per sequence (steps of backpropagation through time)")
-    g.add_argument("--num_epochs", type=positive_int, default=50, help="epochs to train")
-    g.add_argument("--learning_rate", type=float_in(1e-12, 1e38), default=None,
-                   help=f"Adam rate; default {DEFAULTS['learning_rate']}, with --init_from "
-                        f"{FINE_TUNE_DEFAULTS['learning_rate']}, with --keep the model's own")
-    g.add_argument("--mix_base", type=float_in(0.0, 0.95), default=None, metavar="SHARE",
-                   help=f"fine-tuning: this share of each batch's rows reads the base's own "
-                        f"text (its corpus.npy), so the model keeps what it knew while it "
-                        f"learns yours; default {DEFAULTS['mix_base']}, with --init_from "
-                        f"{FINE_TUNE_DEFAULTS['mix_base']}, with --keep the model's own")
-    g.add_argument("--decay_rate", type=float_in(0.001, 1.0), default=1.0,
-                   help="learning rate x decay_rate after each epoch (1 = constant)")
-    g.add_argument("--reset_chars", type=non_negative_int, default=256,
-                   help="reset each sequence's RNN state to zero at random, on average "
-                        "every this many characters, so the model learns to start from "
-                        "the zero state sampling starts from (0 = carry the state through "
-                        "the epoch, as the article)")
-    g.add_argument("--anneal", action="store_true",
-                   help="lower the learning rate along a cosine to a tenth over this run's "
-                        "budget (--max_minutes, --max_steps or --num_epochs, whichever ends "
-                        "first), so a run of fixed length ends on small, precise steps; "
-                        "--max_steps counts the model's steps, so --keep with the same "
-                        "--max_steps continues the curve")
-    g.add_argument("--sampled_softmax", type=non_negative_int, default=None, metavar="S",
-                   help="train on a sampled softmax over S candidate characters a step "
-                        "(log-uniform over the frequency-ordered vocabulary) instead of "
-                        "all V: a faster step when V is thousands; validation, the "
-                        "reported loss, sampling and scoring use the full softmax, and the "
-                        "saved model is the same kind (0 = the full softmax; S >= V is "
-                        "the full softmax too); default 0, with --keep the model's own")
-    g.add_argument("--grad_clip", type=positive_float, default=5.0,
-                   help="clip gradients to this global norm")
-    g.add_argument("--patience", type=non_negative_int, default=5,
-                   help="stop when validation loss has not improved for this many epochs "
-                        "(0 = never stop early)")
-    g.add_argument("--max_steps", type=non_negative_int, default=0,
-                   help="stop after this many training steps in total (0 = no limit)")
-    g.add_argument("--max_minutes", type=positive_float, default=None,
-                   help="wall-clock budget of this run: training stops early enough for a "
-                        "last validation pass and save to end within it, and the best "
-                        "model found is kept (default: no limit)")
-    g.add_argument("--seed", type=int, default=1234, help="random seed for weights and dropout")
-    g = p.add_argument_group("saving and resuming")
-    g.add_argument("--save_every", type=positive_int, default=1000,
-                   help="save a checkpoint every this many steps (and at each epoch end)")
-    g.add_argument("--keep", action="store_true",
-                   help="resume the model in --save_dir: step, epoch and batch continue")
-    g.add_argument("--overwrite", action="store_true",
-                   help="delete a model already in --save_dir and start afresh")
-    g.add_argument("--init_from", default=None, metavar="DIR",
-                   help="fine-tune: start from the best checkpoint of the model trained in "
-                        "DIR (e.g. save/base from scripts/base.sh), with its architecture "
-                        "and vocabulary (new characters of --data_dir's text are added); "
-                        "DIR is only read")
-    g.add_argument("--cpu", action="store_true", help="use the CPU even if a GPU is visible")
-    g.add_argument("--bf16", action="store_true",
-                   help="CPU only: run matmuls in bfloat16 through oneDNN, for CPUs with "
-                        "AVX512-BF16/AMX (faster, slightly less precise; checkpoints stay "
-                        "float32)")
+    return add_flags(p)
 
 
 # ------------------------------------------------------------------------- save_dir
@@ -361,8 +253,7 @@ def write_config(args, data, origin):
     """Write the model directory's files (modeldir.write_model_files) and return the
     config: train.py's flags (not whatever else is set on args), the vocabulary's size,
     how the held-out part was chosen, the text's hash, and the base it came from."""
-    flags = set(vars(build_parser().parse_args([]))) - {"keep", "overwrite", "cpu"}
-    config = {k: getattr(args, k) for k in sorted(flags)}
+    config = {k: getattr(args, k) for k in sorted(config_names())}
     config.update(vocab_size=args.vocab_size, val_split=args.val_split,
                   text_sha256=data.source_sha256)
     if args.init_from:
