@@ -156,6 +156,30 @@ def sampled_size(cfg):
     return int(cfg.get("sampled_softmax") or 0)
 
 
+def sampled_cost(softmax_w, softmax_b, outputs, labels, num_sampled):
+    """Mean sampled-softmax loss (tf.nn.sampled_softmax_loss) of outputs [B*T, H] against
+    labels [B*T], for training only.
+
+    Each step draws num_sampled distinct candidate classes from a log-uniform
+    (Zipfian) distribution over the ids, which fits because the vocabulary is ordered
+    most frequent first (preprocess.build_vocab; a fine-tune's new characters come
+    last, and are rare in its text too).  Only the S candidates' and the B*T targets'
+    columns of softmax_w are multiplied: [B*T, H] x [H, S + 1] instead of [H, V].
+    Candidates that happen to be a row's target are removed from that row, and every
+    logit is corrected by -log Q(class), so the expected gradient approximates the full
+    softmax's.  The variables are the same as the full softmax's: a model trained
+    either way is the same model.  (A version with a hand-written gradient on the
+    [H, V] layout, sparing the transposes, measured no faster: 17.3-18.7 k against
+    18.0-19.1 k characters/s, AMD EPYC Genoa, bfloat16.)"""
+    loss = tf.nn.sampled_softmax_loss(
+        weights=tf.transpose(softmax_w),                           # [V, H]
+        biases=softmax_b, labels=tf.cast(labels[:, None], tf.int64),
+        inputs=outputs, num_sampled=num_sampled,
+        num_classes=softmax_b.shape[0], remove_accidental_hits=True)
+    # (the candidates' seed comes from the graph's, which train.py sets from --seed)
+    return tf.reduce_mean(loss)
+
+
 class Model:
     def __init__(self, args, infer=False, training=None):
         """infer: the batch-1, length-1 sampling graph.  training (default: not infer):
@@ -210,32 +234,10 @@ class Model:
         # --sampled_softmax S: training minimises a sampled softmax over S candidates;
         # self.cost stays the full softmax (validation, reports, sampling).
         self.sampled = training and 0 < sampled_size(cfg) < V
-        self.train_cost = (self._sampled_cost(labels, sampled_size(cfg))
-                           if self.sampled else self.cost)
+        self.train_cost = (sampled_cost(self.softmax_w, self.softmax_b, self.outputs, labels,
+                                        sampled_size(cfg)) if self.sampled else self.cost)
         if training:
             self._optimizer(cfg)
-
-    def _sampled_cost(self, labels, num_sampled):
-        """Mean sampled-softmax loss (tf.nn.sampled_softmax_loss), for training only.
-
-        Each step draws num_sampled distinct candidate classes from a log-uniform
-        (Zipfian) distribution over the ids, which fits because the vocabulary is ordered
-        most frequent first (preprocess.build_vocab; a fine-tune's new characters come
-        last, and are rare in its text too).  Only the S candidates' and the B*T targets'
-        columns of softmax_w are multiplied: [B*T, H] x [H, S + 1] instead of [H, V].
-        Candidates that happen to be a row's target are removed from that row, and every
-        logit is corrected by -log Q(class), so the expected gradient approximates the full
-        softmax's.  The variables are the same as the full softmax's: a model trained
-        either way is the same model.  (A version with a hand-written gradient on the
-        [H, V] layout, sparing the transposes, measured no faster: 17.3-18.7 k against
-        18.0-19.1 k characters/s, AMD EPYC Genoa, bfloat16.)"""
-        loss = tf.nn.sampled_softmax_loss(
-            weights=tf.transpose(self.softmax_w),                      # [V, H]
-            biases=self.softmax_b, labels=tf.cast(labels[:, None], tf.int64),
-            inputs=self.outputs, num_sampled=num_sampled,
-            num_classes=self.config["vocab_size"], remove_accidental_hits=True)
-        # (the candidates' seed comes from the graph's, which train.py sets from --seed)
-        return tf.reduce_mean(loss)
 
     def _bookkeeping(self, cfg):
         """Step, learning rate, epoch, batch pointer and best validation loss: saved in

@@ -160,6 +160,119 @@ def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_s
     return (total / n_measured if n_measured else float("nan")), n
 
 
+def add_scalars(writer, step, scalars):
+    """{tag: value} as TensorBoard scalars at `step` (a tf.compat.v1.summary.FileWriter)."""
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    writer.add_summary(tf1.Summary(value=[tf1.Summary.Value(tag=t, simple_value=v)
+                                          for t, v in scalars.items()]), step)
+    writer.flush()
+
+
+class Budget:
+    """How much of a run is left: its steps (--num_epochs, --max_steps) and its minutes
+    (--max_minutes), as the share --anneal follows, the progress line's "run at most"
+    and the time-out check."""
+
+    def __init__(self, args, data, first_step, start_epoch, start_pointer):
+        self.args, self.data, self.first_step = args, data, first_step
+        total = (args.num_epochs - start_epoch) * data.num_batches - start_pointer
+        self.total_steps = min(total, args.max_steps - first_step) if args.max_steps \
+            else total
+        # --max_minutes: training stops at `deadline`, leaving time for the validation
+        # pass that follows (estimated from the step time: a forward pass is about a
+        # third of a training step) and the saves.
+        self.deadline = None if args.max_minutes is None else \
+            args.start_time + args.max_minutes * 60
+        self.step_times, self.timed_out = [], False
+
+    def done(self, step):
+        """Share of this run's budget used at `step` (--anneal).  --max_steps counts the
+        model's steps, not this run's: a run resumed with --keep and the same
+        --max_steps goes on along the same curve (a base trained over several sittings
+        anneals once)."""
+        if self.args.max_steps:
+            done = step / self.args.max_steps
+        else:
+            done = (step - self.first_step) / max(self.total_steps, 1)
+        if self.deadline is not None:
+            done = max(done, (time.time() - self.args.start_time) /
+                       (self.args.max_minutes * 60))
+        return done
+
+    def left(self, step, epoch_now, steps_per_s):
+        """Seconds this run has left at most at `step` in epoch `epoch_now`: its remaining
+        steps at this rate and the validation passes of the epochs they reach, or to its
+        --max_minutes deadline, whichever is sooner."""
+        per_val = self.data.num_val_batches / max(3 * steps_per_s, 1e-9)
+        steps_left = self.total_steps - (step - self.first_step)
+        # the epochs still to end: this one, and at most one more for each epoch's worth
+        # of remaining steps (not every epoch up to --num_epochs when --max_steps ends
+        # the run sooner: a base at 300,000 steps overstated its ETA by 15 passes)
+        epochs_left = min(self.args.num_epochs - epoch_now,
+                          1 + math.ceil(steps_left / max(self.data.num_batches, 1)))
+        left = steps_left / max(steps_per_s, 1e-9) + epochs_left * per_val
+        if self.deadline is not None:
+            left = min(left, self.deadline - time.time())
+        return left
+
+    def spent(self, step):
+        """Which budget this run has used up at `step`, or None."""
+        args = self.args
+        if args.max_steps and step >= args.max_steps:
+            return f"--max_steps {args.max_steps}"
+        if self.timed_out:
+            return (f"--max_minutes {args.max_minutes:g} (after "
+                    f"{(time.time() - args.start_time) / 60:.1f} minutes)")
+        return None
+
+    def out_of_time(self):
+        if self.deadline is None:
+            return False
+        now = time.time()
+        self.step_times.append(now)
+        times = self.step_times
+        per_step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
+        self.timed_out = now + self.data.num_val_batches * per_step / 3 + 5 >= self.deadline
+        return self.timed_out
+
+
+class Guard:
+    """The divergence checks: a step's loss and gradient norm, the validation loss, and
+    before each save the weights (finite, and still predicting: a step's loss is
+    measured before its update, so an exploding update shows only here, in one forward
+    pass on the first training batch from the zero state).  Each raises NonFinite, so
+    nothing bad is saved."""
+
+    def __init__(self, sess, model, data):
+        self.sess, self.model, self.vocab_size = sess, model, data.vocab_size
+        self.too_high = divergence_limit(data.vocab_size)
+        self.probe = {model.input_data: data.x_batches[0], model.targets: data.y_batches[0]}
+
+    def diverged(self, loss, step):
+        return NonFinite(f"the loss reached {loss:.4g} at step {step}, far above "
+                         f"ln(vocabulary) = {math.log(self.vocab_size):.2f} of uniform "
+                         f"guessing: the training diverged")
+
+    def check_step(self, loss, grad_norm, step, epoch):
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            raise NonFinite(f"the loss became {loss} at step {step} (epoch {epoch + 1})")
+        if loss > self.too_high:
+            raise self.diverged(loss, step)
+
+    def check_validation(self, val_loss, epoch):
+        if not math.isfinite(val_loss) or val_loss > self.too_high:
+            raise NonFinite(f"the validation loss became {val_loss:.4g} after epoch "
+                            f"{epoch + 1}")
+
+    def check_weights(self, step):
+        if not self.sess.run(self.model.weights_finite):
+            raise NonFinite(f"the weights hold inf/NaN at step {step}")
+        probe_loss = float(self.sess.run(self.model.cost, self.probe))
+        if not probe_loss <= self.too_high:
+            raise self.diverged(probe_loss, step)
+
+
 class Fit:
     """The epoch loop: each epoch trains (train_epoch), validates, reports and saves
     (checkpoint), until --num_epochs or a stop reason (a signal, --max_steps,
@@ -170,30 +283,16 @@ class Fit:
         self.args, self.data, self.sess, self.g = args, data, sess, g
         self.model, self.log_path, self.tb = g.model, log_path, tb
         self.start_epoch, self.start_pointer, self.best_val = begun
-        self.epoch_now = self.start_epoch
-        self.bad_epochs, self.signal, self.timed_out = 0, None, False
+        self.epoch_now, self.bad_epochs, self.signal = self.start_epoch, 0, None
         self.chars_per_step = args.batch_size * args.seq_length
-        self.too_high = divergence_limit(data.vocab_size)
+        self.guard = Guard(sess, self.model, data)
         self.resets = reset_masks(args.seed, args.batch_size, args.seq_length,
                                   args.reset_chars)
         self.recent = collections.deque(maxlen=1000)   # the last 1,000 steps' losses
-        self.step = self.first_step = int(sess.run(self.model.global_step))
-        # --max_minutes: training stops at `deadline`, leaving time for the validation
-        # pass that follows (estimated from the step time: a forward pass is about a
-        # third of a training step) and the saves.
-        self.deadline = None if args.max_minutes is None else \
-            args.start_time + args.max_minutes * 60
-        self.step_times = []
+        self.step = int(sess.run(self.model.global_step))
+        self.budget = Budget(args, data, self.step, self.start_epoch, self.start_pointer)
         # this run's training seconds (validation not counted), for the log's Saved lines
         self.trained_seconds, self.epoch_t0 = 0.0, None
-        total = (args.num_epochs - self.start_epoch) * data.num_batches - self.start_pointer
-        self.total_steps = min(total, args.max_steps - self.first_step) \
-            if args.max_steps else total
-        # Before each save the weights must be finite and still predict: a step's loss is
-        # measured before its update, so an exploding update shows only here (one
-        # forward pass on the first training batch, from the zero state).
-        self.probe = {self.model.input_data: data.x_batches[0],
-                      self.model.targets: data.y_batches[0]}
 
     def run(self):
         def on_signal(signum, frame):
@@ -223,43 +322,10 @@ class Fit:
 
     def lr(self, epoch):
         lr = self.args.learning_rate * self.args.decay_rate ** epoch
-        return annealed(lr, self.budget_done()) if self.args.anneal else lr
-
-    def budget_done(self):
-        """Share of this run's budget used so far (--anneal).  --max_steps counts the
-        model's steps, not this run's: a run resumed with --keep and the same
-        --max_steps goes on along the same curve (a base trained over several sittings
-        anneals once)."""
-        if self.args.max_steps:
-            done = self.step / self.args.max_steps
-        else:
-            done = (self.step - self.first_step) / max(self.total_steps, 1)
-        if self.deadline is not None:
-            done = max(done, (time.time() - self.args.start_time) /
-                       (self.args.max_minutes * 60))
-        return done
+        return annealed(lr, self.budget.done(self.step)) if self.args.anneal else lr
 
     def run_left(self, steps_per_s):
-        """Seconds this run has left at most: its remaining steps (--num_epochs,
-        --max_steps) at this rate, or to its --max_minutes deadline, whichever is
-        sooner; the validation passes and saves still to come included."""
-        per_val = self.data.num_val_batches / max(3 * steps_per_s, 1e-9)
-        epochs_left = self.args.num_epochs - self.epoch_now
-        steps_left = self.total_steps - (self.step - self.first_step)
-        left = steps_left / max(steps_per_s, 1e-9) + epochs_left * per_val
-        if self.deadline is not None:
-            left = min(left, self.deadline - time.time())
-        return left
-
-    def out_of_time(self):
-        if self.deadline is None:
-            return False
-        now = time.time()
-        self.step_times.append(now)
-        times = self.step_times
-        per_step = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
-        self.timed_out = now + self.data.num_val_batches * per_step / 3 + 5 >= self.deadline
-        return self.timed_out
+        return self.budget.left(self.step, self.epoch_now, steps_per_s)
 
     def train_epoch(self, epoch):
         """One epoch's training steps (from the batch pointer when resuming); returns
@@ -274,7 +340,7 @@ class Fit:
 
         def on_step(i, loss, grad_norm):
             self.step += 1
-            self.check_loss(loss, grad_norm, epoch)
+            self.guard.check_step(loss, grad_norm, self.step, epoch)
             progress.update(i + 1, loss)
             self.recent.append(loss)
             if args.anneal and self.step % ANNEAL_EVERY == 0:
@@ -282,7 +348,7 @@ class Fit:
             if self.step % args.save_every == 0:
                 self.save(epoch, i + 1)
             if self.signal or (args.max_steps and self.step >= args.max_steps) \
-                    or self.out_of_time():
+                    or self.budget.out_of_time():
                 stopped_at[0] = i + 1
                 return True
             return False
@@ -298,23 +364,13 @@ class Fit:
         self.trained_seconds, self.epoch_t0 = self.trained_seconds + seconds, None
         return loss, n_run, seconds, stopped_at[0]
 
-    def check_loss(self, loss, grad_norm, epoch):
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            raise NonFinite(f"the loss became {loss} at step {self.step} (epoch {epoch + 1})")
-        if loss > self.too_high:
-            raise NonFinite(f"the loss reached {loss:.4g} at step {self.step}, far above "
-                            f"ln(vocabulary) = {math.log(self.data.vocab_size):.2f} of "
-                            f"uniform guessing: the training diverged")
-
     def validate(self, epoch):
         """The held-out loss (None without a held-out part)."""
         if not self.data.num_val_batches:
             return None
         val_loss, _ = run_epoch(self.sess, self.model, self.data.val_x_batches,
                                 self.data.val_y_batches)
-        if not math.isfinite(val_loss) or val_loss > self.too_high:
-            raise NonFinite(f"the validation loss became {val_loss:.4g} after epoch "
-                            f"{epoch + 1}")
+        self.guard.check_validation(val_loss, epoch)
         return val_loss
 
     def report(self, epoch, train_loss, val_loss, seconds, n_run):
@@ -328,24 +384,14 @@ class Fit:
             msg += f", validation loss {val_loss:.4f} (perplexity {perplexity(val_loss):.1f})"
         rate = n_run * self.chars_per_step / max(seconds, 1e-9)
         print(f"{msg}, {seconds:.1f}s, {rate / 1000:.1f}k chars/s", flush=True)
-        import tensorflow as tf
-        tf1 = tf.compat.v1
-        summary = [("loss/train", train_loss), ("learning_rate", self.lr(epoch))]
+        scalars = {"loss/train": train_loss, "learning_rate": self.lr(epoch)}
         if val_loss is not None:
-            summary.append(("loss/validation", val_loss))
-        self.tb.add_summary(tf1.Summary(value=[tf1.Summary.Value(tag=t, simple_value=v)
-                                               for t, v in summary]), self.step)
-        self.tb.flush()
+            scalars["loss/validation"] = val_loss
+        add_scalars(self.tb, self.step, scalars)
 
     def save(self, epoch, pointer):
         """A model.ckpt-<step>, after checking the weights are finite and still predict."""
-        if not self.sess.run(self.model.weights_finite):
-            raise NonFinite(f"the weights hold inf/NaN at step {self.step}")
-        probe_loss = float(self.sess.run(self.model.cost, self.probe))
-        if not probe_loss <= self.too_high:
-            raise NonFinite(f"the loss reached {probe_loss:.4g} at step {self.step}, far "
-                            f"above ln(vocabulary) = {math.log(self.data.vocab_size):.2f} "
-                            f"of uniform guessing: the training diverged")
+        self.guard.check_weights(self.step)
         self.model.set_progress(self.sess, epoch, pointer)
         path = save_checkpoint(self.g.saver, self.sess, self.args.save_dir,
                                self.model.global_step)
@@ -373,12 +419,7 @@ class Fit:
 
     def stop_reason(self):
         """Why training stops after this epoch, or None."""
-        args = self.args
-        if args.max_steps and self.step >= args.max_steps:
-            return f"--max_steps {args.max_steps}"
-        if self.timed_out:
-            return (f"--max_minutes {args.max_minutes:g} (after "
-                    f"{(time.time() - args.start_time) / 60:.1f} minutes)")
-        if args.patience and self.bad_epochs >= args.patience:
-            return f"no validation improvement for {args.patience} epochs (--patience)"
-        return None
+        patience = self.args.patience
+        return self.budget.spent(self.step) or (
+            f"no validation improvement for {patience} epochs (--patience)"
+            if patience and self.bad_epochs >= patience else None)

@@ -427,6 +427,25 @@ def test_progress_says_how_long_the_whole_run_has_left(capsys):
         sum(int(x) * 60 ** i for i, x in enumerate(reversed(eta.split(":"))))
 
 
+def test_run_left_counts_the_validation_passes_the_steps_reach():
+    """--max_steps ending a run within this epoch: the time left is its steps and at most
+    two validation passes, not one per epoch up to --num_epochs (a base at 300,000 of 20
+    epochs' steps showed a quarter of an hour too much)."""
+    from types import SimpleNamespace
+    from training import Budget
+    data = SimpleNamespace(num_batches=1000, num_val_batches=300)
+    args = SimpleNamespace(num_epochs=20, max_steps=4500, max_minutes=None, start_time=0)
+    b = Budget(args, data, first_step=4000, start_epoch=4, start_pointer=0)
+    assert b.total_steps == 500
+    per_val = 300 / (3 * 10.0)                   # a forward pass: a third of a step
+    assert 500 / 10 + per_val <= b.left(4000, 4, 10.0) <= 500 / 10 + 2 * per_val
+    assert b.done(4500) == 1.0 and b.done(2250) == 0.5      # the model's steps: one curve
+    args.max_steps = 0                           # the epochs are the budget
+    b = Budget(args, data, first_step=4000, start_epoch=4, start_pointer=0)
+    assert b.total_steps == 16000
+    assert b.left(4000, 4, 10.0) == pytest.approx(1600 + 16 * per_val)
+
+
 def test_plot_of_a_log_without_a_cost_prints_no_matplotlib_warning(tmp_path):
     """A log of epoch times only (a run stopped before its first loss was written) drew
     matplotlib's two-line 'No artists with labels found' warning."""
