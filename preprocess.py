@@ -166,21 +166,26 @@ def min_chars(per_batch, val_frac):
     return n
 
 
+def check_settings(batch_size, seq_length, val_frac, max_vocab, base_chars):
+    """TextParser's arguments as a caller other than the flags may give them."""
+    if batch_size < 1 or seq_length < 1:
+        raise UserError("--batch_size and --seq_length must be at least 1", code=2)
+    if not (val_frac == 0.0 or MIN_VAL_FRAC <= val_frac < 0.5):
+        raise UserError(f"--val_frac must be 0 or in [{MIN_VAL_FRAC:g}, 0.5)", code=2)
+    if max_vocab and base_chars is not None:
+        raise UserError("--max_vocab and --init_from: a fine-tuned model's vocabulary "
+                        "is its base's plus the new characters of its text; drop "
+                        "--max_vocab", code=2)
+    if max_vocab < 0 or max_vocab == 1:
+        raise UserError("--max_vocab must be 0 (every character) or at least 2", code=2)
+
+
 class TextParser:
     """Vocabulary, context array and training/validation batches for one data_dir."""
 
     def __init__(self, data_dir="data", batch_size=32, seq_length=16, val_frac=0.05,
                  verbose=False, base_chars=None, val_split="blocks", max_vocab=0):
-        if batch_size < 1 or seq_length < 1:
-            raise UserError("--batch_size and --seq_length must be at least 1", code=2)
-        if not (val_frac == 0.0 or MIN_VAL_FRAC <= val_frac < 0.5):
-            raise UserError(f"--val_frac must be 0 or in [{MIN_VAL_FRAC:g}, 0.5)", code=2)
-        if max_vocab and base_chars is not None:
-            raise UserError("--max_vocab and --init_from: a fine-tuned model's vocabulary "
-                            "is its base's plus the new characters of its text; drop "
-                            "--max_vocab", code=2)
-        if max_vocab < 0 or max_vocab == 1:
-            raise UserError("--max_vocab must be 0 (every character) or at least 2", code=2)
+        check_settings(batch_size, seq_length, val_frac, max_vocab, base_chars)
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.seq_length = seq_length
@@ -217,8 +222,6 @@ class TextParser:
         self.reset_batch_pointer()
         if verbose:
             self.report()
-
-    # -- vocab and context ------------------------------------------------------------
 
     def _cached_ok(self, source):
         if not (os.path.exists(self.vocab_file) and os.path.exists(self.context_file)):

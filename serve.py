@@ -218,7 +218,6 @@ def fields():
 def sample_args(req, model_dir):
     """The request as sample.py's arguments, checked by sample.py's own parser: the page
     gets the command line's message for a bad value."""
-    from engine import check_budget
     from sampler import build_parser as sample_parser
     FIELDS = fields()
     if not isinstance(req, dict):
@@ -258,9 +257,16 @@ def sample_args(req, model_dir):
                 errors[field] = str(alone)
         raise BadRequest(str(e), m.group(1) if m and m.group(1) in FIELDS else None,
                          errors=errors)
+    check_request_limits(args)
+    return args
+
+
+def check_request_limits(args):
+    """The page's own bounds on a request's parsed arguments (tighter than the command
+    line's: one request may not hold the server for long)."""
+    from engine import acrostic_chars, check_budget
     if args.lines and args.lines > MAX_LINES:
         raise BadRequest(f"argument --lines: at most {MAX_LINES} here", "lines")
-    from engine import acrostic_chars
     if len(acrostic_chars(args)) > MAX_LINES:
         raise BadRequest(f"argument --acrostic: at most {MAX_LINES} characters here (one "
                          f"line each)", "acrostic")
@@ -273,10 +279,10 @@ def sample_args(req, model_dir):
         raise BadRequest(f"argument --count: at most {MAX_DRAFTS} drafts here", "count")
     if args.count > 1 and check_budget(args, MAX_REQUEST_CHARS // args.count):
         raise BadRequest(f"{args.count} drafts: " + check_budget(
-            args, MAX_REQUEST_CHARS // args.count, f" each here ({MAX_REQUEST_CHARS:,} in all)"), "count")
+            args, MAX_REQUEST_CHARS // args.count, f" each here ({MAX_REQUEST_CHARS:,} in all)"),
+            "count")
     if len(args.start) > MAX_START:
         raise BadRequest(f"argument --start: at most {MAX_START} characters here", "start")
-    return args
 
 
 def options():
@@ -371,6 +377,39 @@ def draft(s, args, ids, kept, seed, on_text=None):
 # ------------------------------------------------------------------------------ server
 
 
+def read_body(handler):
+    """(True, the request's JSON body), or (False, None) once a 400/408/413 is sent."""
+    try:
+        length = int(handler.headers.get("Content-Length") or 0)
+    except ValueError:
+        length = -1
+    if not 0 < length <= MAX_BODY:
+        handler.send(413 if length > MAX_BODY else 400,
+                     {"error": f"send a JSON body of at most {MAX_BODY} bytes"})
+        return False, None
+    try:
+        body = handler.rfile.read(length)
+    except TimeoutError:
+        handler.fail(408, {"error": f"the request's body did not arrive within "
+                                    f"{SOCKET_TIMEOUT} s (its Content-Length is "
+                                    f"{length:,} bytes)"})
+        return False, None
+    try:
+        return True, json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):      # nested 8,000 deep
+        handler.send(400, {"error": "the body is not JSON (or nested too deep)"})
+        return False, None
+
+
+def public_message(message, dirs):
+    """An error message without the machine's paths: a model's directory (dirs: {name:
+    directory}) becomes its name, any other absolute path its last part."""
+    import re
+    for name, d in sorted(dirs.items(), key=lambda kv: -len(kv[1])):
+        message = message.replace(os.path.abspath(d), name).replace(d, name)
+    return re.sub(r"(?<![\w.:/])/(?:[^\s/:;,()'\"]+/)+([^\s/:;,()'\"]*)", r"\1", message)
+
+
 class Handler(BaseHTTPRequestHandler):
     """The page and the JSON API; make_handler binds it to the models and the limit of
     requests drawn at once."""
@@ -422,23 +461,9 @@ class Handler(BaseHTTPRequestHandler):
         self.streaming, self.streamed = False, 0
         if self.path not in ("/api/generate", "/api/stream"):
             return self.send(404, {"error": f"no such endpoint: {self.path}"})
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 < length <= MAX_BODY:
-            return self.send(413 if length > MAX_BODY else 400,
-                             {"error": f"send a JSON body of at most {MAX_BODY} bytes"})
-        try:
-            body = self.rfile.read(length)
-        except TimeoutError:
-            return self.fail(408, {"error": f"the request's body did not arrive within "
-                                            f"{SOCKET_TIMEOUT} s (its Content-Length is "
-                                            f"{length:,} bytes)"})
-        try:
-            req = json.loads(body.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError, RecursionError):   # nested 8,000 deep
-            return self.send(400, {"error": "the body is not JSON (or nested too deep)"})
+        ok, req = read_body(self)
+        if not ok:                                 # refused, and answered
+            return
         if not self.busy.acquire(timeout=10):
             return self.send(503, {"error": "busy: too many requests at once; try again"})
         self.deadline, self.checked = None, 0      # the clock starts with the drawing
@@ -481,12 +506,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise ConnectionResetError("the client closed the connection")
 
     def public(self, message):
-        """An error message without the machine's paths: a model's directory becomes its
-        name, any other absolute path its last part."""
-        import re
-        for name, d in sorted(self.models.dirs.items(), key=lambda kv: -len(kv[1])):
-            message = message.replace(os.path.abspath(d), name).replace(d, name)
-        return re.sub(r"(?<![\w.:/])/(?:[^\s/:;,()'\"]+/)+([^\s/:;,()'\"]*)", r"\1", message)
+        return public_message(message, self.models.dirs)
 
     def not_allowed(self):
         """PUT, DELETE, PATCH: a JSON 405 naming what is allowed, like every other answer

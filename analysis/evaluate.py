@@ -203,8 +203,7 @@ def held_out_text(sampler, save_dir):
 def sample_numbers(s, args):
     """Copying, diversity, rhyme and line-length numbers of args.samples samples."""
     from sampler import build_parser, start_ids, write_one
-    from craft import (distinct_n, longest_char_run, max_line_repeats, rhyme_rate,
-                       text_windows, word_share)
+    from craft import distinct_n, longest_char_run, max_line_repeats, rhyme_rate, word_share
     matcher = s.matcher
     kept, start = start_ids(args.start, s.vocab, warn=lambda m: None)
     drawing = build_parser().parse_args([])        # sample.py's defaults, then ours
@@ -242,17 +241,32 @@ def sample_numbers(s, args):
         summary["longest_copied_run_mean"] = mean("longest_copied_run")
     summary["line_length_samples"] = length_summary(gen_lengths)
     if s.corpus is not None:
-        train_text = s.decode(s.corpus[:200000])
-        summary["line_length_training"] = length_summary(line_lengths(train_text))
-        # the same number of windows of the same length, from the training text: what
-        # the samples' fluency and diversity would be if they read like it
-        windows = [s.decode(w) for w in
-                   text_windows(s.corpus, args.samples, args.n, args.seed)]
-        for key, figure in (("word_share_training", word_share),
-                            ("distinct_1_training", lambda t: distinct_n(t.replace(" ", ""), 1)),
-                            ("distinct_2_training", lambda t: distinct_n(t.replace(" ", ""), 2))):
-            vals = [v for v in map(figure, windows) if v is not None]
-            summary[key] = float(np.mean(vals)) if vals else None
+        summary.update(training_figures(s, args))
+    print_sample_numbers(summary, args)
+    return dict(count=args.samples, n=args.n, temperature=args.temperature,
+                max_copy=args.max_copy, **summary)
+
+
+def training_figures(s, args):
+    """The training text's own figures beside the samples': its line lengths, and the
+    fluency and diversity of as many windows of the same length as there are samples."""
+    from craft import distinct_n, text_windows, word_share
+    train_text = s.decode(s.corpus[:200000])
+    out = {"line_length_training": length_summary(line_lengths(train_text))}
+    # the same number of windows of the same length, from the training text: what
+    # the samples' fluency and diversity would be if they read like it
+    windows = [s.decode(w) for w in
+               text_windows(s.corpus, args.samples, args.n, args.seed)]
+    for key, figure in (("word_share_training", word_share),
+                        ("distinct_1_training", lambda t: distinct_n(t.replace(" ", ""), 1)),
+                        ("distinct_2_training", lambda t: distinct_n(t.replace(" ", ""), 2))):
+        vals = [v for v in map(figure, windows) if v is not None]
+        out[key] = float(np.mean(vals)) if vals else None
+    return out
+
+
+def print_sample_numbers(summary, args):
+    """sample_numbers' figures in words."""
     print(f"  {args.samples} samples of {args.n} characters (temperature "
           f"{args.temperature}, max_copy {args.max_copy}):")
     for key, label in (("longest_copied_run_max", "longest verbatim run (max)"),
@@ -278,8 +292,6 @@ def sample_numbers(s, args):
         if d:
             print(f"    {label:30s} mean {d['mean']:.1f}, median {d['median']:.0f}, "
                   f"p10-p90 {d['p10']:.0f}-{d['p90']:.0f}")
-    return dict(count=args.samples, n=args.n, temperature=args.temperature,
-                max_copy=args.max_copy, **summary)
 
 
 def json_safe(obj):
@@ -293,7 +305,7 @@ def json_safe(obj):
     return obj
 
 
-def main(argv=None):
+def build_parser():
     p = ArgumentParser(
         description="Cross-entropy, perplexity and copying/diversity/rhyme numbers for "
                     "one or more trained models, on the same text.",
@@ -323,6 +335,31 @@ def main(argv=None):
                         "starting at this many evenly spaced places and report the spread "
                         "(0 or 1 = off)")
     p.add_argument("--latest", action="store_true", help="use the latest checkpoint")
+    return p
+
+
+def print_scores(save_dir, s, source, result):
+    """One model's scores on the text, in words."""
+    print(f"{save_dir} ({s.ckpt}, vocabulary {len(s.chars):,}) on {source}:")
+    print(f"  {result['scored']:,} characters scored; {result['unknown_chars']:,} "
+          f"({result['unknown_share']:.1%}) outside the vocabulary, charged "
+          f"{OOV_NATS:.2f} nats each")
+    known = (f"{result['perplexity_known']:.1f}"
+             if math.isfinite(result["cross_entropy_known"]) else "n/a, none known")
+    print(f"  cross-entropy {result['cross_entropy']:.4f} nats/char, perplexity "
+          f"{result['perplexity']:.1f} (known characters only: {known}; uniform would "
+          f"be {len(s.chars):,})")
+    if result.get("offsets"):
+        print(f"  from the zero state at {len(result['offsets'])} places: "
+              f"{min(result['offsets']):.4f}-{max(result['offsets']):.4f} nats "
+              f"(spread {result['offset_spread']:.1%}; known characters, full windows)")
+    if result["word_share_text"] is not None:
+        print(f"  characters in words (fluency) of the text: "
+              f"{result['word_share_text']:.3f}")
+
+
+def main(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
     # the same bound as sample.py's on what one sample may draw (engine.check_budget)
     from engine import check_budget
@@ -346,22 +383,7 @@ def main(argv=None):
         result.update(score(s, text, args.offsets))
         from craft import word_share
         result["word_share_text"] = word_share(text)
-        print(f"{save_dir} ({s.ckpt}, vocabulary {len(s.chars):,}) on {source}:")
-        print(f"  {result['scored']:,} characters scored; {result['unknown_chars']:,} "
-              f"({result['unknown_share']:.1%}) outside the vocabulary, charged "
-              f"{OOV_NATS:.2f} nats each")
-        known = (f"{result['perplexity_known']:.1f}"
-                 if math.isfinite(result["cross_entropy_known"]) else "n/a, none known")
-        print(f"  cross-entropy {result['cross_entropy']:.4f} nats/char, perplexity "
-              f"{result['perplexity']:.1f} (known characters only: {known}; uniform would "
-              f"be {len(s.chars):,})")
-        if result.get("offsets"):
-            print(f"  from the zero state at {len(result['offsets'])} places: "
-                  f"{min(result['offsets']):.4f}-{max(result['offsets']):.4f} nats "
-                  f"(spread {result['offset_spread']:.1%}; known characters, full windows)")
-        if result["word_share_text"] is not None:
-            print(f"  characters in words (fluency) of the text: "
-                  f"{result['word_share_text']:.3f}")
+        print_scores(save_dir, s, source, result)
         if args.samples:
             result["samples"] = sample_numbers(s, args)
         results.append(result)

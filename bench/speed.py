@@ -383,6 +383,22 @@ def capped_text(text, chars, ids, max_vocab):
     return path
 
 
+def add_limits(row, cfg, V, cell):
+    """The row's FLOPs per character, the matmul limit (peak) and the ceiling (the limit
+    plus the update and logits floors), and its shares of them; returns (fpc, peak)."""
+    fpc = flops_per_char(cfg, V, cell)
+    peak = matmul_peak(cfg, V, cell)
+    row.update(flops_per_char=fpc, peak_gflops=peak, tf_gflops=row["tf_chars_per_s"] * fpc / 1e9)
+    row["tf_share_of_peak"] = row["tf_gflops"] / peak
+    floor = update_floor(cfg, V, cell)
+    row.update(update_s=floor["update_s"], logits_pass_s=floor["logits_pass_s"],
+               params=floor["params"],
+               ceiling_chars_per_s=ceiling_chars_per_s(cfg, fpc, peak, floor))
+    row["tf_share_of_ceiling"] = row["tf_chars_per_s"] / row["ceiling_chars_per_s"]
+    row["ceiling_share_of_peak"] = row["ceiling_chars_per_s"] * fpc / 1e9 / peak
+    return fpc, peak
+
+
 def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
     """One row: ours and the reference --repeats times, alternating; medians, shares of
     the measured peak, and (first round only) the quality checks."""
@@ -420,16 +436,7 @@ def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
     row.update(tf_chars_per_s=median(ours_runs), tf_runs=ours_runs, **watch.stop())
     if "sampled_softmax" in row:
         return row
-    fpc = flops_per_char(cfg, V, cell)
-    peak = matmul_peak(cfg, V, cell)
-    row.update(flops_per_char=fpc, peak_gflops=peak, tf_gflops=row["tf_chars_per_s"] * fpc / 1e9)
-    row["tf_share_of_peak"] = row["tf_gflops"] / peak
-    floor = update_floor(cfg, V, cell)
-    row.update(update_s=floor["update_s"], logits_pass_s=floor["logits_pass_s"],
-               params=floor["params"],
-               ceiling_chars_per_s=ceiling_chars_per_s(cfg, fpc, peak, floor))
-    row["tf_share_of_ceiling"] = row["tf_chars_per_s"] / row["ceiling_chars_per_s"]
-    row["ceiling_share_of_peak"] = row["ceiling_chars_per_s"] * fpc / 1e9 / peak
+    fpc, peak = add_limits(row, cfg, V, cell)
     if ref_runs:
         row.update(torch_chars_per_s=median(ref_runs), torch_runs=ref_runs)
         row["ratio_vs_torch"] = row["tf_chars_per_s"] / row["torch_chars_per_s"]
@@ -471,33 +478,11 @@ def main():
         print(f"note: no PyTorch reference ({a.torch_python or 'skipped'}); set it up "
               f"as ../shared/bench/README.md says to get the ratios")
 
-    from preprocess import TextParser
-    from utils import UserError
     tmp = tempfile.mkdtemp(prefix="lyrics-bench-")
     try:
         for n, (text, configs) in enumerate(cases):
-            # preprocessing from scratch, in a scratch data dir
-            data = os.path.join(tmp, f"data{n}")
-            os.makedirs(data)
-            shutil.copy(text, os.path.join(data, "lyrics.txt"))
-            t = time.perf_counter()
-            try:
-                TextParser(data, 32, 16, 0.05)
-                info = {"text": text, "preprocess_s": time.perf_counter() - t}
-                took = f"preprocess {info['preprocess_s']:.2f} s"
-            except UserError as e:                 # too small for the seed config
-                info = {"text": text, "preprocess_s": None}
-                took = f"not preprocessed: {e}"
-            chars, ids = load_ids(text)
-            info.update(chars=int(len(ids)), vocab_size=len(chars))
-            result["texts"].append(info)
-            print(f"text {text}: {len(ids):,} chars, V = {len(chars):,}; {took}", flush=True)
-            for conf in configs:
-                for cell in cells:
-                    row = train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16)
-                    result["training"].append(row)
-                    print(_row_text(row), flush=True)
-            del chars, ids
+            measure_text(a, result, os.path.join(tmp, f"data{n}"), text, configs, cells,
+                         torch_ok, has_bf16)
         if not a.no_sampling:
             if result["texts"][0]["preprocess_s"] is None:
                 print("start-up and sampling not measured: the first text is too small")
@@ -509,24 +494,55 @@ def main():
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["peak_rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if not a.no_sampling:
-        print(f"start-up (train.py, 1 step + save): {result['startup_s']:.2f} s; 200 chars "
-              f"after load: {result['sample_200_s'] * 1000:.1f} ms; whole sample.py --n 200: "
-              f"{result['sample_process_s']:.2f} s; serve.py start-up to its URL "
-              f"{result['serve_startup_s']:.2f} s, a request for 200 chars: "
-              f"{result['serve_request_200_s'] * 1000:.1f} ms, streamed: first character "
-              f"after {result['stream_first_char_s'] * 1000:.1f} ms")
-        for row in result["sizes"]:
-            print(f"sampling at V = {row['vocab_size']:,} (2 x 256 LSTM): 200 chars "
-                  f"{row['sample_200_s'] * 1000:.1f} ms, 8 lines of 5-9 with --rhyme auto "
-                  f"{row['lines_8_rhyme_s'] * 1000:.1f} ms (default rules, after load)")
-        w = result["worst_rules"]
-        print(f"sampling at V = {w['vocab_size']:,}, the costliest rules ({w['flags']}): "
-              f"{w['per_char_s'] * 1000:.2f} ms a character against "
-              f"{w['plain_per_char_s'] * 1000:.2f} ms plain "
-              f"({w['per_char_s'] / w['plain_per_char_s']:.1f}x)")
+        print_sampling(result)
     print(f"peak RSS {result['peak_rss_mb']:.0f} MB (children "
           f"{result['peak_rss_children_mb']:.0f} MB)")
     print(json.dumps(result, ensure_ascii=False))
+
+
+def measure_text(a, result, data, text, configs, cells, torch_ok, has_bf16):
+    """One text: preprocessed from scratch in the scratch directory `data`, then every
+    config x cell row trained on it; appends to result."""
+    from preprocess import TextParser
+    from utils import UserError
+    os.makedirs(data)
+    shutil.copy(text, os.path.join(data, "lyrics.txt"))
+    t = time.perf_counter()
+    try:
+        TextParser(data, 32, 16, 0.05)
+        info = {"text": text, "preprocess_s": time.perf_counter() - t}
+        took = f"preprocess {info['preprocess_s']:.2f} s"
+    except UserError as e:                 # too small for the seed config
+        info = {"text": text, "preprocess_s": None}
+        took = f"not preprocessed: {e}"
+    chars, ids = load_ids(text)
+    info.update(chars=int(len(ids)), vocab_size=len(chars))
+    result["texts"].append(info)
+    print(f"text {text}: {len(ids):,} chars, V = {len(chars):,}; {took}", flush=True)
+    for conf in configs:
+        for cell in cells:
+            row = train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16)
+            result["training"].append(row)
+            print(_row_text(row), flush=True)
+
+
+def print_sampling(result):
+    """The start-up and sampling figures of a run, in words."""
+    print(f"start-up (train.py, 1 step + save): {result['startup_s']:.2f} s; 200 chars "
+          f"after load: {result['sample_200_s'] * 1000:.1f} ms; whole sample.py --n 200: "
+          f"{result['sample_process_s']:.2f} s; serve.py start-up to its URL "
+          f"{result['serve_startup_s']:.2f} s, a request for 200 chars: "
+          f"{result['serve_request_200_s'] * 1000:.1f} ms, streamed: first character "
+          f"after {result['stream_first_char_s'] * 1000:.1f} ms")
+    for row in result["sizes"]:
+        print(f"sampling at V = {row['vocab_size']:,} (2 x 256 LSTM): 200 chars "
+              f"{row['sample_200_s'] * 1000:.1f} ms, 8 lines of 5-9 with --rhyme auto "
+              f"{row['lines_8_rhyme_s'] * 1000:.1f} ms (default rules, after load)")
+    w = result["worst_rules"]
+    print(f"sampling at V = {w['vocab_size']:,}, the costliest rules ({w['flags']}): "
+          f"{w['per_char_s'] * 1000:.2f} ms a character against "
+          f"{w['plain_per_char_s'] * 1000:.2f} ms plain "
+          f"({w['per_char_s'] / w['plain_per_char_s']:.1f}x)")
 
 
 def machine_text():

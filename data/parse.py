@@ -159,6 +159,24 @@ def _first_bad_byte(raw, encoding):
     return None
 
 
+def decode_named(raw, encoding):
+    """Bytes decoded as the encoding the user named, checked to read as text."""
+    try:
+        text = raw.decode(encoding)
+    except LookupError:
+        raise UserError(f"unknown encoding {encoding!r}; try utf-8, gb18030, big5 "
+                        f"or utf-16", code=2)
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise UserError(f"the file is not valid {encoding}: byte {e.start} (line {line}) "
+                        f"{raw[e.start:e.start + 4]!r}; try --encoding auto")
+    if _plausible_share(text) < 0.5:
+        raise UserError(f"decoded as {encoding} the file does not read as text (most "
+                        f"characters are neither Chinese, ASCII nor punctuation): it is "
+                        f"in another encoding; try --encoding auto")
+    return text, encoding
+
+
 def decode_bytes(raw, encoding="auto"):
     """Bytes of a lyrics file -> (text, name of the encoding used).
 
@@ -167,20 +185,7 @@ def decode_bytes(raw, encoding="auto"):
     Raises UserError, saying where, when the bytes fit none of them.
     """
     if encoding != "auto":
-        try:
-            text = raw.decode(encoding)
-        except LookupError:
-            raise UserError(f"unknown encoding {encoding!r}; try utf-8, gb18030, big5 "
-                            f"or utf-16", code=2)
-        except UnicodeDecodeError as e:
-            line = raw.count(b"\n", 0, e.start) + 1
-            raise UserError(f"the file is not valid {encoding}: byte {e.start} (line {line}) "
-                            f"{raw[e.start:e.start + 4]!r}; try --encoding auto")
-        if _plausible_share(text) < 0.5:
-            raise UserError(f"decoded as {encoding} the file does not read as text (most "
-                            f"characters are neither Chinese, ASCII nor punctuation): it is "
-                            f"in another encoding; try --encoding auto")
-        return text, encoding
+        return decode_named(raw, encoding)
     for bom, name in BOMS:
         if raw.startswith(bom):
             try:

@@ -117,7 +117,52 @@ def packed_weights(src, ckpt, config):
     return out
 
 
+def packed_config(config, dst):
+    """The config to pack: no paths of the machine that trained it."""
+    out = dict(config, save_dir=dst, data_dir=None, log_dir=None, init_from=None)
+    out.pop("init_checkpoint", None)
+    for k in MACHINE_PATHS:
+        if isinstance(out.get(k), str) and os.path.isabs(out[k]):
+            out[k] = None
+    return out
+
+
+def corpus_recipe(flags, config, corpus):
+    """The manifest's corpus entry: the fetch flags, and the sha256 of the text and ids."""
+    import numpy as np
+    if flags is None:
+        return None
+    return {"fetch_corpus": flags.split(), "then": "data/parse.py (defaults)",
+            "text_sha256": config.get("text_sha256"),
+            "ids": None if corpus is None else len(corpus),
+            "ids_sha256": None if corpus is None else hashlib.sha256(
+                np.ascontiguousarray(corpus, dtype=np.int32).tobytes()).hexdigest()}
+
+
+def make_manifest(args, config, ckpt, weights, corpus, files_dir):
+    hours, machines, train_loss, sittings = read_logs(args.log)
+    return {
+        "packed_from": os.path.basename(ckpt),
+        "commit": commit(),
+        "recipe": {k: config[k] for k in sorted(config)
+                   if k not in MACHINE_PATHS and k != "text_sha256"},
+        "corpus": corpus_recipe(args.corpus, config, corpus),
+        "cpu": machines,
+        "hours": round(hours, 3),
+        "training_seconds": round(hours * 3600, 1),
+        "sittings": sittings,
+        "steps": int(weights["global_step"]),
+        "epochs": int(weights["epoch"]),
+        "batch_in_epoch": int(weights["batch_pointer"]),
+        "training_loss": train_loss,
+        "validation_loss": float(weights["best_val_loss"]),
+        "files": {name: file_sha256(os.path.join(files_dir, name))
+                  for name in (CONFIG, VOCAB, PACKED_WEIGHTS)},
+    }
+
+
 def pack(args):
+    import numpy as np
     from modeldir import find_checkpoint, load_corpus, load_saved
     if not args.src or not args.dst:
         raise UserError("give --from DIR and --to DIR (or --check DIR)", code=2)
@@ -125,46 +170,17 @@ def pack(args):
         raise UserError(f"--to {args.dst} exists; pack into a new directory", code=2)
     config, chars, vocab = load_saved(args.src)
     ckpt = find_checkpoint(args.src)
-    import numpy as np
     weights = packed_weights(args.src, ckpt, config)
-    hours, machines, train_loss, sittings = read_logs(args.log)
+    read_logs(args.log)                 # a bad --log is refused before anything is written
     corpus = load_corpus(args.src, len(chars))
-    packed_config = dict(config, save_dir=args.dst, data_dir=None, log_dir=None,
-                         init_from=None)
-    packed_config.pop("init_checkpoint", None)
-    for k in MACHINE_PATHS:
-        if isinstance(packed_config.get(k), str) and os.path.isabs(packed_config[k]):
-            packed_config[k] = None
     parent = os.path.dirname(os.path.abspath(args.dst))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".pack-", dir=parent)
     try:
-        atomic_pickle(os.path.join(tmp, CONFIG), packed_config)
+        atomic_pickle(os.path.join(tmp, CONFIG), packed_config(config, args.dst))
         atomic_pickle(os.path.join(tmp, VOCAB), (list(chars), dict(vocab)))
         np.savez(os.path.join(tmp, PACKED_WEIGHTS), **weights)
-        manifest = {
-            "packed_from": os.path.basename(ckpt),
-            "commit": commit(),
-            "recipe": {k: config[k] for k in sorted(config)
-                       if k not in MACHINE_PATHS and k != "text_sha256"},
-            "corpus": None if args.corpus is None else {
-                "fetch_corpus": args.corpus.split(), "then": "data/parse.py (defaults)",
-                "text_sha256": config.get("text_sha256"),
-                "ids": None if corpus is None else len(corpus),
-                "ids_sha256": None if corpus is None else hashlib.sha256(
-                    np.ascontiguousarray(corpus, dtype=np.int32).tobytes()).hexdigest()},
-            "cpu": machines,
-            "hours": round(hours, 3),
-            "training_seconds": round(hours * 3600, 1),
-            "sittings": sittings,
-            "steps": int(weights["global_step"]),
-            "epochs": int(weights["epoch"]),
-            "batch_in_epoch": int(weights["batch_pointer"]),
-            "training_loss": train_loss,
-            "validation_loss": float(weights["best_val_loss"]),
-            "files": {name: file_sha256(os.path.join(tmp, name))
-                      for name in (CONFIG, VOCAB, PACKED_WEIGHTS)},
-        }
+        manifest = make_manifest(args, config, ckpt, weights, corpus, tmp)
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, ensure_ascii=False, indent=1)
             f.write("\n")
