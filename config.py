@@ -7,13 +7,26 @@ there are (with each one's gate count).
 
 No TensorFlow here: --help and the checks before training read it.
 """
+import argparse
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from cells import Cell
 from presets import PRESETS, SEED, describe
-from utils import (UserError, float_in, int_in, non_negative_int, positive_float, positive_int,
-                   unit_float, val_fraction)
+from utils import (UserError, float_in, int_in, non_negative_int, number, positive_float,
+                   positive_int, unit_float)
+
+
+MIN_VAL_FRAC = 1e-4     # below this no text has a validation batch (and sizes overflow)
+
+
+def val_fraction(s):
+    """--val_frac: 0 (no validation) or in [MIN_VAL_FRAC, 0.5)."""
+    v = number(s)
+    if not (v == 0.0 or MIN_VAL_FRAC <= v < 0.5):
+        raise argparse.ArgumentTypeError(
+            f"must be 0 (no validation) or in [{MIN_VAL_FRAC:g}, 0.5), not {s}")
+    return v
 
 
 # Model fields a checkpoint depends on: resuming or sampling must use the same values.

@@ -40,10 +40,10 @@ import os
 
 import numpy as np
 
-from config import add_flags
+from config import MIN_VAL_FRAC, add_flags
 from craft import DEFAULT_MAX_COPY, NgramIndex, index_path
-from utils import (MIN_VAL_FRAC, ArgumentParser, HelpFormatter, UserError, atomic_pickle,
-                   atomic_save_npy, file_sha256, run_main, safe_load_pickle)
+from utils import (ArgumentParser, HelpFormatter, UserError, atomic_pickle, atomic_save_npy,
+                   file_sha256, run_main, safe_load_pickle)
 
 VOCAB_FORMAT = 1
 VAL_BLOCK = 1000         # characters per held-out block (a few songs' worth of lines)

@@ -4,6 +4,7 @@ request to the page is checked by the command line's own rules), the Sampler (a 
 restored into the batch-1 graph), start ids, the no-copy index, write_one (one sample
 through the engine), the warnings and the command that reproduces a sample.
 """
+import argparse
 import os
 import sys
 import zipfile
@@ -15,7 +16,7 @@ from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, acrost
 from modeldir import (find_checkpoints, first_intact_checkpoint, load_saved, restore_weights,
                       saved_corpus)
 from tfenv import import_tensorflow, session_config
-from utils import ArgumentParser, HelpFormatter, UserError, float_in, int_in, seed_int
+from utils import ArgumentParser, HelpFormatter, UserError, float_in, int_in
 
 
 # Bounds of the flags, where time or memory would give out (the rules' own bounds are
@@ -340,3 +341,12 @@ def command_of(args, seed):
             parts += [f"--{flag}", value]
     parts += ["--seed", str(seed)]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def seed_int(s):
+    """argparse type of a random seed: a whole number 0 .. 2**62."""
+    v = int(s) if s.isdigit() else None
+    if v is None or v > 2 ** 62:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to "
+                                         f"{2 ** 62:,}, not {s!r}")
+    return v

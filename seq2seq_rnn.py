@@ -36,7 +36,7 @@ import copy
 import tensorflow as tf
 
 from cells import Cell, build_weight
-from config import CELL_TYPES
+from config import CELL_TYPES, field
 
 tf1 = tf.compat.v1
 nest = tf.nest
@@ -219,7 +219,7 @@ class Model:
         attn_state = ((tf.zeros([B, attn_length, H]), tf.zeros([B, attn_length]))
                       if attention and infer else ())
         self.initial_state = (rnn_state, attn_state)
-        use_dropout = not infer and cfg.get("dropout", 0.0) > 0
+        use_dropout = not infer and cfg.get("dropout", field("dropout").fresh) > 0
         self.outputs, self.final_state = self.forward(
             self.input_data, self.initial_state, self.keep_prob if use_dropout else None)
         self.logits = tf.matmul(self.outputs, self.softmax_w) + self.softmax_b  # [B*T, V]
@@ -246,7 +246,7 @@ class Model:
         self.global_step = tf1.train.get_or_create_global_step()
         self.lr = tf1.get_variable("learning_rate", [], trainable=False,
                                    initializer=tf1.constant_initializer(
-                                       cfg.get("learning_rate", 0.001)))
+                                       cfg.get("learning_rate", field("learning_rate").fresh)))
         self.epoch = tf1.get_variable("epoch", [], tf.int64, trainable=False,
                                       initializer=tf1.zeros_initializer())
         self.batch_pointer = tf1.get_variable("batch_pointer", [], tf.int64, trainable=False,
@@ -273,7 +273,7 @@ class Model:
         # the summed gradient (as sliced, repeated characters' rows were counted apart).
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
                  for g in grads]
-        grads, self.grad_norm = tf.clip_by_global_norm(grads, cfg.get("grad_clip", 5.0))
+        grads, self.grad_norm = tf.clip_by_global_norm(grads, cfg.get("grad_clip", field("grad_clip").default))
         # Checked before each save, so no checkpoint ever holds inf/NaN weights.
         self.weights_finite = tf.reduce_all(
             [tf.reduce_all(tf.math.is_finite(v)) for v in tvars])

@@ -13,6 +13,7 @@ import pickle
 import sys
 import tempfile
 
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -113,15 +114,6 @@ def writable_dir(path, flag):
                         f"directory you can write to", code=2)
 
 
-def seed_int(s):
-    """argparse type of a random seed: a whole number 0 .. 2**62."""
-    v = int(s) if s.isdigit() else None
-    if v is None or v > 2 ** 62:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to "
-                                         f"{2 ** 62:,}, not {s!r}")
-    return v
-
-
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with a usage error as one line ('prog: error: what (see prog --help)',
     exit code 2) instead of the usage block of 9-15 lines before it."""
@@ -183,7 +175,7 @@ def int_in(lo, hi):
 def float_in(lo, hi):
     """argparse type: a number from lo to hi."""
     def parse(s):
-        v = _float(s)
+        v = number(s)
         if not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"must be a number from {lo:g} to {hi:g}, not {s}")
         return v
@@ -191,7 +183,8 @@ def float_in(lo, hi):
     return parse
 
 
-def _float(s):
+def number(s):
+    """A flag value as a float, or argparse's message that it is none."""
     try:
         return float(s)
     except ValueError:
@@ -199,26 +192,14 @@ def _float(s):
 
 
 def positive_float(s):
-    v = _float(s)
+    v = number(s)
     if not (v > 0 and math.isfinite(v)):
         raise argparse.ArgumentTypeError(f"must be a number > 0, not {s}")
     return v
 
 
-MIN_VAL_FRAC = 1e-4     # below this no text has a validation batch (and sizes overflow)
-
-
-def val_fraction(s):
-    """--val_frac: 0 (no validation) or in [MIN_VAL_FRAC, 0.5)."""
-    v = _float(s)
-    if not (v == 0.0 or MIN_VAL_FRAC <= v < 0.5):
-        raise argparse.ArgumentTypeError(
-            f"must be 0 (no validation) or in [{MIN_VAL_FRAC:g}, 0.5), not {s}")
-    return v
-
-
 def unit_float(s):
-    v = _float(s)
+    v = number(s)
     if not 0.0 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), not {s}")
     return v

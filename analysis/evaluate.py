@@ -37,12 +37,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from craft import DEFAULT_MAX_COPY  # noqa: E402
-from engine import RULES  # noqa: E402
-from engine import MAX_N  # noqa: E402
-from sampler import MAX_COUNT, TEMPERATURES  # noqa: E402
+from engine import MAX_N, RULES  # noqa: E402
 from modeldir import restore_weights  # noqa: E402
-from utils import (ArgumentParser, HelpFormatter, UserError, float_in, int_in,  # noqa: E402
-                   non_negative_int, perplexity, run_main, seed_int)
+from sampler import MAX_COUNT, TEMPERATURES, seed_int  # noqa: E402
+from utils import (ArgumentParser, HelpFormatter, UserError, float_in, int_in,  # noqa: E402                    non_negative_int, float_in, int_in,
+                   non_negative_int, perplexity, run_main)
 
 # The cost of a character outside a model's vocabulary: ln of the number of characters
 # data/parse.py keeps (U+4E00-U+9FA5), i.e. a uniform guess among them.
