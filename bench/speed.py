@@ -55,7 +55,9 @@ sys.path.insert(0, ROOT)
 
 from presets import PRESETS  # noqa: E402
 from utils import ArgumentParser  # noqa: E402
-from config import CELL_GATES, CELL_TYPES  # noqa: E402
+from bench.limits import add_limits, matmul_peak  # noqa: E402
+from bench.sampling import sampling_figures, timed  # noqa: E402
+from config import CELL_TYPES  # noqa: E402
 
 # The presets of train.py --preset (presets.py), as the bench trains them (the cell type
 # is the bench's own --rnncell); "base" is what scripts/base.sh trains on a CPU.
@@ -205,135 +207,6 @@ def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted", 
                 val_loss=float(val_loss) if val_loss is not None else None)
 
 
-GATES = CELL_GATES               # the kernel's width in units of H, per cell type
-
-
-def flops_per_char(cfg, vocab_size, cell):
-    """Training FLOPs per character, counted from the shapes: every layer's input
-    projection [in, G*H] and recurrent product [H, G*H], and the softmax [H, V]; each
-    multiply-add is 2 FLOPs, and the backward pass costs two forward passes (gradients
-    for inputs and for weights).  Element-wise work (gates, exp) is left out: it is a few
-    percent at these sizes."""
-    G, H, E = GATES[cell], cfg["rnn_size"], cfg["embedding_size"]
-    macs = 0
-    for layer in range(cfg["num_layers"]):
-        n_in = E if layer == 0 else H
-        macs += n_in * G * H + H * G * H
-    macs += H * vocab_size
-    return 3 * 2 * macs
-
-
-def time_chained(setup, step, repeats=10, chain=10):
-    """Seconds one op takes in TensorFlow here: `setup()` makes its inputs in a new graph,
-    `step(inputs)` builds the op (a tensor or a stateful op); `chain` of them one after
-    the other in one Session.run, median of `repeats` runs divided by `chain`, so the
-    per-run overhead is not charged to the op, the executor's per-op cost is (as in a
-    training step)."""
-    import numpy as np
-    from tfenv import import_tensorflow
-    tf = import_tensorflow()
-    tf1 = tf.compat.v1
-    g = tf.Graph()
-    with g.as_default():
-        inputs = setup()
-        ops = []
-        for _ in range(chain):
-            with tf.control_dependencies(ops[-1:]):
-                ops.append(step(inputs))
-        # A stateless op wanted only as a control input is pruned by Grappler: tensors
-        # are fetched (reduce them to a number in `step`); stateful ops are grouped.
-        done = tf.add_n(ops) if isinstance(ops[0], tf.Tensor) else tf.group(ops)
-        init = tf1.global_variables_initializer()
-    with tf1.Session(graph=g) as sess:
-        sess.run(init)
-        run = sess.make_callable(done)
-        for _ in range(3):
-            run()
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            run()
-            ts.append(time.perf_counter() - t)
-    return float(np.median(ts)) / chain
-
-
-def matmul_peak(cfg, vocab_size, cell, dtype="float32", repeats=10, chain=10):
-    """This machine's matmul throughput (GFLOP/s) in TensorFlow on the model's own shapes:
-    the input projections [B*T, in] x [in, G*H], the recurrent [B, H] x [H, G*H] and the
-    softmax [B*T, H] x [H, V], weighted as one training step uses them, each timed by
-    time_chained().  The limit our training could reach if nothing but these products
-    took time."""
-    from tfenv import import_tensorflow
-    tf = import_tensorflow()
-    G, H, E = GATES[cell], cfg["rnn_size"], cfg["embedding_size"]
-    N, B, T = cfg["batch_size"] * cfg["seq_length"], cfg["batch_size"], cfg["seq_length"]
-    shapes = []                                   # (m, k, n, how many per step)
-    for layer in range(cfg["num_layers"]):
-        shapes.append((N, E if layer == 0 else H, G * H, 1))
-        shapes.append((B, H, G * H, T))
-    shapes.append((N, H, vocab_size, 1))
-    total_flops = total_s = 0.0
-    for m, k, n, times in shapes:
-        def setup():
-            a = tf.Variable(tf.random.normal([m, k]))
-            b = tf.Variable(tf.random.normal([k, n]))
-            if dtype == "bfloat16":
-                a, b = tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)
-            return a, b
-
-        def step(ab):
-            return tf.reduce_sum(tf.matmul(*ab)[:1, :1])       # the whole product; a number out
-        total_flops += 2.0 * m * k * n * times
-        total_s += time_chained(setup, step, repeats, chain) * times
-    return total_flops / total_s / 1e9
-
-
-def update_floor(cfg, vocab_size, cell, repeats=10, chain=5):
-    """Seconds per training step that no build of this model can avoid besides its matmuls,
-    measured in TensorFlow on this machine (time_chained()): the optimizer's update exactly
-    as our Model builds it (clip by the global norm, then TF1 Adam's fused kernel over
-    every trainable variable, shapes taken from the Model itself; memory-bound: it reads
-    and writes each weight and its two moments), and one element-wise pass over the
-    logits [B*T, V] (an exp: any softmax must read them and write their gradient at least
-    once; ours makes several passes).  Returns {"update_s", "logits_pass_s", "params"}."""
-    import numpy as np
-    from tfenv import import_tensorflow
-    from seq2seq_rnn import Model
-    tf = import_tensorflow()
-    tf1 = tf.compat.v1
-    with tf.Graph().as_default():                 # the model's own variable shapes
-        Model(dict(cfg, vocab_size=vocab_size, rnncell=cell, attention=False),
-              training=False)
-        shapes = [v.shape.as_list() for v in tf1.trainable_variables()]
-    N = cfg["batch_size"] * cfg["seq_length"]
-
-    def adam_setup():
-        weights = [tf.Variable(tf.random.normal(s, stddev=0.01)) for s in shapes]
-        grads = [tf.Variable(tf.random.normal(s, stddev=0.01)) for s in shapes]
-        return weights, grads, tf1.train.AdamOptimizer(0.001)
-
-    def adam_step(inputs):
-        weights, grads, optimizer = inputs
-        clipped, _ = tf.clip_by_global_norm([tf.identity(g) for g in grads], 5.0)
-        return optimizer.apply_gradients(zip(clipped, weights))
-
-    def exp_step(x):
-        return tf.reduce_sum(tf.exp(x)[:1, :1])         # the whole exp; a number out
-    return {"update_s": time_chained(adam_setup, adam_step, repeats, chain),
-            "logits_pass_s": time_chained(
-                lambda: tf.Variable(tf.random.normal([N, vocab_size])), exp_step,
-                repeats, chain),
-            "params": int(sum(int(np.prod(s)) for s in shapes))}
-
-
-def ceiling_chars_per_s(cfg, fpc, peak_gflops, floor):
-    """The most any build of this training step could reach here: every FLOP at the
-    measured matmul limit, plus the update and the one logits pass of update_floor()."""
-    chars = cfg["batch_size"] * cfg["seq_length"]
-    step = chars * fpc / (peak_gflops * 1e9) + floor["update_s"] + floor["logits_pass_s"]
-    return chars / step
-
-
 def measure_torch(torch_python, text, cell, cfg, steps, warmup, seed):
     cmd = [torch_python, TORCH_REF, "--text", text, "--rnncell", cell, "--steps", str(steps),
            "--warmup", str(warmup), "--seed", str(seed)]
@@ -344,16 +217,6 @@ def measure_torch(torch_python, text, cell, cfg, steps, warmup, seed):
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def timed(cmd, cwd=ROOT):
-    t = time.perf_counter()
-    from tfenv import child_environment
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                          env=child_environment())
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(cmd[1:3])} failed: {proc.stderr.strip()[-300:]}")
-    return time.perf_counter() - t
 
 
 def suite_text(name, fetch_flags):
@@ -381,22 +244,6 @@ def capped_text(text, chars, ids, max_vocab):
         kept, kept_ids = build_vocab("".join(chars[i] for i in ids), max_vocab=max_vocab)
         atomic_write_text(path, "".join(kept[i] for i in kept_ids).strip())
     return path
-
-
-def add_limits(row, cfg, V, cell):
-    """The row's FLOPs per character, the matmul limit (peak) and the ceiling (the limit
-    plus the update and logits floors), and its shares of them; returns (fpc, peak)."""
-    fpc = flops_per_char(cfg, V, cell)
-    peak = matmul_peak(cfg, V, cell)
-    row.update(flops_per_char=fpc, peak_gflops=peak, tf_gflops=row["tf_chars_per_s"] * fpc / 1e9)
-    row["tf_share_of_peak"] = row["tf_gflops"] / peak
-    floor = update_floor(cfg, V, cell)
-    row.update(update_s=floor["update_s"], logits_pass_s=floor["logits_pass_s"],
-               params=floor["params"],
-               ceiling_chars_per_s=ceiling_chars_per_s(cfg, fpc, peak, floor))
-    row["tf_share_of_ceiling"] = row["tf_chars_per_s"] / row["ceiling_chars_per_s"]
-    row["ceiling_share_of_peak"] = row["ceiling_chars_per_s"] * fpc / 1e9 / peak
-    return fpc, peak
 
 
 def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
@@ -558,150 +405,6 @@ def machine_text():
         return {"1": "on", "0": "off", None: "TensorFlow's default"}.get(value, value)
     return (f"{os.cpu_count()} cores, {model}; oneDNN rewrites: training {onednn('train')}, "
             f"sampling {onednn('sample')}")
-
-
-def sampling_figures(data, sizes=(6000, 11000), repeats=20):
-    """Start-up and sampling: a seed-config model trained for one step on `data`, and a
-    2 x 256 LSTM trained one step on a made-up text of each vocabulary size."""
-    import numpy as np
-    out = {}
-    save = os.path.join(data, "save")
-    out["startup_s"] = timed([sys.executable, "train.py", "--data_dir", data,
-                              "--save_dir", save, "--log_dir", os.path.join(data, "log"),
-                              "--max_steps", "1", "--num_epochs", "1", "--val_frac", "0"])
-    out["sample_200_s"] = draw_time(save, [], repeats)
-    procs = [timed([sys.executable, "sample.py", "--save_dir", save, "--start", "从前",
-                    "--n", "200", "--out", ""]) for _ in range(3)]
-    out["sample_process_s"] = float(np.median(procs))
-    out["serve_startup_s"], out["serve_request_200_s"], out["stream_first_char_s"] = \
-        serve_times(save, repeats)
-    out["sizes"] = []
-    for V in sizes:
-        vsave = sized_model(os.path.join(data, f"v{V}"), V)
-        out["sizes"].append({
-            "vocab_size": V, "sample_200_s": draw_time(vsave, [], repeats),
-            # a model trained one step rarely ends a line: --line_len gives it lyric
-            # lines, or the 8 lines would be 8 x 40 characters
-            "lines_8_rhyme_s": draw_time(vsave, ["--lines", "8", "--line_len", "5-9",
-                                                 "--rhyme", "auto"], repeats)})
-    # the costliest rule combination known: two-character lines whose forced line end
-    # the loop guard refuses (one acrostic character 60 times), 180 characters, per
-    # character next to the plain 200
-    V = sizes[0]
-    worst = draw_time(os.path.join(data, f"v{V}", "save"),
-                      ["--acrostic", chr(0x4E00) * 60, "--line_len", "2-2", "--rhyme",
-                       "auto"], max(3, repeats // 4))
-    out["worst_rules"] = {"vocab_size": V, "flags": "--acrostic 一x60 --line_len 2-2 "
-                          "--rhyme auto", "per_char_s": worst / 180,
-                          "plain_per_char_s": out["sizes"][0]["sample_200_s"] / 200}
-    return out
-
-
-def sized_model(d, V, seed=0):
-    """A 2 x 256 LSTM (emb 128: the base recipe's shape) trained one step on a made-up
-    text of V distinct CJK characters in lines of 4-9: what sampling costs at V."""
-    import numpy as np
-    rng = np.random.default_rng(seed)
-    chars = [chr(0x4E00 + i) for i in range(V)]
-    ids = np.concatenate([rng.permutation(V), rng.integers(0, V, max(2 * V, 20000))])
-    lines, at = [], 0
-    while at < len(ids):
-        k = int(rng.integers(4, 10))
-        lines.append("".join(chars[i] for i in ids[at:at + k]))
-        at += k
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "lyrics.txt"), "w", encoding="utf-8") as f:
-        f.write(" ".join(lines))
-    save = os.path.join(d, "save")
-    timed([sys.executable, "train.py", "--data_dir", d, "--save_dir", save, "--log_dir",
-           os.path.join(d, "log"), "--max_steps", "1", "--num_epochs", "1", "--rnn_size",
-           "256", "--num_layers", "2", "--embedding_size", "128"])
-    return save
-
-
-def draw_time(save, flags, repeats=20):
-    """Median seconds of one sample.py sample of 200 characters (or as flags say) after
-    the model is loaded, the default rules on: write_one(), as sample.py and serve.py
-    draw.  Timed in a child process, so TensorFlow runs as it does in sample.py (the
-    sampling role's settings, tfenv.ONEDNN_BY_ROLE), not as in this training bench."""
-    from tfenv import child_environment
-    code = ("import json, sys\nsys.path.insert(0, sys.argv[1])\n"
-            "from bench.speed import draw_time_here\n"
-            "print(json.dumps(draw_time_here(sys.argv[2], json.loads(sys.argv[3]), "
-            "int(sys.argv[4]))))")
-    proc = subprocess.run([sys.executable, "-c", code, ROOT, save, json.dumps(flags),
-                           str(repeats)], cwd=ROOT, capture_output=True, text=True,
-                          env=child_environment())
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: timing sample.py failed: {proc.stderr.strip()[-300:]}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-
-def draw_time_here(save, flags, repeats=20):
-    """draw_time() in this process."""
-    import numpy as np
-    from craft import DEFAULT_MAX_COPY
-    from sampler import Sampler, build_parser, start_ids, write_one
-    args = build_parser().parse_args(["--start", "从前"] + flags)
-    s = Sampler(save, max_copy=DEFAULT_MAX_COPY, warn=lambda m: None)
-    kept, ids = start_ids(args.start, s.vocab, warn=lambda m: None)
-    write_one(s, args, ids, kept, 0)                        # the first run warms up
-    times = []
-    for k in range(repeats):
-        t = time.perf_counter()
-        write_one(s, args, ids, kept, k)
-        times.append(time.perf_counter() - t)
-    s.close()
-    return float(np.median(times))
-
-
-def serve_times(save, repeats=20):
-    """serve.py's start-up (the process started to its URL printed, the first model
-    loaded), then median wall times over HTTP on loopback, warmed up: one request for 200
-    characters (plain weighted, the default rules), and the first drawn character of the
-    same request streamed (/api/stream: its first line is the start text, the second the
-    first character drawn)."""
-    import re
-    import urllib.request
-    import numpy as np
-    t0 = time.perf_counter()
-    from tfenv import child_environment
-    proc = subprocess.Popen([sys.executable, "serve.py", "--save_dir", save, "--port", "0"],
-                            cwd=ROOT, env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        url = None
-        for line in proc.stdout:
-            m = re.search(r"open (http://[^ ]+/)", line)
-            if m:
-                url = m.group(1) + "api/"
-                startup = time.perf_counter() - t0
-                break
-        if url is None:
-            raise SystemExit(f"bench: serve.py did not start: {proc.stderr.read()[-300:]}")
-        name = os.path.basename(os.path.abspath(save))
-
-        def once(seed, path="generate"):
-            body = json.dumps({"model": name, "start": "从前", "n": 200, "seed": seed})
-            req = urllib.request.Request(url + path, data=body.encode(),
-                                         headers={"Content-Type": "application/json"})
-            t = time.perf_counter()
-            with urllib.request.urlopen(req, timeout=60) as r:
-                if path == "stream":
-                    r.readline()                     # the start text
-                    r.readline()                     # the first character drawn
-                    first = time.perf_counter() - t
-                    r.read()
-                    return first
-                r.read()
-            return time.perf_counter() - t
-        once(0)                                      # the first request warms up
-        whole = float(np.median([once(k + 1) for k in range(repeats)]))
-        first = float(np.median([once(k + 1, "stream") for k in range(repeats)]))
-        return startup, whole, first
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _row_text(r):

@@ -1,12 +1,12 @@
-"""bench/speed.py's arithmetic: FLOPs per character from the shapes, the matmul limit,
+"""bench/speed.py (and bench/limits.py's) arithmetic: FLOPs per character from the shapes, the matmul limit,
 the ceiling no build can pass."""
 import math
 import os
 
 import pytest
 
-from bench.speed import (CONFIGS, _row_text, ceiling_chars_per_s, flops_per_char,
-                         matmul_peak, update_floor)
+from bench.limits import ceiling_chars_per_s, flops_per_char, matmul_peak, update_floor
+from bench.speed import CONFIGS, _row_text
 
 
 def test_flops_per_character_by_hand():
@@ -199,7 +199,7 @@ def test_sampling_figures_time_the_engine_at_each_vocabulary_size(tmp_path):
     """The sampling rows: a model of each asked size is made and timed through the same
     write_one() sample.py uses, and a streamed request's first character comes before
     the whole request's answer would."""
-    from bench.speed import sampling_figures
+    from bench.sampling import sampling_figures
     from conftest import made_up_text
     data = tmp_path / "data"
     data.mkdir()
