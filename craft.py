@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-from utils import UserError, atomic_write_bytes
+from fileio import atomic_write_bytes
+from utils import UserError
 
 # ------------------------------------------------------------------------------ rhyme
 #

@@ -26,8 +26,9 @@ import tempfile
 import numpy as np
 
 from config import check_model_config
-from utils import (AT_FAST_EXIT, UserError, atomic_pickle, atomic_save_npy,
-                   atomic_write_bytes, file_sha256, safe_load_pickle, short_error)
+from fileio import (atomic_pickle, atomic_save_npy, atomic_write_bytes, file_sha256,
+                    safe_load_pickle)
+from utils import AT_FAST_EXIT, UserError, short_error
 
 FORMAT = 1                  # config["format"]: bumped when a reader must tell versions apart
 CONFIG = "config.pkl"

@@ -42,8 +42,8 @@ import numpy as np
 
 from config import MIN_VAL_FRAC, add_flags
 from craft import DEFAULT_MAX_COPY, NgramIndex, index_path
-from utils import (ArgumentParser, HelpFormatter, UserError, atomic_pickle, atomic_save_npy,
-                   file_sha256, run_main, safe_load_pickle)
+from fileio import atomic_pickle, atomic_save_npy, file_sha256, safe_load_pickle
+from utils import ArgumentParser, HelpFormatter, UserError, run_main
 
 VOCAB_FORMAT = 1
 VAL_BLOCK = 1000         # characters per held-out block (a few songs' worth of lines)

@@ -1,15 +1,13 @@
 """Generic helpers: one-line errors (UserError, run_main), argparse value types and the
-help formatter, atomic writes, the safe pickle loader.  What is about a model lives with
+help formatter, directory flags (fileio.py: atomic writes and the safe pickle loader).  What is about a model lives with
 it: config.py (its configuration), modeldir.py (its directory and checkpoints), tfenv.py
 (TensorFlow's environment), trainlog.py (the training log).
 
 Nothing here imports TensorFlow at module level, so `--help` of every script stays instant.
 """
 import argparse
-import io
 import math
 import os
-import pickle
 import sys
 import tempfile
 
@@ -88,16 +86,6 @@ def check_dir_flag(path, flag):
     if not os.path.isdir(p):
         raise UserError(f"{flag} {path}: {p} is a file, not a directory; name a directory",
                         code=2)
-
-
-def file_sha256(path):
-    """sha256 of a file's bytes, read a megabyte at a time."""
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def writable_dir(path, flag):
@@ -203,103 +191,6 @@ def unit_float(s):
     if not 0.0 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), not {s}")
     return v
-
-
-# ----------------------------------------------------------------------- atomic writes
-
-
-def atomic_write_bytes(path, data):
-    """Write `data` to `path` so that a crash leaves either the old file or the new one.
-
-    The bytes go to a temporary file in the same directory, are flushed to disk, and the
-    temporary file is renamed over `path` (rename is atomic on POSIX and on Windows).
-    """
-    import errno
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except FileExistsError:          # a part of the path is a file
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), directory)
-    if os.path.isdir(path):          # said of the user's path, not of the temporary file
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file 0600: give it the mode the old file had, else the one a
-        # plain open() would (0666 less the umask)
-        try:
-            mode = os.stat(path).st_mode & 0o7777
-        except OSError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_text(path, text, encoding="utf-8"):
-    atomic_write_bytes(path, text.encode(encoding))
-
-
-def atomic_save_npy(path, array):
-    import numpy as np
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def atomic_pickle(path, obj):
-    atomic_write_bytes(path, pickle.dumps(obj, protocol=4))
-
-
-# ------------------------------------------------------------------- safe pickle loads
-
-
-class _PlainDataUnpickler(pickle.Unpickler):
-    """An unpickler that builds only plain data.
-
-    str, bytes, int, float, bool, None, list, tuple, dict and set are built by pickle
-    opcodes of their own and never reach `find_class`.  Everything else (classes,
-    functions, `os.system`, `numpy` objects, ...) must be looked up through `find_class`,
-    which refuses: loading such a file therefore cannot run code.
-    """
-
-    def find_class(self, module, name):
-        raise _Refused(f"it references {module}.{name}")
-
-
-class _Refused(pickle.UnpicklingError):
-    """A pickle that would build more than plain data (not a damaged one)."""
-
-
-def safe_load_pickle(path, what="file"):
-    """Load a pickle that may contain only plain data; refuse anything else clearly."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}")
-    except OSError as e:
-        raise UserError(f"cannot read {what} {path}: {e.strerror}")
-    try:
-        return _PlainDataUnpickler(io.BytesIO(data)).load()
-    except _Refused as e:
-        raise UserError(f"refusing to load {path}: {e}; a {what} holds only plain data "
-                        f"(str/list/dict/int), so this file was tampered with or is not "
-                        f"one of ours. Delete it and regenerate it.")
-    except Exception as e:  # truncated ("pickle data was truncated") or garbage bytes
-        raise UserError(f"{path} is damaged or cut short, not a readable {what} "
-                        f"({type(e).__name__}); delete it and regenerate it.")
 
 
 def short_error(e, width=90):

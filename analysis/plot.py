@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from matplotlib.ticker import MaxNLocator  # noqa: E402  (no pyplot: backend chosen later)
 
-from utils import ArgumentParser, UserError, atomic_write_bytes, run_main  # noqa: E402
+from utils import ArgumentParser, UserError, run_main  # noqa: E402
+from fileio import atomic_write_bytes  # noqa: E402
 from trainlog import parse_log  # noqa: E402
 
 TITLE_KEYS = ("rnncell", "num_layers", "rnn_size", "embedding_size", "batch_size",

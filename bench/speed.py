@@ -240,7 +240,7 @@ def capped_text(text, chars, ids, max_vocab):
     from preprocess import build_vocab
     path = os.path.splitext(text)[0] + f".v{max_vocab}.txt"
     if not os.path.exists(path):
-        from utils import atomic_write_text
+        from fileio import atomic_write_text
         kept, kept_ids = build_vocab("".join(chars[i] for i in ids), max_vocab=max_vocab)
         atomic_write_text(path, "".join(kept[i] for i in kept_ids).strip())
     return path

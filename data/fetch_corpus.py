@@ -36,8 +36,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from utils import (ArgumentParser, HelpFormatter, UserError,  # noqa: E402
-                   atomic_write_text, file_sha256, run_main)
+from utils import ArgumentParser, HelpFormatter, UserError, run_main  # noqa: E402
+from fileio import atomic_write_text, file_sha256  # noqa: E402
 
 PACKAGE = "chinese-poetry"
 VERSION = "2.0.1"

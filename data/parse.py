@@ -23,7 +23,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from utils import ArgumentParser, UserError, atomic_write_text, run_main  # noqa: E402
+from utils import ArgumentParser, UserError, run_main  # noqa: E402
+from fileio import atomic_write_text  # noqa: E402
 
 CJK_FIRST, CJK_LAST = "\u4e00", "\u9fa5"
 

@@ -29,8 +29,8 @@ sys.path.insert(0, ROOT)
 from modeldir import CONFIG, CORPUS, MANIFEST, VOCAB, check_manifest  # noqa: E402
 from modeldir import PACKED_WEIGHTS  # noqa: E402
 from trainlog import LOG_MACHINE, log_train_seconds, parse_log  # noqa: E402
-from utils import (ArgumentParser, HelpFormatter, UserError,  # noqa: E402
-                   atomic_pickle, file_sha256, run_main)
+from utils import ArgumentParser, HelpFormatter, UserError, run_main  # noqa: E402
+from fileio import atomic_pickle, file_sha256  # noqa: E402
 
 # config keys that name places on the machine that trained: replaced in the packed copy
 MACHINE_PATHS = ("data_dir", "save_dir", "log_dir", "init_from", "init_checkpoint")

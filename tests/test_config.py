@@ -7,7 +7,8 @@ import pytest
 
 import config
 from conftest import TINY, assert_one_line_error, made_up_text, run
-from utils import int_in, safe_load_pickle
+from utils import int_in
+from fileio import safe_load_pickle
 
 
 def test_every_field_has_help_and_a_default_its_own_checks_accept():

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import MADE_UP_LINES, assert_one_line_error, made_up_text, run, train_tiny
 from preprocess import TextParser, build_vocab
-from utils import safe_load_pickle
+from fileio import safe_load_pickle
 
 BASE = ["--rnn_size", "32", "--num_layers", "2", "--embedding_size", "16",
         "--batch_size", "8", "--seq_length", "8", "--learning_rate", "0.01",

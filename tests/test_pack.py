@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, assert_one_line_error, run, train_tiny
-from utils import safe_load_pickle
+from fileio import safe_load_pickle
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import pytest
 from conftest import assert_one_line_error, run
 from preprocess import (VAL_BLOCK, TextParser, build_vocab, make_batches, min_chars,
                         split_validation, validation_blocks)
-from utils import UserError, safe_load_pickle
+from utils import UserError
+from fileio import safe_load_pickle
 
 
 def parser_for(tmp_path, text, **kw):

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import (ROOT, TINY, assert_one_line_error, holding_lock, made_up_text, run,
                       train_tiny)
-from utils import UserError, atomic_write_text
+from utils import UserError
+from fileio import atomic_write_text
 
 
 def made_up_data(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import assert_one_line_error, draw, run
 from sampler import Sampler, start_ids
-from utils import safe_load_pickle
+from fileio import safe_load_pickle
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import ROOT, TINY, assert_one_line_error, made_up_text, run, train_tiny
-from utils import safe_load_pickle
+from fileio import safe_load_pickle
 from trainlog import parse_log
 
 
