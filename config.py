@@ -214,9 +214,7 @@ def saved_problem(config):
     return None
 
 
-# What a saved config's whole-number settings may hold (the vocabulary's size is no flag).
-CONFIG_RANGES = {"vocab_size": (2, 10 ** 6),
-                 **{f.name: f.saved for f in FIELDS if f.whole and f.saved}}
+VOCAB_RANGE = (2, 10 ** 6)      # what a saved config's vocab_size may hold (no flag sets it)
 
 
 def check_model_config(config, path):
@@ -231,7 +229,7 @@ def check_model_config(config, path):
     missing = [k for k in ARCHITECTURE_KEYS if k not in config]
     if missing:
         raise bad(f"no {', '.join(missing)}")
-    lo, hi = CONFIG_RANGES["vocab_size"]
+    lo, hi = VOCAB_RANGE
     v = config["vocab_size"]
     if type(v) is not int or not lo <= v <= hi:
         raise bad(f"vocab_size = {v!r}, not a whole number from {lo:,} to {hi:,}")
