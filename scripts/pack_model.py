@@ -139,8 +139,8 @@ def corpus_recipe(flags, config, corpus):
                 np.ascontiguousarray(corpus, dtype=np.int32).tobytes()).hexdigest()}
 
 
-def make_manifest(args, config, ckpt, weights, corpus, files_dir):
-    hours, machines, train_loss, sittings = read_logs(args.log)
+def make_manifest(args, logs, config, ckpt, weights, corpus, files_dir):
+    hours, machines, train_loss, sittings = logs
     return {
         "packed_from": os.path.basename(ckpt),
         "commit": commit(),
@@ -171,7 +171,7 @@ def pack(args):
     config, chars, vocab = load_saved(args.src)
     ckpt = find_checkpoint(args.src)
     weights = packed_weights(args.src, ckpt, config)
-    read_logs(args.log)                 # a bad --log is refused before anything is written
+    logs = read_logs(args.log)          # a bad --log is refused before anything is written
     corpus = load_corpus(args.src, len(chars))
     parent = os.path.dirname(os.path.abspath(args.dst))
     os.makedirs(parent, exist_ok=True)
@@ -180,7 +180,7 @@ def pack(args):
         atomic_pickle(os.path.join(tmp, CONFIG), packed_config(config, args.dst))
         atomic_pickle(os.path.join(tmp, VOCAB), (list(chars), dict(vocab)))
         np.savez(os.path.join(tmp, PACKED_WEIGHTS), **weights)
-        manifest = make_manifest(args, config, ckpt, weights, corpus, tmp)
+        manifest = make_manifest(args, logs, config, ckpt, weights, corpus, tmp)
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, ensure_ascii=False, indent=1)
             f.write("\n")
