@@ -20,12 +20,12 @@ import numpy as np
 
 from craft import (DEFAULT_MAX_COPY, DEFAULT_MAX_RUN, DEFAULT_REPEAT_NGRAM, LOOP_WINDOW,
                    REPEAT_LIMIT, loop_banned)
+from lineplan import LINE_CAP, conflict, plan_of
 from utils import UserError, float_in, int_in, non_negative_int
 
 MODES = ("argmax", "weighted", "combined")
 SPACE = " "
 MAX_N = 20000           # characters one sample may draw (sample.py; serve.py has less)
-LINE_CAP = 40           # the longest line --lines plans for without --line_len
 MAX_COPY = 64           # a copy index of L characters is a table of the text's (L+1)-grams
 MAX_NGRAM = 16          # the loop guard's work grows as the square of --repeat_ngram
 TRIES = 8               # picks checked one by one at a position before deciding at once
@@ -147,25 +147,41 @@ class LineLength(Rule):
     flags = (("line_len", dict(type=line_range, default=None, metavar="MIN-MAX",
                                help="keep each line between MIN and MAX characters, e.g. 5-9")),)
 
-    def __init__(self, lo, hi):
-        """Lines of lo to hi characters (line ends not counted)."""
+    def __init__(self, lo, hi, ranges=None, new=None):
+        """Lines of lo to hi characters (line ends not counted); with a line plan
+        (--template, --form), line k's range is ranges[k], and only the lines k in `new`
+        are drawn (the others are fixed text, which no rule changes)."""
         self.lo, self.hi = lo, hi
+        self.ranges, self.new = ranges, new
 
     @classmethod
     def build(cls, args, sampler):
+        plan = plan_of(args)
+        if plan is not None:
+            return cls(*(args.line_len or (1, LINE_CAP)), plan.lengths(args.line_len),
+                       {k for k, line in enumerate(plan.lines) if line.kind == "new"})
         return cls(*args.line_len) if args.line_len else None
 
+    def _range(self, ctx):
+        if self.ranges is not None and ctx.lines < len(self.ranges):
+            return self.ranges[ctx.lines]
+        return self.lo, self.hi
+
     def forced(self, ctx):
-        return ctx.space if ctx.line >= self.hi else None
+        return ctx.space if ctx.line >= self._range(ctx)[1] else None
 
     def allow(self, ctx, allowed):
-        if ctx.line >= self.hi:
+        lo, hi = self._range(ctx)
+        if ctx.line >= hi:
             return _only(allowed, ctx.space)
-        if ctx.line < self.lo:
+        if ctx.line < lo:
             return _banned(allowed, [ctx.space])
         return allowed
 
     def broken(self, text):
+        if self.ranges is not None:
+            return [line for k, line in enumerate(text.split(SPACE)) if k in self.new
+                    and not self.ranges[k][0] <= len(line) <= self.ranges[k][1]]
         lines = _finished_lines(text)[1:]       # the first may be the start text's
         return [line for line in lines if not self.lo <= len(line) <= self.hi]
 
@@ -177,10 +193,11 @@ class Acrostic(Rule):
                                help="acrostic (藏头): line i begins with the i-th of these "
                                     "characters, one line each (implies --lines)")),)
 
-    def __init__(self, ids, chars):
+    def __init__(self, ids, chars, lead=0):
         """ids: the id of each line's first character, in order; chars: the same
-        characters as the user typed them (for the messages)."""
-        self.ids, self.chars = ids, chars
+        characters as the user typed them (for the messages); lead: lines before the
+        acrostic's (a line plan's first line of its own)."""
+        self.ids, self.chars, self.lead = ids, chars, lead
 
     @classmethod
     def build(cls, args, sampler):
@@ -191,7 +208,9 @@ class Acrostic(Rule):
         if unknown:
             raise UserError(f"--acrostic: the model never saw {unknown}, so no line can "
                             f"begin with it; choose other characters", code=2)
-        return cls([sampler.vocab[c] for c in chars], chars)
+        plan = plan_of(args)
+        lead = len(plan) - len(chars) if plan is not None else 0
+        return cls([sampler.vocab[c] for c in chars], chars, lead)
 
     def begin(self, kept, ids, space):
         """The acrostic's lines are the drawn ones: a start text that has not ended its
@@ -201,8 +220,9 @@ class Acrostic(Rule):
         return kept, ids
 
     def forced(self, ctx):
-        if ctx.line == 0 and ctx.lines < len(self.ids):
-            return self.ids[ctx.lines]
+        k = ctx.lines - self.lead
+        if ctx.line == 0 and 0 <= k < len(self.ids):
+            return self.ids[k]
         return None
 
     def allow(self, ctx, allowed):
@@ -305,15 +325,26 @@ class Rhyme(Rule):
                             help="make line ends rhyme: 'auto' (the first line's rhyme), a "
                                  "十三辙 group such as 言前, or a pinyin final such as an")),)
 
-    def __init__(self, groups, target=None):
-        self.groups, self.target = groups, target
+    def __init__(self, groups, target=None, drawn=None):
+        """groups: each vocabulary id's group; drawn: with a line plan, the lines whose
+        end is drawn (the others are fixed text, which no rule changes)."""
+        self.groups, self.target, self.drawn = groups, target, drawn
         self.mask = None if target is None else groups == target
 
     @classmethod
     def build(cls, args, sampler):
         if not args.rhyme:
             return None
-        return cls(sampler.rhyme_groups(), None if args.rhyme == "auto" else args.rhyme)
+        target = None if args.rhyme == "auto" else args.rhyme
+        plan = plan_of(args)
+        if plan is None:
+            return cls(sampler.rhyme_groups(), target)
+        if target is None:          # auto: the rhyme of the first fixed line that has one
+            from craft import rhyme_group
+            target = next((rhyme_group(line.text[-1]) for line in plan.lines
+                           if line.kind == "fixed" and rhyme_group(line.text[-1])), None)
+        return cls(sampler.rhyme_groups(), target,
+                   {k for k, line in enumerate(plan.lines) if line.kind == "new"})
 
     def revise(self, ctx, c):
         if c != ctx.space or ctx.line == 0:
@@ -330,7 +361,10 @@ class Rhyme(Rule):
 
     def broken(self, text):
         from craft import rhyme_group
-        lines = [line for line in _finished_lines(text)[1:] if line]
+        if self.drawn is not None:
+            lines = [line for k, line in enumerate(text.split(SPACE)) if k in self.drawn]
+        else:
+            lines = [line for line in _finished_lines(text)[1:] if line]
         return [line for line in lines if rhyme_group(line[-1]) != self.target]
 
 
@@ -395,6 +429,9 @@ def acrostic_chars(args):
 
 def plan(args):
     """(characters the sample may draw at most, lines to stop after or None)."""
+    line_plan = plan_of(args)
+    if line_plan is not None:
+        return max(args.n, line_plan.bound(args.line_len)), len(line_plan)
     lines = len(acrostic_chars(args)) or args.lines
     if not lines:
         return args.n, None
@@ -404,6 +441,9 @@ def plan(args):
 def check_budget(args, limit, where=""):
     """None, or what is wrong when the sample args ask for more than limit characters
     (plan: --n, or with --lines or --acrostic every line at its longest)."""
+    problem = conflict(args)
+    if problem:
+        return problem
     lines = len(acrostic_chars(args))
     if args.acrostic and args.lines and args.lines != lines:
         return (f"--acrostic writes one line per character ({lines}); leave out --lines "
@@ -413,6 +453,9 @@ def check_budget(args, limit, where=""):
         return None
     if not lines or budget == args.n:
         return f"--n {args.n:,} characters; at most {limit:,}{where}"
+    if plan_of(args) is not None:
+        return (f"--{plan_of(args).flag}: {lines} lines of up to {budget - lines:,} "
+                f"characters in all; at most {limit:,}{where}: fewer or shorter lines")
     what = f"--acrostic ({lines} lines)" if args.acrostic else f"--lines {lines}"
     return (f"{what} x --line_len up to "
             f"{args.line_len[1] if args.line_len else LINE_CAP} (+1 line end) may draw "
@@ -444,13 +487,19 @@ class Engine:
     """One sample: iterate for the ids as they become final (with a revising rule on,
     each one step late, since the rhyme rule may still change a line's last character).
     Afterwards `gave_way` counts, per rule name, the steps at which a rule could not be
-    kept because the rules before it left nothing else."""
+    kept because the rules before it left nothing else.
+
+    plan, when given (a line plan, lineplan.LinePlan.ids()): line k of the sample is
+    plan[k] = (kind, ids, ref): 'fixed' ids verbatim, then its line end; 'new' beginning
+    with ids, then drawn; 'same' the text line ref ended with.  Fixed characters go
+    through the model like drawn ones (what follows is conditioned on them) but past the
+    rules, which apply to drawn characters only."""
 
     def __init__(self, model, start, rules, n, lines=None, mode="weighted",
-                 temperature=1.0, top_k=0, seed=0):
+                 temperature=1.0, top_k=0, seed=0, plan=None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
-        self.model, self.rules = model, rules
+        self.model, self.rules, self.plan = model, rules, plan
         self.start, self.n, self.lines = list(start), n, lines
         self.mode, self.temperature, self.top_k = mode, temperature, top_k
         self.rng = np.random.default_rng(seed)
@@ -476,10 +525,27 @@ class Engine:
                     self._gave_way(rule)
         return ok
 
+    def planned(self, ctx, starts):
+        """The id the line plan fixes at ctx, or None where the next character is drawn.
+        starts[k]: where line k begins in ctx.seq."""
+        if self.plan is None or ctx.lines >= len(self.plan):
+            return None
+        kind, ids, ref = self.plan[ctx.lines]
+        if kind == "same":                 # the text line ref ended with (revised or not)
+            ids = ctx.seq[starts[ref]:starts[ref + 1] - 1]
+        if ctx.line < len(ids):
+            return int(ids[ctx.line])
+        return None if kind == "new" else self.space
+
     def keeps_ahead(self, ctx, c, V):
         """False when a character a rule demands right after c (a line end at the longest
-        line, the next acrostic character) would be banned there by another rule."""
+        line, the next acrostic character) would be banned there by another rule.  Where
+        the line plan fixes the next character, no rule is asked there."""
         nxt = ctx.after(c)
+        if self.plan is not None and nxt.lines < len(self.plan):
+            kind, ids, _ = self.plan[nxt.lines]
+            if kind != "new" or nxt.line < len(ids):
+                return True
         for rule in self.rules:
             f = rule.forced(nxt)
             if f is not None:
@@ -530,34 +596,15 @@ class Engine:
         ends = np.flatnonzero(seq[:pos] == space)
         ctx = Context(seq[:pos], pos - 1 - (int(ends[-1]) if len(ends) else -1), 0, space)
         x, prev = self.start[-1], None
+        starts = [pos]                            # where each line since the start begins
         while pos - len(self.start) < self.n and (self.lines is None
                                                   or ctx.lines < self.lines):
             logits, new_state = m.logits(x, state)
-            V = len(logits)
-            ctx.logits = logits
-            ok = self.allowed(ctx, V)
-            weighted = self.mode == "weighted" or (self.mode == "combined" and x == space)
-            c, p = _pick(logits, ok, weighted, self.temperature, self.top_k, self.rng)
-            if p is None and (self.hold or self.lookahead):
-                p = np.where(ok, np.exp(logits - logits[ok].max()), 0.0)   # for re-draws
-                p /= p.sum()
-            if self.lookahead and not self.keeps_ahead(ctx, c, V):
-                c = self._choose(p, weighted, lambda c: self.keeps_ahead(ctx, c, V),
-                                 ctx.seq)
-            for rule in self.rules:
-                mask = rule.revise(ctx, c)
-                if mask is None or prev is None:
-                    continue
-                p_prev, prev_state, prev_weighted, prev_ctx = prev
-                q = p_prev * mask
-                if q.sum() <= 0:
-                    self._gave_way(rule)
-                    continue
-                last = self._choose(q / q.sum(), prev_weighted, lambda d: bool(
-                    self.allowed(prev_ctx.after(d), V, count=False)[c]), prev_ctx.seq)
-                seq[pos - 1] = last
-                _, new_state = m.logits(last, prev_state)
-            prev = (p, new_state, weighted, ctx)      # new_state: what c is fed into
+            c = self.planned(ctx, starts)
+            if c is not None:                     # fixed text: no rule, no draw, no re-draw
+                prev = None
+            else:
+                c, new_state, prev = self._drawn(ctx, logits, new_state, x, prev, seq, pos)
             if self.hold and pos > len(self.start):
                 yield int(seq[pos - 1])
             elif not self.hold:
@@ -565,7 +612,39 @@ class Engine:
             state, x = new_state, c
             seq[pos] = c
             pos += 1
+            if c == space:
+                starts.append(pos)
             ctx = Context(seq[:pos], 0 if c == space else ctx.line + 1,
                           ctx.lines + (c == space), space)
         if self.hold and pos > len(self.start):
             yield int(seq[pos - 1])
+
+    def _drawn(self, ctx, logits, new_state, x, prev, seq, pos):
+        """One drawn character at ctx: (the id, the state after feeding x, what a later
+        re-draw needs).  A revising rule may re-draw seq[pos - 1] (and the state)."""
+        m, space = self.model, self.space
+        V = len(logits)
+        ctx.logits = logits
+        ok = self.allowed(ctx, V)
+        weighted = self.mode == "weighted" or (self.mode == "combined" and x == space)
+        c, p = _pick(logits, ok, weighted, self.temperature, self.top_k, self.rng)
+        if p is None and (self.hold or self.lookahead):
+            p = np.where(ok, np.exp(logits - logits[ok].max()), 0.0)   # for re-draws
+            p /= p.sum()
+        if self.lookahead and not self.keeps_ahead(ctx, c, V):
+            c = self._choose(p, weighted, lambda c: self.keeps_ahead(ctx, c, V),
+                             ctx.seq)
+        for rule in self.rules:
+            mask = rule.revise(ctx, c)
+            if mask is None or prev is None:
+                continue
+            p_prev, prev_state, prev_weighted, prev_ctx = prev
+            q = p_prev * mask
+            if q.sum() <= 0:
+                self._gave_way(rule)
+                continue
+            last = self._choose(q / q.sum(), prev_weighted, lambda d: bool(
+                self.allowed(prev_ctx.after(d), V, count=False)[c]), prev_ctx.seq)
+            seq[pos - 1] = last
+            _, new_state = m.logits(last, prev_state)
+        return c, new_state, (p, new_state, weighted, ctx)   # new_state: what c is fed into

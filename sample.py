@@ -15,25 +15,33 @@ import time
 
 from craft import DEFAULT_MAX_COPY
 from engine import MAX_N, SPACE, check_budget, plan
+from lineplan import plan_of
 from sampler import (Sampler, build_parser, copy_warning, lines_warning, notes_of, rule_flags,
                      stanza_lead, start_ids, write_one)
 from utils import UserError, run_main
 
 
-def show(text, raw, stanza=0, lead=0):
+def ends_stanza(k, stanza=0, lead=0, breaks=None):
+    """Whether a blank line follows the k-th line (k = 1, 2, ...): k is one of the line
+    plan's breaks, or else every `stanza` lines after the `lead` first ones."""
+    if breaks is not None:
+        return k in breaks
+    return bool(stanza) and (k - lead) % stanza == 0
+
+
+def show(text, raw, stanza=0, lead=0, breaks=None):
     """The sample as printed: a line per line, a blank line after the `lead` first
-    lines and then after every `stanza` lines."""
+    lines and then after every `stanza` lines (after the lines numbered in `breaks`,
+    when given: a line plan's stanzas)."""
     if raw:
         return text
     lines = text.split(SPACE)
-    if stanza:
-        out = []
-        for k, line in enumerate(lines):
-            out.append(line)
-            if (k + 1 - lead) % stanza == 0 and k + 1 < len(lines):
-                out.append("")
-        lines = out
-    return "\n".join(lines)
+    out = []
+    for k, line in enumerate(lines):
+        out.append(line)
+        if k + 1 < len(lines) and ends_stanza(k + 1, stanza, lead, breaks):
+            out.append("")
+    return "\n".join(out)
 
 
 # where a block of --out ended before its end (a run killed while it wrote)
@@ -86,11 +94,12 @@ def append_result(path, header, body):
 class Printer:
     """Prints a sample as it is drawn, exactly as show() prints it whole: a line end
     waits until a character follows it (the text is stripped), then becomes a line
-    break (a space with --raw), with a blank line after every --stanza lines."""
+    break (a space with --raw), with a blank line after every --stanza lines (or the
+    line plan's `breaks`)."""
 
-    def __init__(self, out, raw=False, stanza=0, flush=False, lead=0):
+    def __init__(self, out, raw=False, stanza=0, flush=False, lead=0, breaks=None):
         self.out, self.raw, self.stanza, self.flush = out, raw, stanza, flush
-        self.lead = lead
+        self.lead, self.breaks = lead, breaks
         self.pending, self.started, self.lines = 0, False, 0
 
     def __call__(self, text):
@@ -102,8 +111,8 @@ class Printer:
             for _ in range(self.pending):
                 self.lines += 1
                 parts.append(SPACE if self.raw else "\n")
-                if self.stanza and not self.raw and \
-                        (self.lines - self.lead) % self.stanza == 0:
+                if not self.raw and ends_stanza(self.lines, self.stanza, self.lead,
+                                                self.breaks):
                     parts.append("\n")
             self.pending, self.started = 0, True
             parts.append(c)
@@ -137,8 +146,10 @@ def main(argv=None):
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     texts, notes = [], []
     lead = stanza_lead(args, kept)
+    line_plan = plan_of(args)
+    breaks = set(line_plan.breaks) if line_plan is not None else None
     printer = Printer(sys.stdout, args.raw, args.stanza, flush=sys.stdout.isatty(),
-                      lead=lead)
+                      lead=lead, breaks=breaks)
     t0 = time.perf_counter()
     for k in range(args.count):
         if k:
@@ -169,11 +180,14 @@ def main(argv=None):
                   f"{sampler.index.length if sampler.index is not None else 0}"
                   + f" | max_run {args.max_run} | repeat_ngram {args.repeat_ngram}"
                   + (f" | lines {args.lines}" if args.lines else "")
+                  + "".join(f" | {flag} {getattr(args, flag)}" for flag in ("template", "form")
+                            if getattr(args, flag) is not None)
                   + "".join(f" | {flag} {value}" for flag, value in rule_flags(args)
                             if flag not in ("max_copy", "max_run", "repeat_ngram"))
                   + " ===")
         append_result(args.out, header,
-                      "\n\n".join(show(t, args.raw, args.stanza, lead) for t in texts))
+                      "\n\n".join(show(t, args.raw, args.stanza, lead, breaks)
+                                   for t in texts))
     return 0
 
 

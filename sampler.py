@@ -13,6 +13,7 @@ import numpy as np
 
 from engine import (LINE_CAP, MAX_N, MODES, RULES, SPACE, Engine, NoCopy, acrostic_chars,
                     build_rules, plan)
+from lineplan import LinePlan, PlanLine, parse_form, parse_template, plan_of
 from modeldir import (find_checkpoints, first_intact_checkpoint, load_saved, restore_weights,
                       saved_corpus)
 from tfenv import import_tensorflow, session_config
@@ -69,6 +70,19 @@ def build_parser():
                         f"(--line_len MAX, else {LINE_CAP}, + 1) may not pass {MAX_N:,}")
     g.add_argument("--stanza", type=int_in(0, MAX_N), default=0,
                    help="print a blank line after every this many lines (0 = never)")
+    shape = g.add_mutually_exclusive_group()
+    shape.add_argument("--template", type=parse_template, default=None, metavar="LINES",
+                       help="the sample line by line, '/' between lines, '//' a stanza "
+                            "break: a fixed line is kept verbatim, * is a new line (*5-9: "
+                            "of 5 to 9 characters), TEXT* a new line beginning with TEXT, "
+                            "=K the same as line K; e.g. '春风又绿江南岸/*/*/=1'")
+    shape.add_argument("--form", type=parse_form, default=None, metavar="SECTIONS",
+                       help="a song form, e.g. 'verse chorus verse chorus bridge chorus': "
+                            "each verse, pre, bridge, intro, outro new, the chorus written "
+                            "once and repeated verbatim, a stanza each; NAME:LINES or "
+                            "NAME:LINESxLEN sets a section's size (verse:4x6-9); by "
+                            "default verse and chorus 4 lines, the others 2, lines of "
+                            "--line_len, else 5-9; --start begins the first line")
     for rule in RULES:
         rule.add_flags(g)
     return p
@@ -242,17 +256,50 @@ def stanza_lead(args, kept):
     return 1 if acrostic_chars(args) and kept.strip() else 0
 
 
+def stanza_breaks(args, kept, n_lines):
+    """The numbers k of lines after which a blank line comes, in a sample of n_lines
+    lines: the line plan's own (--template, --form), else every --stanza lines after the
+    stanza_lead first ones."""
+    line_plan = plan_of(args)
+    if line_plan is not None:
+        return [k for k in line_plan.breaks if k < n_lines]
+    if not args.stanza:
+        return []
+    lead = stanza_lead(args, kept)
+    return [k for k in range(1, n_lines) if (k - lead) % args.stanza == 0]
+
+
+def card_plan(args, kept, n_lines, line_plan=None):
+    """The line plan a sample's lines are redone by (the page's lock and redo): the plan
+    it was drawn by, else one that says what it was: the start text's whole lines fixed,
+    a line the start text began new with that beginning, every other line new (of
+    --line_len when given).  Its breaks are the sample's stanza breaks."""
+    if line_plan is not None:
+        return line_plan
+    start = kept.strip(SPACE).split(SPACE) if kept.strip(SPACE) else []
+    whole = len(start) if acrostic_chars(args) or kept.endswith(SPACE) else len(start) - 1
+    lines = [PlanLine("fixed", text) for text in start[:max(whole, 0)]]
+    if start and len(start) > whole:
+        lines.append(PlanLine("new", start[-1]))
+    lines += [PlanLine("new") for _ in range(n_lines - len(lines))]
+    return LinePlan(lines[:n_lines], stanza_breaks(args, kept, n_lines))
+
+
 def write_one(sampler, args, ids, kept, seed, matcher=None, on_text=None):
     """One sample as the CLI makes it (and serve.py, which must make the same), drawn by
     the engine with the rules args turn on; on_text(str) is called with the start text
     and then with each character as it is drawn.  Returns a dict with the text, the
     rhyme target, the rules that gave way, and the figures sample.py prints."""
     rules = build_rules(args, sampler)
+    line_plan = plan_of(args, kept if args.form is not None else None)
+    if line_plan is not None:        # the plan says every line, a form's start text too
+        kept, ids = "", [sampler.space_id]
     for rule in rules:
         kept, ids = rule.begin(kept, ids, sampler.space_id)
     budget, lines = plan(args)
     engine = Engine(sampler, ids, rules, budget, lines, args.sample, args.temperature,
-                    args.top_k, seed)
+                    args.top_k, seed,
+                    plan=line_plan.ids(sampler.vocab) if line_plan is not None else None)
     out = []
     if on_text is not None:
         on_text(kept)
@@ -262,7 +309,8 @@ def write_one(sampler, args, ids, kept, seed, matcher=None, on_text=None):
             on_text(sampler.chars[c])
     text = (kept + sampler.decode(out)).strip()
     result = {"text": text, "seed": seed, "target": None, "rhyme_rate": None,
-              "longest_run": None, "longest_run_text": None, "gave_way": engine.gave_way}
+              "longest_run": None, "longest_run_text": None, "gave_way": engine.gave_way,
+              "plan": line_plan}
     for rule in rules:
         result.update(rule.report())
     if matcher is not None:
@@ -326,7 +374,11 @@ def command_of(args, seed):
     defaults = vars(build_parser().parse_args([]))
     if args.lines:
         parts += ["--lines", str(args.lines)]
-    if (not args.lines and not args.acrostic) or args.n != defaults["n"]:
+    for flag in ("template", "form"):
+        if getattr(args, flag) is not None:
+            parts += [f"--{flag}", str(getattr(args, flag))]
+    if (not args.lines and not args.acrostic and plan_of(args) is None) or \
+            args.n != defaults["n"]:
         parts += ["--n", str(args.n)]            # with lines, --n still bounds them
     for flag in ("sample", "temperature", "top_k", "stanza"):
         if args.sample == "argmax" and flag in ("temperature", "top_k"):

@@ -52,7 +52,7 @@ ICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width
         'text-anchor="middle" fill="#fff">歌</text></svg>').encode("utf-8")
 # sample.py's flags a request may set: these, and every rule's (engine.RULES)
 OWN_FIELDS = ("start", "n", "lines", "sample", "temperature", "top_k", "stanza", "seed",
-              "count")
+              "count", "template", "form")
 MAX_DRAFTS = 4          # drafts a request (count); their characters count against MAX_REQUEST_CHARS
 MAX_SECONDS = 60        # wall-clock a request may draw for (it then ends, and says so)
 SOCKET_TIMEOUT = 10     # seconds a client may take to send its request (headers, body)
@@ -265,8 +265,13 @@ def check_request_limits(args):
     """The page's own bounds on a request's parsed arguments (tighter than the command
     line's: one request may not hold the server for long)."""
     from engine import acrostic_chars, check_budget
+    from lineplan import plan_of
     if args.lines and args.lines > MAX_LINES:
         raise BadRequest(f"argument --lines: at most {MAX_LINES} here", "lines")
+    line_plan = plan_of(args)
+    if line_plan is not None and len(line_plan) > MAX_LINES:
+        raise BadRequest(f"argument --{line_plan.flag}: {len(line_plan)} lines; at most "
+                         f"{MAX_LINES} here", line_plan.flag)
     if len(acrostic_chars(args)) > MAX_LINES:
         raise BadRequest(f"argument --acrostic: at most {MAX_LINES} characters here (one "
                          f"line each)", "acrostic")
@@ -310,7 +315,7 @@ def generate(models, req, on_text=None):
     "drafts" (seeds seed, seed + 1, ..., as sample.py --count writes them).
     on_text(k, text), when given, gets draft k's text as it is drawn."""
     from craft import DEFAULT_MAX_COPY
-    from sampler import command_of, copy_warning, stanza_lead, start_ids
+    from sampler import card_plan, command_of, copy_warning, stanza_breaks, start_ids
     name = req.get("model") if isinstance(req, dict) else None
     if name is not None and not isinstance(name, str):
         raise BadRequest("model: must be a model's name (text), as /api/models lists them",
@@ -344,7 +349,9 @@ def generate(models, req, on_text=None):
     drafts[0]["load_ms"] = load_ms
     args.save_dir = os.path.relpath(models.dirs[name])     # as typed where serve.py runs
     for d in drafts:
-        d.update(model=name, stanza=args.stanza, stanza_lead=stanza_lead(args, kept),
+        n_lines = len(d["lines"])
+        d.update(model=name, breaks=stanza_breaks(args, kept, n_lines),
+                 plan=card_plan(args, kept, n_lines, d["plan"]).as_json(args.line_len),
                  max_copy=copy_length,
                  command=command_of(args, d["seed"]),      # one draft: its own seed
                  warnings=warnings + [w for w in (copy_warning(max_copy),) if w]

@@ -112,13 +112,17 @@ def test_streamed_text_is_the_text_printed_whole():
         text = "".join(rng.choice(["", " ", "  "]) + rng.choice(MADE_UP_LINES)[:rng.randint(0, 5)]
                        for _ in range(rng.randint(0, 6))) + rng.choice(["", " "])
         raw, stanza = bool(k % 3 == 0), rng.choice([0, 1, 2, 3])
+        # a line plan's breaks (--template, --form) instead of every `stanza` lines
+        breaks = set(rng.sample(range(1, 7), 2)) if k % 4 == 1 else None
         out = io.StringIO()
-        printer = Printer(out, raw, stanza)
+        printer = Printer(out, raw, stanza, breaks=breaks)
         cut = sorted(rng.sample(range(len(text) + 1), min(3, len(text) + 1)))
         for a, b in zip([0] + cut, cut + [len(text)]):
             printer(text[a:b])
         printer.end()
-        assert out.getvalue() == show(text.strip(), raw, stanza) + "\n", (text, raw, stanza)
+        assert out.getvalue() == show(text.strip(), raw, stanza, breaks=breaks) + "\n", \
+            (text, raw, stanza, breaks)
+    assert show("a b c d", False, 1, breaks={2}) == "a\nb\n\nc\nd"
 
 
 def test_the_engine_yields_characters_as_they_are_drawn(sampler):

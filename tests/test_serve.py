@@ -78,6 +78,8 @@ def test_models_are_listed_by_name_with_what_they_are(server):
     {"lines": 4, "rhyme": "言前", "max_copy": 0},
     {"start": "春风", "lines": 3, "sample": "weighted", "max_copy": 5},
     {"start": "-春风", "n": 30},
+    {"template": "*3-6/春风吹过小河边//=1/*", "rhyme": "auto"},
+    {"start": "春风", "form": "verse:2 chorus:2 verse:2 chorus", "line_len": "3-6"},
 ])
 @pytest.mark.slow
 def test_generate_gives_the_command_lines_lyrics(server, req):
@@ -91,8 +93,9 @@ def test_generate_gives_the_command_lines_lyrics(server, req):
     if req.get("rhyme"):
         assert res["rhymes"] is not None and len(res["rhymes"]) == len(res["lines"])
         assert res["rhyme_rate"] is not None
+    # (fixed lines are the writer's text: the no-copy rule bans drawn characters only)
     assert res["longest_run"] is not None and res["longest_run"] <= res["max_copy"] or \
-        res["max_copy"] == 0
+        res["max_copy"] == 0 or "template" in req
     argv = shlex.split(res["command"])[2:]
     cli = run("sample.py", *argv, "--out", "", "--raw", cwd=ROOT, check=0)
     assert cli.stdout.strip() == res["text"], (res["command"], cli.stdout)
@@ -352,10 +355,33 @@ def test_an_acrostics_start_line_is_outside_its_stanzas(server):
     url, _ = server
     status, res = call(url, "/api/generate", {"model": "save/lyrics", "acrostic": "我月雨夜",
                                               "start": "春风", "stanza": 2, "max_copy": 0})
-    assert status == 200 and res["stanza_lead"] == 1 and res["lines"][0] == "春风", res
+    # the start line, then the acrostic's four lines in stanzas of two
+    assert status == 200 and res["breaks"] == [1, 3] and res["lines"][0] == "春风", res
     status, res = call(url, "/api/generate", {"model": "save/lyrics", "lines": 4,
                                               "start": "春风", "stanza": 2})
-    assert status == 200 and res["stanza_lead"] == 0, res
+    assert status == 200 and res["breaks"] == [2], res
+
+
+def test_a_card_says_its_line_plan_for_lock_and_redo(server):
+    """Each result carries its lines' plan (the page builds a redo's template from it):
+    a form's chorus copies name the line they copy; a bad or too long plan is a 400 next
+    to its field."""
+    url, _ = server
+    status, res = call(url, "/api/generate", {"model": "save/lyrics", "seed": 2,
+                                              "form": "verse:2 chorus:2 verse:1 chorus"})
+    assert status == 200 and res["breaks"] == [2, 4, 5], res
+    assert [p["kind"] for p in res["plan"]] == ["new"] * 5 + ["same"] * 2
+    assert [p["ref"] for p in res["plan"][5:]] == [2, 3] and res["lines"][5:] == res["lines"][2:4]
+    assert (res["plan"][0]["lo"], res["plan"][0]["hi"]) == (5, 9)
+    status, res = call(url, "/api/generate", {"model": "save/lyrics", "seed": 2,
+                                              "template": "春风吹过小河边/*3-5"})
+    assert status == 200 and res["lines"][0] == "春风吹过小河边", res
+    assert res["plan"][0]["kind"] == "fixed" and 3 <= len(res["lines"][1]) <= 5
+    status, res = call(url, "/api/generate", {"model": "save/lyrics", "template": "*/" * 120})
+    assert status == 400 and res["field"] == "template" and "at most 100" in res["error"], res
+    status, res = call(url, "/api/generate", {"model": "save/lyrics", "form": "verse",
+                                              "stanza": 2})
+    assert status == 400 and "leave out --stanza" in res["error"], res
 
 
 def test_other_methods_get_a_json_405(server):
@@ -422,14 +448,9 @@ def chromium():
     return None
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(chromium() is None, reason="Chromium and chromedriver are not installed "
-                    "(scripts/test.sh installs them with apt-get when run as root)")
-def test_the_page_in_a_real_browser(server, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
-    url, _ = server
+def open_chromium(tmp_path):
+    """A headless Chromium under selenium, with a profile of its own in tmp_path."""
+    from selenium import webdriver
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium()
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -438,7 +459,22 @@ def test_the_page_in_a_real_browser(server, tmp_path):
                  f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,800"):
         opts.add_argument(flag)
     service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    driver = webdriver.Chrome(options=opts, service=service)
+    return webdriver.Chrome(options=opts, service=service)
+
+
+needs_chromium = pytest.mark.skipif(
+    chromium() is None, reason="Chromium and chromedriver are not installed "
+    "(scripts/test.sh installs them with apt-get when run as root)")
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_page_in_a_real_browser(server, tmp_path):
+    pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+    url, _ = server
+    driver = open_chromium(tmp_path)
     try:
         driver.get(url)
         wait = WebDriverWait(driver, 60)
@@ -457,7 +493,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         driver.find_element(By.ID, "seed").send_keys("5")
         driver.find_element(By.ID, "go").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .card"))
-        lines = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".card .line")]
+        lines = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".card .line .text")]
         assert len(lines) == 6 and lines[0].startswith("我在") and all(lines)
         assert "seed 5" in driver.find_element(By.CSS_SELECTOR, ".card .meta").text
         assert "--seed 5" in driver.find_element(By.CSS_SELECTOR, ".card .cmd").text
@@ -538,7 +574,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         command = shlex.split(cards[0].find_element(By.CSS_SELECTOR, ".cmd").text)
         proc = run(*command[1:], "--count", "3", "--raw", "--out", "", check=0)
         assert proc.stdout.strip().split("\n\n") == [
-            " ".join(e.text for e in c.find_elements(By.CSS_SELECTOR, ".line"))
+            " ".join(e.text for e in c.find_elements(By.CSS_SELECTOR, ".line .text"))
             for c in cards]
         # ... in one row at 1280 px, commands wrapped between words
         driver.set_window_size(1280, 900)
@@ -552,7 +588,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         driver.find_element(By.ID, "go").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 4)
         card = driver.find_elements(By.CSS_SELECTOR, "#results .card")[0]
-        assert card.find_element(By.CSS_SELECTOR, ".line").text.startswith("月光")
+        assert card.find_element(By.CSS_SELECTOR, ".line .text").text.startswith("月光")
         assert "never saw: -" in card.text
         # an acrostic from its field: a line per character, whatever "how many" says
         acrostic = driver.find_element(By.ID, "acrostic")
@@ -562,7 +598,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         driver.find_element(By.ID, "go").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 5)
         card = driver.find_elements(By.CSS_SELECTOR, "#results .card")[0]
-        lines = [e.text for e in card.find_elements(By.CSS_SELECTOR, ".line")]
+        lines = [e.text for e in card.find_elements(By.CSS_SELECTOR, ".line .text")]
         assert [line[:1] for line in lines[-4:]] == list("春我月风"), lines
         command = shlex.split(card.find_element(By.CSS_SELECTOR, ".cmd").text)
         assert command[command.index("--acrostic") + 1] == "春我月风" and "--n" not in command
@@ -601,6 +637,86 @@ def test_the_page_in_a_real_browser(server, tmp_path):
                 wait.until(lambda d: d.execute_script("return window.innerWidth") <= width)
                 driver.execute_script("window.scrollTo(0, 0)")
                 driver.save_screenshot(os.path.join(shots, f"serve-{width}.png"))
+    finally:
+        driver.quit()
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_lock_redo_and_song_form_in_a_real_browser(server, tmp_path):
+    """A writer locks two lines and redoes the rest, then redoes one line: the locked
+    lines stay, the card's command remakes the card, the locks outlive a reload; a song
+    form gives stanzas whose chorus repeats."""
+    pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+    url, _ = server
+    driver = open_chromium(tmp_path)
+
+    def cards():
+        return driver.find_elements(By.CSS_SELECTOR, "#results .card")
+
+    def lines_of(card):
+        return [e.text for e in card.find_elements(By.CSS_SELECTOR, ".line .text")]
+
+    def remakes(card):
+        command = shlex.split(card.find_element(By.CSS_SELECTOR, ".cmd").text)
+        proc = run(*command[1:], "--raw", "--out", "", check=0)
+        return proc.stdout.strip() == " ".join(lines_of(card))
+    try:
+        driver.get(url)
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 2)
+        wait.until(lambda d: d.find_elements(By.ID, "acrostic"))
+        Select(driver.find_element(By.ID, "model")).select_by_value("save/lyrics")
+        driver.find_element(By.ID, "start").clear()
+        driver.find_element(By.ID, "seed").send_keys("5")
+        driver.find_element(By.ID, "go").click()               # 8 lines of 4-9
+        wait.until(lambda d: len(cards()) == 1)
+        first = lines_of(cards()[0])
+        assert len(first) == 8
+        rows = cards()[0].find_elements(By.CSS_SELECTOR, ".line")
+        rows[1].click()
+        rows[5].click()
+        assert "locked" in rows[1].get_attribute("class")
+        driver.find_element(By.ID, "seed").clear()
+        cards()[0].find_element(By.CSS_SELECTOR, "button.redo-all").click()
+        wait.until(lambda d: len(cards()) == 2)
+        redone = lines_of(cards()[0])
+        assert len(redone) == 8 and redone[1] == first[1] and redone[5] == first[5]
+        assert redone != first
+        assert [k for k, e in enumerate(cards()[0].find_elements(By.CSS_SELECTOR, ".line"))
+                if "locked" in e.get_attribute("class")] == [1, 5]
+        assert "--template" in cards()[0].find_element(By.CSS_SELECTOR, ".cmd").text
+        assert remakes(cards()[0])
+        # one line again: only line 1 (index 0) changes
+        button = cards()[0].find_elements(By.CSS_SELECTOR, ".line button.redo")[0]
+        for _ in range(5):          # a redone line may, by chance, come out the same
+            driver.execute_script("arguments[0].click()", button)
+            n = len(cards())
+            wait.until(lambda d: len(cards()) == n + 1)
+            again = lines_of(cards()[0])
+            assert again[1:] == redone[1:], (again, redone)
+            if again[0] != redone[0]:
+                break
+        assert again[0] != redone[0] and remakes(cards()[0])
+        # the locks are kept in the history: after a reload, still locked
+        driver.refresh()
+        wait.until(lambda d: len(cards()) == n + 1)
+        assert [k for k, e in enumerate(cards()[0].find_elements(By.CSS_SELECTOR, ".line"))
+                if "locked" in e.get_attribute("class")] == [1, 5]
+        # a song form: four stanzas, the chorus the same text both times
+        wait.until(lambda d: d.find_elements(By.ID, "acrostic"))
+        Select(driver.find_element(By.ID, "model")).select_by_value("save/lyrics")
+        driver.find_element(By.ID, "songform").send_keys("verse:2 chorus:2 verse:2 chorus")
+        n = len(cards())
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: len(cards()) == n + 1)
+        card = cards()[0]
+        song = lines_of(card)
+        assert len(song) == 8 and song[2:4] == song[6:8] and song[0:2] != song[4:6], song
+        assert len(card.find_elements(By.CSS_SELECTOR, ".gap")) == 3
+        assert remakes(card)
     finally:
         driver.quit()
 
