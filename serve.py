@@ -18,6 +18,13 @@ internet) plus a small JSON API:
                         {"done": true, "result": <what /api/generate answers>}; closing
                         the connection stops the drawing
   GET  /api/status      {"drawing": requests being drawn now}
+  POST /api/songs       {"files": [{"name", "data": base64}], "text": pasted, "base": name}
+                        -> what data/parse.py made of them, and a token to train on
+  POST /api/train       {"token", "name", "base", "num_epochs", "max_minutes",
+                         "patience"} (or {"name", "continue": true}) -> starts train.py
+  GET  /api/train       the training: progress line, loss curve, how it ended
+  POST /api/train/stop  stops it as Ctrl-C does (it saves)
+                        (pagetrain.py: one training at a time)
 A request is checked by sample.py's own argument parser (sampler.build_parser), so a bad
 value gets the message the command line gives (and a 400 naming the field); generation
 runs through sampler.write_one(), as sample.py's does, so the rules (no-copy, loop guard, rhyme, line structure) are the same code.
@@ -72,6 +79,9 @@ def build_parser():
                    help="a second directory of models to offer after --save_dir's: by "
                         "default the project's own models/ (models/base-verse, the "
                         "pretrained base); '' = none")
+    p.add_argument("--songs_dir", default=os.path.join("data", "page"), metavar="DIR",
+                   help="where the training panel writes the songs a model trains on "
+                        "(DIR/NAME/lyrics.txt); the model goes to --save_dir/NAME")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (anything but loopback lets other machines "
                         "use the page)")
@@ -140,27 +150,44 @@ class Models:
     MAX_SAMPLERS = 4
 
     def __init__(self, save_dir, *more):
-        self.save_dir = save_dir
+        self.save_dir, self.roots = save_dir, (save_dir, *more)
         self.dirs, self.info = {}, {}
+        self.skipped = set()
+        self.samplers = collections.OrderedDict()      # oldest use first
+        self.lock = threading.Lock()
+        self.drawing = 0                 # requests drawing now (GET /api/status)
+        self.refresh()
+
+    def refresh(self):
+        """Add the models that appeared since (one trained from the page gets its first
+        checkpoint); a model's card is made again while it trains (its figures move)."""
         found = {}
-        for root in (save_dir, *more):
+        for root in self.roots:
             if root and os.path.isdir(root):
                 for name, d in find_models(root).items():
                     found.setdefault(name, d)
         for name, d in found.items():
+            if name in self.skipped or (name in self.info and not dir_locked(d)
+                                        and not self.info[name].get("_training")):
+                continue
             try:                 # a damaged model is left off the list, not the server
-                self.info[name] = model_card(name, d)
+                self.info[name] = dict(model_card(name, d), _training=dir_locked(d))
                 self.dirs[name] = d
             except UserError as e:
+                self.skipped.add(name)
                 print(f"serve: skipping {name}: {e}", file=sys.stderr)
-        self.samplers = collections.OrderedDict()      # oldest use first
-        self.lock = threading.Lock()
-        self.drawing = 0                 # requests drawing now (GET /api/status)
+
+    def drop(self, name):
+        self.dirs.pop(name, None)
+        self.info.pop(name, None)
+        self.skipped.add(name)
 
     def listing(self):
         """/api/models: the models, finished ones first; `training` is true while a
         train.py holds a model's directory (its figures are not final yet)."""
-        out = [dict(info, training=dir_locked(self.dirs[name]))
+        self.refresh()
+        out = [dict({k: v for k, v in info.items() if k != "_training"},
+                    training=dir_locked(self.dirs[name]))
                for name, info in self.info.items()]
         return sorted(out, key=lambda m: m["training"])
 
@@ -384,15 +411,18 @@ def draft(s, args, ids, kept, seed, on_text=None):
 # ------------------------------------------------------------------------------ server
 
 
-def read_body(handler):
-    """(True, the request's JSON body), or (False, None) once a 400/408/413 is sent."""
+def read_body(handler, limit=MAX_BODY, what=None):
+    """(True, the request's JSON body), or (False, None) once a 400/408/413 is sent.  A
+    body over `limit` bytes is refused by its Content-Length, before it is read."""
     try:
         length = int(handler.headers.get("Content-Length") or 0)
     except ValueError:
         length = -1
-    if not 0 < length <= MAX_BODY:
-        handler.send(413 if length > MAX_BODY else 400,
-                     {"error": f"send a JSON body of at most {MAX_BODY} bytes"})
+    if not 0 < length <= limit:
+        handler.send(413 if length > limit else 400,
+                     {"error": what if what and length > limit else
+                      f"send a JSON body of at most {limit:,} bytes"})
+        handler.close_connection = True          # the unread body is not a next request
         return False, None
     try:
         body = handler.rfile.read(length)
@@ -421,7 +451,7 @@ class Handler(BaseHTTPRequestHandler):
     """The page and the JSON API; make_handler binds it to the models and the limit of
     requests drawn at once."""
     server_version = "lyrics/1"
-    models = busy = page = None
+    models = busy = page = trainer = None
     max_seconds = MAX_SECONDS
     # a client that sends its headers or body slowly, or less body than it announced,
     # gets SOCKET_TIMEOUT seconds, not a thread until it hangs up
@@ -449,6 +479,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send(200, options())
         elif self.path == "/api/status":
             self.send(200, {"drawing": self.models.drawing})
+        elif self.path == "/api/train":
+            self.send(200, self.trainer.status())
         elif self.path == "/favicon.ico":
             self.send(200, ICON, "image/svg+xml")
         else:
@@ -466,6 +498,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.streaming, self.streamed = False, 0
+        if self.path in ("/api/songs", "/api/train", "/api/train/stop"):
+            return self.panel()
         if self.path not in ("/api/generate", "/api/stream"):
             return self.send(404, {"error": f"no such endpoint: {self.path}"})
         ok, req = read_body(self)
@@ -494,6 +528,43 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.busy.release()
 
+    def panel(self):
+        """The training panel's POSTs (pagetrain.py)."""
+        from pagetrain import MAX_UPLOAD, PanelError, preview, read_songs
+        if self.path == "/api/train/stop":
+            ok, req = True, {}
+            if self.headers.get("Content-Length") not in (None, "0"):
+                ok, req = read_body(self)
+        else:
+            limit = MAX_UPLOAD * 4 // 3 + MAX_BODY if self.path == "/api/songs" else MAX_BODY
+            ok, req = read_body(self, limit, f"at most {MAX_UPLOAD // 2 ** 20} MB of songs "
+                                             f"at once (about a million characters); for "
+                                             f"more, use data/parse.py and train.py in a "
+                                             f"terminal")
+        if not ok:
+            return
+        try:
+            if not isinstance(req, dict):
+                raise PanelError("the request must be a JSON object")
+            if self.path == "/api/songs":
+                text, figures = read_songs(req)
+                base = req.get("base")
+                vocab = None
+                if isinstance(base, str) and base in self.models.dirs:
+                    from modeldir import read_vocab
+                    vocab = set(read_vocab(self.models.dirs[base])[0])
+                out = preview(text, figures, vocab)
+                out["token"] = self.trainer.stage(text)
+                self.send(200, out)
+            elif self.path == "/api/train":
+                self.send(200, self.trainer.start(req, dict(self.models.dirs)))
+            else:
+                self.send(200, self.trainer.stop())
+        except PanelError as e:
+            self.send(e.status, {"error": self.public(str(e)), "field": e.field})
+        except UserError as e:
+            self.send(500, {"error": self.public(str(e))})
+
     def watch(self, k, text):
         """on_text of a request: the wall-clock limit on drawing (loading a model is not
         counted), and (every 64 characters, for
@@ -521,8 +592,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(405)
         self.send_header("Allow", "GET, HEAD, POST")
         data = json.dumps({"error": f"{self.command} is not allowed here: GET the page "
-                                    f"and /api/models, /api/options, /api/status; POST "
-                                    f"/api/generate and /api/stream"}).encode("utf-8")
+                                    f"and /api/models, /api/options, /api/status, "
+                                    f"/api/train; POST /api/generate, /api/stream, "
+                                    f"/api/songs, /api/train and /api/train/stop"}
+                          ).encode("utf-8")
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -567,11 +640,12 @@ def client_gone(sock):
         return True
 
 
-def make_handler(models, busy, max_seconds=MAX_SECONDS):
+def make_handler(models, busy, max_seconds=MAX_SECONDS, trainer=None):
     page = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "web",
                              "index.html"), "rb").read()
     return type("BoundHandler", (Handler,), {"models": models, "busy": busy, "page": page,
-                                             "max_seconds": max_seconds})
+                                             "max_seconds": max_seconds,
+                                             "trainer": trainer})
 
 
 class Server(ThreadingHTTPServer):
@@ -607,15 +681,16 @@ def main(argv=None):
                 break
         except UserError as e:          # damaged: off the list, the others still served
             print(f"serve: skipping {first}: {e}", file=sys.stderr)
-            models.dirs.pop(first)
-            models.info.pop(first)
+            models.drop(first)
     if not models.dirs:
         raise UserError(f"no model in {args.save_dir}/ could be loaded (see above); "
                         f"retrain or restore one")
+    from pagetrain import Trainer
+    trainer = Trainer(args.save_dir, args.songs_dir)
     try:
         server = Server((args.host, args.port),
                         make_handler(models, threading.BoundedSemaphore(
-                            args.max_concurrent), args.max_seconds))
+                            args.max_concurrent), args.max_seconds, trainer))
     except OSError as e:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); pick "
                         f"another --port", code=2)
@@ -633,6 +708,7 @@ def main(argv=None):
         pass
     finally:
         server.server_close()
+        trainer.shutdown()          # a training the page started saves and ends too
     return 0
 
 

@@ -273,15 +273,22 @@ def parse_file(path, encoding="auto", simplified=False):
                         f"encoding) or run: python data/fetch_corpus.py")
     except IsADirectoryError:
         raise UserError(f"input is a directory, not a file: {path}")
+    return parse_bytes(raw, path, encoding, simplified)
+
+
+def parse_bytes(raw, where, encoding="auto", simplified=False):
+    """Clean the bytes of a raw lyrics file (named `where` in messages): (cleaned text,
+    stats dict).  parse_file's work, for bytes that come from elsewhere (serve.py's
+    uploads)."""
     if not raw.strip():
-        raise UserError(f"input is empty: {path}")
+        raise UserError(f"input is empty: {where}")
     text, used = decode_bytes(raw, encoding)
     text = strip_lrc_and_credits(text)
     if simplified:
         text = to_simplified(text)
     out = clean(text)
     if not out.replace(" ", ""):
-        raise UserError(f"no Chinese characters (U+4E00-U+9FA5) left in {path} after "
+        raise UserError(f"no Chinese characters (U+4E00-U+9FA5) left in {where} after "
                         f"cleaning; is it a Chinese lyrics file?")
     stats = {
         "encoding": used,

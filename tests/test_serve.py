@@ -526,7 +526,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         # a denied clipboard says so ("copied" before)
         driver.execute_script("navigator.clipboard.writeText = () => "
                               "Promise.reject(new DOMException('denied'))")
-        copy = driver.find_element(By.CSS_SELECTOR, ".card button")
+        copy = driver.find_element(By.CSS_SELECTOR, ".card button.copy")
         copy.click()
         wait.until(lambda d: copy.text != "copy")
         assert copy.text.startswith("copy failed")
@@ -534,7 +534,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         driver.execute_script("window.copied = []; navigator.clipboard.writeText = (t) => "
                               "{ window.copied.push(t); return Promise.resolve(); }")
         card = driver.find_element(By.CSS_SELECTOR, "#results .card")
-        card.find_elements(By.CSS_SELECTOR, "button")[1].click()
+        card.find_elements(By.CSS_SELECTOR, "button.copy")[1].click()
         wait.until(lambda d: d.execute_script("return window.copied.length"))
         assert driver.execute_script("return window.copied[0]") == \
             card.find_element(By.CSS_SELECTOR, ".cmd").text
