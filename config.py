@@ -131,7 +131,7 @@ FIELDS = (
           "all V: a faster step when V is thousands; validation, the reported loss, "
           "sampling and scoring use the full softmax, and the saved model is the same kind "
           "(0 = the full softmax; S >= V is the full softmax too)", type=non_negative_int,
-          metavar="S", fresh=0),
+          metavar="S", fresh=0, fine_tune=256),
     Field("grad_clip", "training", 5.0, "clip gradients to this global norm",
           type=positive_float),
     Field("patience", "training", 5, "stop when validation loss has not improved for this "
@@ -140,7 +140,9 @@ FIELDS = (
           "(0 = no limit)", type=non_negative_int),
     Field("max_minutes", "training", None, "wall-clock budget of this run: training stops "
           "early enough for a last validation pass and save to end within it, and the best "
-          "model found is kept (default: no limit)", type=positive_float),
+          "model found is kept (0 = no limit; a fine-tune ends in minutes by default: "
+          "README, 'The shipped base')", type=float_in(0.0, 1e7), metavar="MINUTES",
+          fresh=0.0, fine_tune=10.0),
     Field("seed", "training", 1234, "random seed for weights and dropout", type=int),
     # ---- saving and resuming
     Field("save_every", "saving and resuming", 1000, "save a checkpoint every this many "
@@ -155,6 +157,10 @@ FIELDS = (
           "--data_dir's text are added); DIR is only read", metavar="DIR"),
     Field("cpu", "saving and resuming", False, "use the CPU even if a GPU is visible",
           switch=True, in_config=False),
+    Field("progress_every", "saving and resuming", 60.0, "seconds between progress lines "
+          "when the output is not a terminal (a log file, serve.py's training panel; a "
+          "terminal's bar is redrawn 5 times a second)", type=positive_float,
+          metavar="SECONDS", in_config=False),
     Field("bf16", "saving and resuming", False, "CPU only: run matmuls in bfloat16 through "
           "oneDNN, for CPUs with AVX512-BF16/AMX (faster, slightly less precise; "
           "checkpoints stay float32)", switch=True),

@@ -182,7 +182,7 @@ class Budget:
         # --max_minutes: training stops at `deadline`, leaving time for the validation
         # pass that follows (estimated from the step time: a forward pass is about a
         # third of a training step) and the saves.
-        self.deadline = None if args.max_minutes is None else \
+        self.deadline = None if not args.max_minutes else \
             args.start_time + args.max_minutes * 60
         self.step_times, self.timed_out = [], False
 
@@ -335,6 +335,7 @@ class Fit:
         data.set_epoch(epoch)           # --mix_base: this epoch's stretch of the base
         model.set_lr(self.sess, self.lr(epoch))
         progress = Progress(data.num_batches, epoch, args.num_epochs, self.chars_per_step,
+                            every=getattr(args, "progress_every", 60.0),
                             run_left=self.run_left)
         stopped_at = [data.num_batches]     # where this epoch stops; less if cut short
 
