@@ -104,6 +104,7 @@ def test_bad_training_requests_are_refused_in_words(panel, req, status, needle):
     assert sorted(os.listdir(save)) == ["lyrics"] and not os.path.exists(songs / "evil")
 
 
+@pytest.mark.slow
 def test_train_from_the_page_stop_continue_and_write(panel, tmp_path):
     """The panel's whole path: songs, train (the shown command), the model in the picker
     at its first checkpoint marked in training, the curve growing, a second training
