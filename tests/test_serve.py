@@ -692,8 +692,8 @@ def test_lock_redo_and_song_form_in_a_real_browser(server, tmp_path):
         # one line again: only line 1 (index 0) changes
         button = cards()[0].find_elements(By.CSS_SELECTOR, ".line button.redo")[0]
         for _ in range(5):          # a redone line may, by chance, come out the same
-            driver.execute_script("arguments[0].click()", button)
             n = len(cards())
+            driver.execute_script("arguments[0].click()", button)
             wait.until(lambda d: len(cards()) == n + 1)
             again = lines_of(cards()[0])
             assert again[1:] == redone[1:], (again, redone)
