@@ -22,7 +22,6 @@ here.
 import argparse
 import re
 
-SPACE = " "
 LINE_CAP = 40           # a new line without a length: 1 to this many (as engine.LINE_CAP)
 MAX_PLAN_LINES = 1000   # entries a plan may have (the character budget bounds it further)
 MARKS = "*=/"           # the template's own marks: no line of lyrics holds them

@@ -265,8 +265,7 @@ class Trainer:
         job = self.job
         if job is None:
             return {"running": False, "name": None}
-        running = self.running() or (job["returncode"] is None and self.proc is not None
-                                     and self.proc.poll() is None)
+        running = self.running()
         out = {"name": job["name"], "running": running, "command": job["command"],
                "progress": job["progress"], "note": job["note"],
                "output": list(job["output"])[-8:], "returncode": job["returncode"],
