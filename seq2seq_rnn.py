@@ -42,6 +42,15 @@ tf1 = tf.compat.v1
 nest = tf.nest
 
 
+# How the layers are built (config key rnn_impl; bench/speed.py and bench/profile.py pick
+# one): "hoisted", the default: inputs projected outside the recurrence, and in training
+# the recurrent products' backward from a stored w^T with their weight gradients made for
+# all steps in one product (Cell.rec, Model._gradients); "stepwise": the same forward with
+# TensorFlow's own per-step gradients (the build before that backward: the same numbers,
+# 1.3-1.5x slower); "plain": [x, h] x kernel at every step, as TF's own cells compute it.
+RNN_IMPLS = ("hoisted", "stepwise", "plain")
+
+
 def _cfg(args):
     """A private dict copy of args (argparse.Namespace or dict); the caller's is untouched."""
     d = dict(vars(args)) if not isinstance(args, dict) else dict(args)
@@ -55,30 +64,34 @@ def run_layers(inputs_tm, initial_state, cells, keep_prob=None, hoisted=True):
     Returns (list of T top-layer outputs [B, H], tuple of final states per layer).
     """
     T = inputs_tm.shape[0]
-    B = tf.shape(inputs_tm)[1]
-    x = inputs_tm
+    xs = None                   # the layer's per-step inputs, T x [B, in] (None: layer 0)
     final = []
-    outputs = None
-    # Per-step slices come from tf.unstack, never x[t]: the gradient of unstack is one
-    # stack, while each x[t] would add a zero-padded full-size tensor to the backward pass.
-    for cell, state in zip(cells, initial_state):
+    # Per-step slices come from tf.unstack/tf.split, never x[t]: their gradient is one
+    # stack or concat, while each x[t] would add a zero-padded full-size tensor to the
+    # backward pass.  Name scopes (layer_<i>/project, layer_<i>/t<t>; variables are
+    # made elsewhere, so checkpoints do not see them) let bench/profile.py read a trace.
+    for i, (cell, state) in enumerate(zip(cells, initial_state)):
         outputs = []
-        if hoisted:
-            n_in = x.shape[-1]
-            xp = cell.project_inputs(tf.reshape(x, [-1, n_in]))      # [T*B, G*H]
-            xp = tf.unstack(tf.reshape(xp, [T, B, xp.shape[-1]]), num=T)
+        with tf.name_scope(f"layer_{i}"):
+            if not hoisted:
+                xp = xs if xs is not None else tf.unstack(inputs_tm, num=T)
+            elif xs is None:
+                with tf.name_scope("project"):
+                    x = inputs_tm
+                    xp = cell.project_inputs(tf.reshape(x, [-1, x.shape[-1]]))  # [T*B, G*H]
+                    xp = tf.split(xp, T)
+            else:
+                with tf.name_scope("project"):
+                    xp = tf.split(cell.project_inputs(tf.concat(xs, 0)), T)    # T x [B, G*H]
             for t in range(T):
-                state = cell.step(xp[t], state)
-                outputs.append(cell.output(state))
-        else:
-            xs = tf.unstack(x, num=T)
-            for t in range(T):
-                state = cell.step_plain(xs[t], state)
-                outputs.append(cell.output(state))
-        final.append(state)
-        if keep_prob is not None:
-            outputs = [tf.nn.dropout(o, rate=1.0 - keep_prob) for o in outputs]
-        x = tf.stack(outputs)                                           # [T, B, H]
+                with tf.name_scope(f"t{t}"):
+                    state = (cell.step(xp[t], state) if hoisted
+                             else cell.step_plain(xp[t], state))
+                    outputs.append(cell.output(state))
+            final.append(state)
+            if keep_prob is not None:
+                outputs = [tf.nn.dropout(o, rate=1.0 - keep_prob) for o in outputs]
+        xs = outputs
     return outputs, tuple(final)
 
 
@@ -208,6 +221,13 @@ class Model:
             in_sizes = [E] + [H] * (cfg["num_layers"] - 1)
             self.cells = [Cell.make(cfg["rnncell"], H, n_in, i)
                           for i, n_in in enumerate(in_sizes)]
+        training = (not infer) if training is None else training
+        impl = cfg.get("rnn_impl") or "hoisted"
+        if impl not in RNN_IMPLS:
+            raise ValueError(f"rnn_impl must be one of {RNN_IMPLS}, not {impl!r}")
+        if training and impl == "hoisted":     # the backward of Cell.rec and _gradients
+            for cell in self.cells:
+                cell.taps = []
         self.attention = CausalAttention(H) if attention else None
         self.softmax_w = build_weight([H, V], "softmax_w")
         self.softmax_b = build_weight([V], "softmax_b", initializer=tf1.zeros_initializer())
@@ -222,20 +242,21 @@ class Model:
         use_dropout = not infer and cfg.get("dropout", field("dropout").fresh) > 0
         self.outputs, self.final_state = self.forward(
             self.input_data, self.initial_state, self.keep_prob if use_dropout else None)
-        self.logits = tf.matmul(self.outputs, self.softmax_w) + self.softmax_b  # [B*T, V]
-        self.probs = tf.nn.softmax(self.logits)
-        labels = tf.reshape(self.targets, [-1])                                 # [B*T]
-        loss = softmax_cross_entropy(self.logits, labels)
-        self.cost = tf.reduce_mean(loss)        # mean cross-entropy per character (nats)
-        self.row_cost = tf.reduce_mean(tf.reshape(loss, [B, T]), 1)     # [B], per row
+        with tf.name_scope("softmax"):
+            self.logits = tf.matmul(self.outputs, self.softmax_w) + self.softmax_b  # [B*T, V]
+            self.probs = tf.nn.softmax(self.logits)
+            labels = tf.reshape(self.targets, [-1])                             # [B*T]
+            loss = softmax_cross_entropy(self.logits, labels)
+            self.cost = tf.reduce_mean(loss)    # mean cross-entropy per character (nats)
+            self.row_cost = tf.reduce_mean(tf.reshape(loss, [B, T]), 1)     # [B], per row
 
         self._bookkeeping(cfg)
-        training = (not infer) if training is None else training
         # --sampled_softmax S: training minimises a sampled softmax over S candidates;
         # self.cost stays the full softmax (validation, reports, sampling).
         self.sampled = training and 0 < sampled_size(cfg) < V
-        self.train_cost = (sampled_cost(self.softmax_w, self.softmax_b, self.outputs, labels,
-                                        sampled_size(cfg)) if self.sampled else self.cost)
+        with tf.name_scope("sampled"):
+            self.train_cost = (sampled_cost(self.softmax_w, self.softmax_b, self.outputs, labels,
+                                            sampled_size(cfg)) if self.sampled else self.cost)
         if training:
             self._optimizer(cfg)
 
@@ -265,7 +286,7 @@ class Model:
     def _optimizer(self, cfg):
         """Clipped Adam on the cost, and the finiteness check run before each save."""
         tvars = tf1.trainable_variables()
-        grads = tf.gradients(self.train_cost, tvars)
+        grads = self._gradients(tvars)
         # The embedding's gradient comes as IndexedSlices (B*T rows).  Summed into a
         # dense [V, E] here, Adam updates it with one fused kernel; its sparse path ran
         # a dozen full-size ops over m and v anyway (TF1 Adam decays all rows), and the
@@ -273,6 +294,7 @@ class Model:
         # the summed gradient (as sliced, repeated characters' rows were counted apart).
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
                  for g in grads]
+        self._tvars, self._grads = tvars, grads      # (as computed, before clipping)
         grads, self.grad_norm = tf.clip_by_global_norm(grads, cfg.get("grad_clip", field("grad_clip").default))
         # Checked before each save, so no checkpoint ever holds inf/NaN weights.
         self.weights_finite = tf.reduce_all(
@@ -281,21 +303,48 @@ class Model:
         self.train_op = optimizer.apply_gradients(zip(grads, tvars),
                                                   global_step=self.global_step)
 
+    def _gradients(self, tvars):
+        """d train_cost / d tvars.  The recurrent products' weight gradients come from the
+        cells' taps (Cell.rec): per weight w, the gradients dP_t that reach its T products
+        P_t = h_t x w, stacked, give dw = [h_1..h_T]^T x [dP_1..dP_T] in one product whose
+        inner size is T*B (instead of T products of inner size B, summed), then flow to the
+        variable w was cut from (its tf.split)."""
+        taps = [tap for cell in self.cells for tap in (cell.taps or [])]
+        products = [p for _, _, p in taps]
+        grads = tf.gradients(self.train_cost, tvars + products)
+        grads, d_products = grads[:len(tvars)], grads[len(tvars):]
+        by_weight = {}
+        for (w, h, _), dp in zip(taps, d_products):
+            if dp is not None:
+                _, hs, dps = by_weight.setdefault(w.ref(), (w, [], []))
+                hs.append(h)
+                dps.append(dp)
+        for w, hs, dps in by_weight.values():
+            with tf.name_scope("gradients/recurrent_weights"):
+                dw = tf.matmul(tf.concat(hs, 0), tf.concat(dps, 0), transpose_a=True)
+                to_vars = tf.gradients(w, tvars, grad_ys=dw)
+            grads = [g if d is None else (d if g is None else g + d)
+                     for g, d in zip(grads, to_vars)]
+        return grads
+
     def forward(self, ids, state, keep_prob=None):
         """ids [B, T] -> (top-layer outputs [B*T, H] in batch-major order, final state);
         the logits are outputs x softmax_w + softmax_b."""
         H = self.config["rnn_size"]
         rnn_state, attn_state = state
-        emb = tf.nn.embedding_lookup(self.word_embedding, tf.transpose(ids))  # [T, B, E]
+        with tf.name_scope("embedding"):
+            emb = tf.nn.embedding_lookup(self.word_embedding, tf.transpose(ids))  # [T, B, E]
         outputs, final_rnn = run_layers(emb, rnn_state, self.cells, keep_prob,
                                         hoisted=self.config.get("rnn_impl") != "plain")
-        hs = tf.transpose(tf.stack(outputs), [1, 0, 2])                     # [B, T, H]
+        with tf.name_scope("outputs"):
+            hs = tf.transpose(tf.stack(outputs), [1, 0, 2])                 # [B, T, H]
         if self.attention is not None and attn_state:      # sampling: rolling buffer
             out, buf, valid = self.attention.over_buffer(hs[:, 0], *attn_state)
             hs, attn_state = out[:, None, :], (buf, valid)
         elif self.attention is not None:                   # training: causal window
             hs = self.attention.over_window(hs)
-        return tf.reshape(hs, [-1, H]), (final_rnn, attn_state)
+        with tf.name_scope("outputs"):
+            return tf.reshape(hs, [-1, H]), (final_rnn, attn_state)
 
     def step(self, x, state):
         """One character at batch 1 (infer=True), the lean way: x [] int32, state as

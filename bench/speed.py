@@ -53,26 +53,12 @@ from statistics import median
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from presets import PRESETS  # noqa: E402
 from utils import ArgumentParser  # noqa: E402
 from bench.limits import add_limits, matmul_peak  # noqa: E402
-from bench.sampling import sampling_figures, timed  # noqa: E402
+from bench.cases import CONFIGS, SUITE, capped_text, load_ids, suite_text  # noqa: E402
+from bench.sampling import sampling_figures  # noqa: E402
 from config import CELL_TYPES  # noqa: E402
 
-# The presets of train.py --preset (presets.py), as the bench trains them (the cell type
-# is the bench's own --rnncell); "base" is what scripts/base.sh trains on a CPU.
-BENCH_KEYS = ("embedding_size", "num_layers", "rnn_size", "batch_size", "seq_length",
-              "learning_rate", "max_vocab")
-CONFIGS = {name: {k: PRESETS[preset][k] for k in BENCH_KEYS if k in PRESETS[preset]}
-           for name, preset in (("seed", "seed"), ("large", "large"), ("base", "base-cpu"))}
-# The base recipe as train.py runs it, with its sampled softmax: a row of its own, labelled
-# sampled, with no PyTorch ratio (the reference computes every logit; "base" compares).
-CONFIGS["sampled"] = dict(CONFIGS["base"],
-                          sampled_softmax=PRESETS["base-cpu"]["sampled_softmax"])
-# --suite: (name, fetch_corpus.py flags, configs)
-SUITE = [("songci300", ["--subset", "300"], ["seed", "large"]),
-         ("songci", [], ["seed", "large"]),
-         ("poetry", ["--corpus", "poetry"], ["base", "sampled"])]
 # Other programs' share of the CPU above which a row is flagged as measured beside other
 # work (an idle 2-core machine shows 0-3 %: the system's own daemons).
 IDLE_SHARE = 0.05
@@ -151,14 +137,6 @@ class CpuWatch:
                     others_share=share)
 
 
-def load_ids(path):
-    from preprocess import build_vocab
-    with open(path, encoding="utf-8") as f:
-        text = " ".join(f.read().split())
-    chars, ids = build_vocab(text)
-    return chars, ids
-
-
 def measure_tf(ids, vocab_size, cell, cfg, steps, warmup, seed, impl="hoisted", bf16=False):
     """Median training chars/s over `steps` after `warmup`; then held-out loss."""
     import numpy as np
@@ -217,33 +195,6 @@ def measure_torch(torch_python, text, cell, cfg, steps, warmup, seed):
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def suite_text(name, fetch_flags):
-    """data/bench/<name>/lyrics.txt, fetched and cleaned the first time it is asked for
-    (data/fetch_corpus.py keeps the verified tarball, so later fetches are offline)."""
-    d = os.path.join(ROOT, "data", "bench", name)
-    text = os.path.join(d, "lyrics.txt")
-    if not os.path.exists(text):
-        os.makedirs(d, exist_ok=True)
-        origin = os.path.join(d, "origin.txt")
-        print(f"bench: preparing {text} (once)", flush=True)
-        timed([sys.executable, "data/fetch_corpus.py", "--output", origin, "--force"]
-              + fetch_flags)
-        timed([sys.executable, "data/parse.py", "--input", origin, "--output", text])
-    return text
-
-
-def capped_text(text, chars, ids, max_vocab):
-    """The text with the characters train.py --max_vocab leaves out removed, written once
-    beside it, so ours and the reference train on the same max_vocab characters."""
-    from preprocess import build_vocab
-    path = os.path.splitext(text)[0] + f".v{max_vocab}.txt"
-    if not os.path.exists(path):
-        from fileio import atomic_write_text
-        kept, kept_ids = build_vocab("".join(chars[i] for i in ids), max_vocab=max_vocab)
-        atomic_write_text(path, "".join(kept[i] for i in kept_ids).strip())
-    return path
 
 
 def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
