@@ -154,3 +154,15 @@ def add_limits(row, cfg, V, cell):
     row["tf_share_of_ceiling"] = row["tf_chars_per_s"] / row["ceiling_chars_per_s"]
     row["ceiling_share_of_peak"] = row["ceiling_chars_per_s"] * fpc / 1e9 / peak
     return fpc, peak
+
+
+def gap_split(ours, reference, ceiling):
+    """Where a row trails the reference, in chars/s: (the matmul kernel's part, ours).
+    No build on TensorFlow passes the ceiling, so the part of the gap above it is the
+    kernel's (TensorFlow's matmuls against the reference's on these shapes); the rest,
+    from us up to the ceiling or the reference, is ours to close.  (0, 0) when ours
+    leads."""
+    if ours >= reference:
+        return 0.0, 0.0
+    kernel = max(0.0, reference - ceiling)
+    return kernel, max(0.0, reference - kernel - ours)

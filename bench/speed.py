@@ -54,7 +54,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from utils import ArgumentParser  # noqa: E402
-from bench.limits import add_limits, matmul_peak  # noqa: E402
+from bench.limits import add_limits, gap_split, matmul_peak  # noqa: E402
 from bench.cases import CONFIGS, SUITE, capped_text, load_ids, suite_text  # noqa: E402
 from bench.sampling import sampling_figures  # noqa: E402
 from config import CELL_TYPES  # noqa: E402
@@ -240,6 +240,8 @@ def train_row(a, text, chars, ids, conf, cell, torch_ok, has_bf16):
         row["ratio_vs_torch"] = row["tf_chars_per_s"] / row["torch_chars_per_s"]
         row["torch_share_of_peak"] = row["torch_chars_per_s"] * fpc / 1e9 / peak
         row["ceiling_vs_torch"] = row["ceiling_chars_per_s"] / row["torch_chars_per_s"]
+        row["gap_kernel"], row["gap_ours"] = gap_split(
+            row["tf_chars_per_s"], row["torch_chars_per_s"], row["ceiling_chars_per_s"])
         row.pop("torch_error", None)
     if not a.no_quality:
         plain = measure_tf(ids, V, cell, cfg, steps, warm, a.seed, impl="plain")
@@ -391,6 +393,10 @@ def _row_text(r):
               f"{r['tf_share_of_ceiling']:.0%} of it")
         if "ceiling_vs_torch" in r:
             s += f"; no build can beat torch by more than {r['ceiling_vs_torch']:.2f}x here"
+        if r.get("gap_kernel", 0) + r.get("gap_ours", 0) > 0:
+            s += (f"\n{'':11s}behind torch by "
+                  f"{k(r['gap_kernel'] + r['gap_ours'])} chars/s: {k(r['gap_kernel'])} of it "
+                  f"the matmul kernel (the ceiling is below torch), {k(r['gap_ours'])} ours")
     if r.get("others_share") is not None:
         s += (f"\n{'':11s}other programs used {r['others_share']:.0%} of the CPU while the "
               f"rounds ran (load average {r['load_before']:.2f} before, "

@@ -217,3 +217,19 @@ def test_sampling_figures_time_the_engine_at_each_vocabulary_size(tmp_path):
     worst = out["worst_rules"]                      # the costliest rules, per character
     assert worst["vocab_size"] == 300 and 0 < worst["per_char_s"] < 1
     assert worst["plain_per_char_s"] == out["sizes"][0]["sample_200_s"] / 200
+
+
+def test_a_row_behind_the_reference_says_how_much_is_the_kernel_and_how_much_ours():
+    from bench.limits import gap_split
+    assert gap_split(5000, 6000, 5500) == (500, 500)     # half above the ceiling
+    assert gap_split(5000, 6000, 9000) == (0, 1000)      # all ours: the ceiling is higher
+    assert gap_split(5600, 6000, 5500) == (500, 0)       # at the ceiling: all the kernel's
+    assert gap_split(7000, 6000, 5500) == (0, 0)         # ours leads
+    row = dict(config="large", rnncell="lstm", tf_chars_per_s=5000, torch_chars_per_s=6000,
+               ratio_vs_torch=5 / 6, torch_share_of_peak=0.8, ceiling_chars_per_s=5500,
+               ceiling_share_of_peak=0.9, tf_share_of_ceiling=0.91, params=1e6,
+               update_s=0.001, logits_pass_s=0.001, ceiling_vs_torch=0.92,
+               gap_kernel=500, gap_ours=500)
+    assert ("behind torch by 1.0k chars/s: 0.5k of it the matmul kernel (the ceiling is "
+            "below torch), 0.5k ours") in _row_text(row)
+    assert "behind torch" not in _row_text(dict(row, gap_kernel=0, gap_ours=0))
