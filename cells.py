@@ -75,7 +75,7 @@ class Cell:
         While a training graph is built (self.taps a list), the product's gradient stops at
         h: the step's weight gradient, a [n, B] x [B, K] product per step (K = B = 32 in
         the base config: about a quarter of the matmul speed of the forward pass), is made
-        by Model._optimizer for all T steps at once, [n, T*B] x [T*B, K], from the tapped
+        by Model._gradients for all T steps at once, [n, T*B] x [T*B, K], from the tapped
         (w, h, product) and the gradients that reach the products."""
         if self.taps is None:
             return tf.matmul(h, w)

@@ -54,7 +54,7 @@ def classify(node_name, op_type):
         direction, part = "update", "optimizer"
     elif name.startswith("embedding"):
         part = "embedding"
-    elif re.match(r"layer_\d+/project\d*(/|_grad|$)", name):
+    elif re.match(r"layer_\d+/project(_\d+)?(/|_grad|$)", name):
         part = "input projection"
     elif re.match(r"layer_\d+/t\d+(/|$)", name) or name.startswith("recurrent_weights"):
         part = "recurrence"

@@ -21,6 +21,7 @@ from bench.profile import classify, op_type_of  # noqa: E402
     ("gradients/recurrent_weights_1/MatMul", "_MklMatMul",
      ("backward", "recurrence", "matmul")),
     ("layer_0/project/MatMul", "_MklFusedMatMul", ("forward", "input projection", "matmul")),
+    ("layer_1/project_3/MatMul", "_MklMatMul", ("forward", "input projection", "matmul")),
     ("gradients/layer_1/project/MatMul_grad/MatMul_1", "_MklMatMul",
      ("backward", "input projection", "matmul")),
     ("softmax/MatMul", "_MklMatMul", ("forward", "softmax", "matmul")),
