@@ -37,6 +37,8 @@ ARCHITECTURE_KEYS = ("vocab_size", "rnncell", "num_layers", "rnn_size", "embeddi
 CELL_GATES = dict(sorted(((kind, cls.GATES) for kind, cls in Cell.REGISTRY.items()),
                          key=lambda kv: (kv[1], kv[0])))
 CELL_TYPES = tuple(CELL_GATES)
+# How seq2seq_rnn builds the layers (config key rnn_impl; see RNN_IMPLS there).
+RNN_IMPLS = ("hoisted", "stepwise", "plain")
 # The architecture flags: every key a checkpoint depends on but the vocabulary's size,
 # which comes from the text.
 ARCH_FLAGS = tuple(k for k in ARCHITECTURE_KEYS if k != "vocab_size")

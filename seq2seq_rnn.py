@@ -36,7 +36,7 @@ import copy
 import tensorflow as tf
 
 from cells import Cell, build_weight
-from config import CELL_TYPES, field
+from config import CELL_TYPES, RNN_IMPLS, field
 
 tf1 = tf.compat.v1
 nest = tf.nest
@@ -48,7 +48,7 @@ nest = tf.nest
 # all steps in one product (Cell.rec, Model._gradients); "stepwise": the same forward with
 # TensorFlow's own per-step gradients (the build before that backward: the same numbers,
 # 1.3-1.5x slower); "plain": [x, h] x kernel at every step, as TF's own cells compute it.
-RNN_IMPLS = ("hoisted", "stepwise", "plain")
+# (config.RNN_IMPLS, so bench/profile.py's --help needs no TensorFlow.)
 # The upper layers' input products per window (run_layers' wavefront).
 WAVEFRONT_PARTS = 4
 

@@ -29,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.cases import CONFIGS  # noqa: E402
+from config import CELL_TYPES, RNN_IMPLS  # noqa: E402
 from utils import ArgumentParser  # noqa: E402
 
 COPY_OPS = {"Split", "SplitV", "ConcatV2", "Concat", "Pack", "Unpack", "Slice",
@@ -125,8 +126,8 @@ def parse_args():
     p.add_argument("--config", default="base", choices=list(CONFIGS),
                    help="bench/speed.py's model size (train.py's presets)")
     p.add_argument("--vocab", type=int, default=6000, help="vocabulary size V")
-    p.add_argument("--rnncell", default="lstm", help="cell type (cells.py)")
-    p.add_argument("--rnn_impl", default="hoisted",
+    p.add_argument("--rnncell", default="lstm", choices=CELL_TYPES, help="cell type (cells.py)")
+    p.add_argument("--rnn_impl", default="hoisted", choices=RNN_IMPLS,
                    help="the layers' build (seq2seq_rnn.py's RNN_IMPLS)")
     p.add_argument("--bf16", action="store_true",
                    help="oneDNN's bfloat16 rewrite, as train.py --bf16")
@@ -147,8 +148,6 @@ def main():
     tf = import_tensorflow()
     tf1 = tf.compat.v1
     from seq2seq_rnn import Model
-    if a.rnncell not in CELL_GATES:
-        raise SystemExit(f"profile: --rnncell must be one of {tuple(CELL_GATES)}")
     cfg = dict(CONFIGS[a.config], vocab_size=a.vocab, rnncell=a.rnncell, grad_clip=5.0,
                attention=False, rnn_impl=a.rnn_impl)
     B, T = cfg["batch_size"], cfg["seq_length"]

@@ -65,8 +65,11 @@ def test_a_profile_of_a_small_model_adds_up_to_the_step():
     assert "step: untraced" in proc.stdout
 
 
-def test_profile_refuses_bad_numbers_in_one_line():
-    proc = subprocess.run([sys.executable, "bench/profile.py", "--steps", "0"], cwd=ROOT,
+@pytest.mark.parametrize("argv, flag", [(["--steps", "0"], "--steps"),
+                                        (["--rnn_impl", "fast"], "--rnn_impl"),
+                                        (["--rnncell", "tcn"], "--rnncell")])
+def test_profile_refuses_bad_input_in_one_line(argv, flag):
+    proc = subprocess.run([sys.executable, "bench/profile.py", *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and "--steps" in proc.stderr
+    assert "Traceback" not in proc.stderr and flag in proc.stderr
