@@ -166,6 +166,15 @@ FIELDS = (
     Field("bf16", "saving and resuming", False, "CPU only: run matmuls in bfloat16 through "
           "oneDNN, for CPUs with AVX512-BF16/AMX (faster, slightly less precise; "
           "checkpoints stay float32)", switch=True),
+    # ---- cluster (cluster.py; README "Training on a cluster")
+    Field("cluster", "cluster", None, "train as one task of a cluster described in FILE (the "
+          "JSON of TF_CONFIG, which is read when this is not given): parameter servers hold "
+          "the variables, the workers' gradients are averaged each step, worker 0 writes "
+          "--save_dir", metavar="FILE", in_config=False),
+    Field("cluster_wait", "cluster", 300.0, "seconds a task waits for the cluster to form "
+          "and a step for every worker's gradient, before it ends with a message (the "
+          "chief's validation pass must fit in it)", type=float_in(1.0, 1e6),
+          metavar="SECONDS", in_config=False),
 )
 
 

@@ -206,9 +206,11 @@ def sampled_cost(softmax_w, softmax_b, outputs, labels, num_sampled):
 
 
 class Model:
-    def __init__(self, args, infer=False, training=None):
+    def __init__(self, args, infer=False, training=None, replicas=None):
         """infer: the batch-1, length-1 sampling graph.  training (default: not infer):
-        build the optimizer; Model(cfg, training=False) is the batch graph for scoring."""
+        build the optimizer; Model(cfg, training=False) is the batch graph for scoring.
+        replicas: training on a cluster (cluster.py) of this many workers, whose
+        gradients a SyncReplicasOptimizer averages into one update per step."""
         cfg = _cfg(args)
         # Attention at sampling time looks back as far as training windows did.
         attn_length = int(cfg.get("attn_length") or cfg["seq_length"])
@@ -270,7 +272,7 @@ class Model:
             self.train_cost = (sampled_cost(self.softmax_w, self.softmax_b, self.outputs, labels,
                                             sampled_size(cfg)) if self.sampled else self.cost)
         if training:
-            self._optimizer(cfg)
+            self._optimizer(cfg, replicas)
 
     def _bookkeeping(self, cfg):
         """Step, learning rate, epoch, batch pointer and best validation loss: saved in
@@ -295,8 +297,10 @@ class Model:
                                         tf1.assign(self.batch_pointer, self.new_pointer))
         self.best_update = tf1.assign(self.best_val_loss, self.new_best)
 
-    def _optimizer(self, cfg):
-        """Clipped Adam on the cost, and the finiteness check run before each save."""
+    def _optimizer(self, cfg, replicas=None):
+        """Clipped Adam on the cost, and the finiteness check run before each save.  With
+        replicas, Adam applies the mean of that many workers' clipped gradients, once per
+        step (the same variables: a checkpoint is the same either way)."""
         tvars = tf1.trainable_variables()
         grads = self._gradients(tvars)
         # The embedding's gradient comes as IndexedSlices (B*T rows).  Summed into a
@@ -312,6 +316,10 @@ class Model:
         self.weights_finite = tf.reduce_all(
             [tf.reduce_all(tf.math.is_finite(v)) for v in tvars])
         optimizer = tf1.train.AdamOptimizer(self.lr)
+        if replicas:
+            optimizer = tf1.train.SyncReplicasOptimizer(
+                optimizer, replicas_to_aggregate=replicas, total_num_replicas=replicas)
+        self.optimizer = optimizer
         self.train_op = optimizer.apply_gradients(zip(grads, tvars),
                                                   global_step=self.global_step)
 

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from cluster import read_cluster, shared_settings, take_stretch
 from config import CELL_GATES, add_flags, config_names, run_defaults
 from finetune import (check_resume, check_resume_data, load_base_weights, mix_base_text,
                       mix_rows, read_base, read_base_weights)
@@ -88,6 +89,13 @@ def main(argv=None):
             args.preset_keys.add(k)
     if args.keep and args.overwrite:
         raise UserError("--keep resumes and --overwrite starts afresh: pick one", code=2)
+    args.cluster_task = cluster = read_cluster(args.cluster, os.environ)
+    if cluster is not None:
+        check_cluster_flags(args, cluster)
+        if cluster.is_ps:
+            return serve_ps(args, cluster)
+        if not cluster.is_chief:          # writes nothing: no save_dir, no log, no lock
+            return start_worker(args, explicit, cluster)
     check_dir_flag(args.save_dir, "--save_dir")
     check_dir_flag(args.log_dir, "--log_dir")
     writable_dir(args.log_dir, "--log_dir")
@@ -109,15 +117,35 @@ def main(argv=None):
         args.lock.release()
 
 
+def check_cluster_flags(args, cluster):
+    """What a cluster's task cannot do (one line, exit 2)."""
+    if cluster.is_ps:
+        return
+    if args.init_from or args.mix_base:
+        raise UserError(f"{cluster.name}: a cluster trains a model from scratch or resumes "
+                        f"one (--keep); fine-tune (--init_from, --mix_base) in one process",
+                        code=2)
+    if args.overwrite and not cluster.is_chief:
+        args.overwrite = False      # only the chief's directory is written
+
+
+def serve_ps(args, cluster):
+    """A parameter server: it reads no text and writes nothing (cluster.serve_ps)."""
+    import cluster as cl
+    tf = import_tensorflow(cpu=True)
+    return cl.serve_ps(tf, cluster, args.cluster_wait, session_config())
+
+
 def start(args, explicit):
     """Everything after the flags, under save_dir's lock: what this run starts from and
     its data (read before anything is written), the graph, the directory's files, the
     session begun one of three ways (begin_fresh, begin_keep, begin_from_base), then the
-    epoch loop (Fit)."""
+    epoch loop (Fit).  On a cluster this is the chief (worker 0)."""
     origin = read_origin(args, explicit)
     data = read_data(args, explicit, origin)
     tf = import_tensorflow(cpu=args.cpu)
-    g = build_graph(tf, args)
+    run = join_cluster(tf, args)
+    g = build_graph(tf, args, run, data)
     if args.init_from:        # read and checked before save_dir is touched
         origin.weights = read_base_weights(tf, origin.ckpt, g.weights)
     gpus = tf.config.list_physical_devices("GPU")
@@ -136,13 +164,19 @@ def start(args, explicit):
     elif args.bf16 and not cpu_has_bf16():
         print("train: warning: this CPU has no native bfloat16 (AVX512-BF16/AMX); --bf16 "
               "may be slower than float32", file=sys.stderr)
-    sess = tf.compat.v1.Session(graph=g.graph, config=session_config(args.bf16 and not gpus))
+    if run is None:
+        sess = tf.compat.v1.Session(graph=g.graph,
+                                    config=session_config(args.bf16 and not gpus))
+    else:
+        sess = run.chief_session(g.graph)
     if args.keep:
         begun = begin_keep(sess, args, g, origin.resume)
     elif args.init_from:
         begun = begin_from_base(sess, g, data, origin)
     else:
         begun = begin_fresh(sess, g)
+    if run is not None:
+        run.chief_started(sess)
 
     os.makedirs(args.log_dir, exist_ok=True)
     log_path = log_filename(args.log_dir)
@@ -153,7 +187,7 @@ def start(args, explicit):
           f"{args.embedding_size}{', attention' if args.attention else ''}: "
           f"{g.n_params:,} parameters; log {log_path}")
     try:
-        return Fit(args, data, sess, g, log_path, tb, begun).run()
+        return fit(tf, args, data, sess, g, log_path, tb, begun, run)
     except NonFinite as e:
         print(f"train: error: {e}; stopped without saving: the checkpoints saved before in "
               f"{args.save_dir}/ are kept. Lower --learning_rate (now {args.learning_rate:g}) "
@@ -162,6 +196,74 @@ def start(args, explicit):
         return 1
     finally:
         tb.close()
+        sess.close()
+
+
+def fit(tf, args, data, sess, g, log_path, tb, begun, run):
+    """The epoch loop (training.Fit); on a cluster, what ends a task's part in it: the
+    chief releases the other workers when it stops for any reason, a step that waits
+    too long or loses the parameter servers is one line (UserError), and every worker
+    tells the parameter servers it has ended."""
+    if run is None:
+        return Fit(args, data, sess, g, log_path, tb, begun).run()
+    name = run.cluster.name
+    try:
+        return Fit(args, data, sess, g, log_path, tb, begun, cluster=run).run()
+    except tf.errors.DeadlineExceededError:
+        others = "another worker" if run.cluster.is_chief else "the chief or another worker"
+        saved = (f"the checkpoints in {args.save_dir}/ are kept" if run.cluster.is_chief
+                 else "this worker writes nothing")
+        raise UserError(f"{name}: no step completed for {args.cluster_wait:g} s "
+                        f"(--cluster_wait): {others} has stopped or never joined; {saved}. "
+                        f"Restart every task (with --keep to resume from the chief's last "
+                        f"checkpoint)")
+    except (tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.CancelledError) as e:
+        raise UserError(f"{name}: lost the parameter server ({type(e).__name__}); restart "
+                        f"every task, with --keep to resume from the chief's last "
+                        f"checkpoint")
+    finally:
+        if run.cluster.is_chief:
+            run.stop_workers(sess)
+        run.finish(sess)
+
+
+def join_cluster(tf, args):
+    """This task's cluster.ClusterRun (its server started), or None for one process."""
+    if args.cluster_task is None:
+        return None
+    from cluster import ClusterRun
+    return ClusterRun(tf, args.cluster_task, args.cluster_wait,
+                      session_config(args.bf16 and not tf.config.list_physical_devices("GPU")))
+
+
+def start_worker(args, explicit, cluster):
+    """A worker that is not the chief: the same text and flags as the chief (checked
+    against the chief's once it has set up the model), its own stretch of the batches, a
+    session on the parameter servers' variables; it writes nothing.  --keep: the chief
+    restores; this worker starts where the restored step counters say."""
+    keep, args.keep = args.keep, False
+    args.seed += cluster.index          # its own dropout and candidate draws
+    origin = read_origin(args, explicit)
+    args.max_minutes = 0.0              # the chief decides when the run ends early
+    data = read_data(args, explicit, origin, own_dir=False)
+    tf = import_tensorflow(cpu=args.cpu)
+    run = join_cluster(tf, args)
+    g = build_graph(tf, args, run, data)
+    mine = shared_settings(dict(vars(args), text_sha256=data.source_sha256))
+    sess = run.worker_session(g.graph, mine)
+    step, epoch, pointer = (int(v) for v in sess.run([g.model.global_step, g.model.epoch,
+                                                      g.model.batch_pointer]))
+    if pointer >= data.num_batches:
+        epoch, pointer = epoch + 1, 0
+    print(f"train: {cluster.name} joined at step {step}, epoch {epoch + 1}, batch {pointer}"
+          + (" (resumed by the chief)" if keep else ""), flush=True)
+    try:
+        return fit(tf, args, data, sess, g, None, None, (epoch, pointer, float("inf")), run)
+    except NonFinite as e:
+        print(f"train: error: {cluster.name}: {e}", file=sys.stderr)
+        return 1
+    finally:
         sess.close()
 
 
@@ -184,9 +286,11 @@ def read_origin(args, explicit):
     return origin
 
 
-def read_data(args, explicit, origin):
+def read_data(args, explicit, origin, own_dir=True):
     """The text as batches (preprocess.TextParser), checked against what it must match:
-    the memory it needs, the saved model (--keep), a model already in save_dir."""
+    the memory it needs, the saved model (--keep), a model already in save_dir (own_dir:
+    this process writes save_dir).  On a cluster: only this worker's stretch of the
+    training batches."""
     if args.mix_base:
         mix_rows(args, origin.saved)
     from preprocess import TextParser
@@ -197,23 +301,31 @@ def read_data(args, explicit, origin):
     check_memory(args)
     if origin.saved is not None:
         check_resume_data(args, origin.saved, data)
-    elif existing_model(args.save_dir) and not args.overwrite:
+    elif own_dir and existing_model(args.save_dir) and not args.overwrite:
         raise UserError(f"{args.save_dir}/ already holds a trained model; resume it with "
                         f"--keep, train into another --save_dir, or pass --overwrite to "
                         f"replace it", code=2)
     mix_base_text(args, explicit, origin.saved, data)
+    cluster = getattr(args, "cluster_task", None)
+    if cluster is not None:
+        take_stretch(data, len(cluster.workers), cluster.index)
     return data
 
 
-def build_graph(tf, args):
-    """The training graph, finalized: any op created later (in the loop) is a bug."""
+def build_graph(tf, args, run=None, data=None):
+    """The training graph, finalized: any op created later (in the loop) is a bug.  On a
+    cluster (run: a cluster.ClusterRun) the variables live on the parameter servers, the
+    optimizer averages the workers' gradients, and the cluster's own ops are added."""
+    import contextlib
     from types import SimpleNamespace
     from seq2seq_rnn import Model
     tf1 = tf.compat.v1
     graph = tf.Graph()
-    with graph.as_default():
+    with graph.as_default(), (tf1.device(run.device_setter()) if run is not None
+                              else contextlib.nullcontext()):
         tf1.set_random_seed(args.seed)
-        g = SimpleNamespace(graph=graph, model=Model(args))
+        replicas = len(run.cluster.workers) if run is not None else None
+        g = SimpleNamespace(graph=graph, model=Model(args, replicas=replicas))
         g.init = tf1.global_variables_initializer()
         g.saver = tf1.train.Saver(tf1.global_variables(), max_to_keep=5,
                                   keep_checkpoint_every_n_hours=1, save_relative_paths=True)
@@ -223,6 +335,9 @@ def build_graph(tf, args):
         g.all_variables = tf1.global_variables()
         from seq2seq_rnn import count_params
         g.n_params = count_params()
+        if run is not None:
+            run.build(g.model, shared_settings(dict(vars(args),
+                                                    text_sha256=data.source_sha256)))
     graph.finalize()
     return g
 

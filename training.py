@@ -65,6 +65,10 @@ class Progress:
 # ------------------------------------------------------------------------------ train
 
 
+class Released(Exception):
+    """A worker of a cluster read the chief's stop flag after a step: the run has ended."""
+
+
 class NonFinite(Exception):
     """The weights hold inf/NaN, or the loss diverged: nothing may be saved."""
 
@@ -116,7 +120,7 @@ MEASURE_EVERY = 16
 
 
 def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_step=None,
-              state_mask=None, rows=None):
+              state_mask=None, rows=None, stop=None, options=None):
     """Run batches xs[start:], ys[start:] carrying the RNN state from batch to batch.
 
     With eval_op (the train op) it trains; without, it only measures (validation).
@@ -130,12 +134,18 @@ def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_s
     (model.sampled) has it computed on every MEASURE_EVERY-th batch only (the first one
     included); on_step then gets the latest such figure, the returned mean is theirs, and
     a training step that went non-finite shows in its grad_norm at once.
+
+    On a cluster (cluster.py): `stop` is the chief's stop flag, read after each training
+    step (Released is raised when it is set: that step was never applied), and `options`
+    the steps' RunOptions (their time-out).
     """
     state = session.run(model.initial_state)
     fetches = {"state": model.final_state}
     if eval_op is not None:
         fetches["train"] = eval_op
         fetches["grad_norm"] = model.grad_norm
+        if stop is not None:
+            fetches["stop"] = stop
     measured = dict(fetches, cost=model.cost if rows is None else model.row_cost)
     sparse = eval_op is not None and model.sampled
     total, n, n_measured, loss = 0.0, 0, 0, float("nan")
@@ -148,7 +158,9 @@ def run_epoch(session, model, xs, ys, eval_op=None, start=0, keep_prob=1.0, on_s
         if eval_op is not None and keep_prob < 1.0:
             feed[model.keep_prob] = keep_prob
         measure = not sparse or (i - start) % MEASURE_EVERY == 0
-        out = session.run(measured if measure else fetches, feed)
+        out = session.run(measured if measure else fetches, feed, options=options)
+        if out.get("stop"):
+            raise Released()
         state = out["state"]
         if measure:
             loss = out["cost"] if rows is None else float(out["cost"][:rows].mean())
@@ -277,10 +289,17 @@ class Fit:
     """The epoch loop: each epoch trains (train_epoch), validates, reports and saves
     (checkpoint), until --num_epochs or a stop reason (a signal, --max_steps,
     --max_minutes, --patience).  Raises NonFinite (before saving anything) when the loss
-    or the weights blow up."""
+    or the weights blow up.
 
-    def __init__(self, args, data, sess, g, log_path, tb, begun):
+    cluster (a cluster.ClusterRun, or None for one process): every worker trains its
+    stretch of the batches (data holds only that); the chief alone sets the learning
+    rate, validates, decides when to stop early, saves and logs (log_path, tb); the
+    others end at the same step count, or when the chief's stop flag releases them."""
+
+    def __init__(self, args, data, sess, g, log_path, tb, begun, cluster=None):
         self.args, self.data, self.sess, self.g = args, data, sess, g
+        self.cluster = cluster
+        self.chief = cluster is None or cluster.cluster.is_chief
         self.model, self.log_path, self.tb = g.model, log_path, tb
         self.start_epoch, self.start_pointer, self.best_val = begun
         self.epoch_now, self.bad_epochs, self.signal = self.start_epoch, 0, None
@@ -301,7 +320,16 @@ class Fit:
         signal.signal(signal.SIGTERM, on_signal)
         args, reason, path = self.args, None, None
         for epoch in range(self.start_epoch, args.num_epochs):
-            train_loss, n_run, seconds, pointer = self.train_epoch(epoch)
+            try:
+                train_loss, n_run, seconds, pointer = self.train_epoch(epoch)
+            except Released:
+                print(f"train: {self.cluster.cluster.name}: the chief ended the run at step "
+                      f"{self.step}", flush=True)
+                return 0
+            if self.signal and not self.chief:
+                print(f"train: {self.cluster.cluster.name}: {self.signal.name}: stopped "
+                      f"(the chief's checkpoints are the model)")
+                return 128 + self.signal
             if self.signal:
                 path = self.save(epoch, pointer)
                 print(f"train: {self.signal.name}: saved {path}; resume with --keep")
@@ -311,11 +339,14 @@ class Fit:
                 return 128 + self.signal
             val_loss = self.validate(epoch)
             self.report(epoch, train_loss, val_loss, seconds, n_run)
-            path = self.checkpoint(epoch, pointer, val_loss)
+            path = self.checkpoint(epoch, pointer, val_loss) if self.chief else path
             reason = self.stop_reason()
             if reason:
                 print(f"train: stopped: {reason}")
                 break
+        if not self.chief:
+            print(f"train: {self.cluster.cluster.name}: ended at step {self.step}")
+            return 0
         print(f"train: saved {path}" + (f"; best validation loss {self.best_val:.4f}"
                                         if math.isfinite(self.best_val) else ""))
         return 0
@@ -333,7 +364,8 @@ class Fit:
         args, data, model = self.args, self.data, self.model
         self.epoch_now = epoch
         data.set_epoch(epoch)           # --mix_base: this epoch's stretch of the base
-        model.set_lr(self.sess, self.lr(epoch))
+        if self.chief:                  # (a cluster's learning rate is the chief's)
+            model.set_lr(self.sess, self.lr(epoch))
         progress = Progress(data.num_batches, epoch, args.num_epochs, self.chars_per_step,
                             every=getattr(args, "progress_every", 60.0),
                             run_left=self.run_left)
@@ -344,9 +376,9 @@ class Fit:
             self.guard.check_step(loss, grad_norm, self.step, epoch)
             progress.update(i + 1, loss)
             self.recent.append(loss)
-            if args.anneal and self.step % ANNEAL_EVERY == 0:
+            if args.anneal and self.step % ANNEAL_EVERY == 0 and self.chief:
                 model.set_lr(self.sess, self.lr(epoch))
-            if self.step % args.save_every == 0:
+            if self.step % args.save_every == 0 and self.chief:
                 self.save(epoch, i + 1)
             if self.signal or (args.max_steps and self.step >= args.max_steps) \
                     or self.budget.out_of_time():
@@ -359,15 +391,18 @@ class Fit:
             self.sess, model, data.x_batches, data.y_batches, eval_op=model.train_op,
             start=self.start_pointer if epoch == self.start_epoch else 0,
             keep_prob=1.0 - args.dropout, on_step=on_step,
-            state_mask=lambda i: self.resets(self.step), rows=data.own_rows)
+            state_mask=lambda i: self.resets(self.step), rows=data.own_rows,
+            stop=getattr(model, "stop_after_step", None) if not self.chief else None,
+            options=self.cluster.step_options() if self.cluster else None)
         progress.close()
         seconds = time.time() - t0
         self.trained_seconds, self.epoch_t0 = self.trained_seconds + seconds, None
         return loss, n_run, seconds, stopped_at[0]
 
     def validate(self, epoch):
-        """The held-out loss (None without a held-out part)."""
-        if not self.data.num_val_batches:
+        """The held-out loss (None without a held-out part, or on a worker not the
+        chief)."""
+        if not self.data.num_val_batches or not self.chief:
             return None
         val_loss, _ = run_epoch(self.sess, self.model, self.data.val_x_batches,
                                 self.data.val_y_batches)
@@ -378,13 +413,17 @@ class Fit:
         """The epoch's line on stdout, in the log and in TensorBoard."""
         args, recent = self.args, self.recent
         for line in epoch_lines(epoch + 1, train_loss, val_loss, seconds):
-            append_log(self.log_path, line)
+            if self.chief:
+                append_log(self.log_path, line)
         msg = (f"epoch {epoch + 1}/{args.num_epochs}: train loss {train_loss:.4f} (last "
                f"{len(recent):,} steps {sum(recent) / max(len(recent), 1):.4f})")
         if val_loss is not None:
             msg += f", validation loss {val_loss:.4f} (perplexity {perplexity(val_loss):.1f})"
         rate = n_run * self.chars_per_step / max(seconds, 1e-9)
-        print(f"{msg}, {seconds:.1f}s, {rate / 1000:.1f}k chars/s", flush=True)
+        who = "" if self.cluster is None else f"{self.cluster.cluster.name}: "
+        print(f"{who}{msg}, {seconds:.1f}s, {rate / 1000:.1f}k chars/s", flush=True)
+        if not self.chief:
+            return
         scalars = {"loss/train": train_loss, "learning_rate": self.lr(epoch)}
         if val_loss is not None:
             scalars["loss/validation"] = val_loss
