@@ -17,7 +17,7 @@ def test_config_records_the_flags_and_what_the_run_derived_nothing_else(trained)
     config = read_config(trained("lstm"))
     from config import FIELDS
     run_only = {f.name for f in FIELDS if not f.in_config}
-    assert run_only == {"keep", "overwrite", "cpu", "progress_every"}
+    assert run_only == {"keep", "overwrite", "cpu", "progress_every", "cluster", "cluster_wait"}
     flags = set(vars(build_parser().parse_args([]))) - run_only
     derived = {"vocab_size", "val_split", "text_sha256", "format"}
     assert set(config) == flags | derived            # no start_time, lock, ...
