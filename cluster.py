@@ -278,8 +278,8 @@ class ClusterRun:
     def build(self, model, settings):
         """The cluster's ops in the training graph (called inside device_setter(), after
         the model with replicas= is built): the chief's settings (a string the others
-        check theirs against), the stop flag read after each step, the op that releases
-        workers waiting for a step that will not come, and the done tokens."""
+        check theirs against), the stop flag read after each step, and the op that
+        releases workers waiting for a step that will not come."""
         tf, tf1 = self.tf, self.tf.compat.v1
         opt, n = model.optimizer, len(self.cluster.workers)
         with tf1.variable_scope("cluster"):
@@ -306,7 +306,6 @@ class ClusterRun:
         if not self.cluster.is_chief:      # what a worker waits for the chief to set
             self.ready = tf1.report_uninitialized_variables(
                 tf1.global_variables() + [self.settings_var, self.stop_var])
-        self.done = [q.enqueue(1) for q in self.done_queues()]
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -371,15 +370,23 @@ class ClusterRun:
             pass        # the parameter server is gone: nobody is waiting on it
 
     def finish(self, sess):
-        """This worker has ended: tell the parameter servers (best effort)."""
+        """This worker has ended: close its session, then tell the parameter servers (best
+        effort).  In that order: a parameter server stops once every worker has told it,
+        and a session closed after that waits on a server that is gone."""
+        tf, tf1 = self.tf, self.tf.compat.v1
         if self.cluster.is_chief:
             self.coord.request_stop()
-        opts = self.tf.compat.v1.RunOptions(timeout_in_ms=3000)
-        for op in self.done:
-            try:
-                sess.run(op, options=opts)
-            except self.tf.errors.OpError:
-                pass
+        sess.close()
+        graph = tf.Graph()
+        with graph.as_default():
+            done = [q.enqueue(1) for q in self.done_queues()]
+        opts = tf1.RunOptions(timeout_in_ms=3000)
+        with tf1.Session(self.server.target, graph=graph, config=self.config) as tell:
+            for op in done:
+                try:
+                    tell.run(op, options=opts)
+                except tf.errors.OpError:
+                    pass
 
 
 def serve_ps(tf, cluster, wait_seconds, session_config):

@@ -17,4 +17,7 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
          "the browser test will be skipped"
   fi
 fi
-exec .venv/bin/python -m pytest -q tests "$@"
+# Two processes (pytest-xdist: the suite is mostly waiting on subprocesses and small
+# graphs, and 2 cores), then the tests that measure other programs' CPU use, alone.
+.venv/bin/python -m pytest -q -n 2 -m "not serial" tests "$@"
+exec .venv/bin/python -m pytest -q -m serial tests "$@"

@@ -106,6 +106,7 @@ def test_rows_without_validation_or_reference_still_print():
     assert "ours / torch = 0.70x" in text and "(+0.20% vs float32)" in text
 
 
+@pytest.mark.serial
 def test_cpu_watch_counts_other_programs_not_the_bench_itself():
     """A row must say when something else used the CPU: a busy process that is not the
     bench's (not yet reaped) shows in others_share, the bench's own busy loop does not."""

@@ -295,7 +295,7 @@ def test_a_killed_worker_ends_the_chief_with_one_line_and_keep_resumes(tmp_path,
     save = tmp_path / "save"
     args = cluster_args(tmp_path, cluster_text, save, 8, "--max_steps", 100000,
                         "--save_every", 20)
-    args[args.index("--cluster_wait") + 1] = "4"
+    args[args.index("--cluster_wait") + 1] = "10"
     c = LocalCluster(tmp_path, args)
     try:
         c.start_all()
@@ -308,7 +308,7 @@ def test_a_killed_worker_ends_the_chief_with_one_line_and_keep_resumes(tmp_path,
         ps = c.wait("ps0", timeout=60)
     finally:
         c.close()
-    assert_one_line_error(chief, 1, "worker 0 (the chief): no step completed for 4 s",
+    assert_one_line_error(chief, 1, "worker 0 (the chief): no step completed for 10 s",
                           "another worker has stopped", "--keep")
     assert len(chief.stderr.strip().splitlines()) == 1, chief.stderr
     assert ps.returncode == 1 and "did not say they ended" in ps.stdout, ps.stdout
@@ -334,7 +334,7 @@ def test_a_killed_chief_ends_the_worker_with_one_line(tmp_path, cluster_text):
     save = tmp_path / "save"
     args = cluster_args(tmp_path, cluster_text, save, 8, "--max_steps", 100000,
                         "--save_every", 20)
-    args[args.index("--cluster_wait") + 1] = "4"
+    args[args.index("--cluster_wait") + 1] = "10"
     c = LocalCluster(tmp_path, args)
     try:
         c.start_all()
@@ -346,7 +346,7 @@ def test_a_killed_chief_ends_the_worker_with_one_line(tmp_path, cluster_text):
         ps = c.wait("ps0", timeout=60)
     finally:
         c.close()
-    assert_one_line_error(other, 1, "worker 1: no step completed for 4 s",
+    assert_one_line_error(other, 1, "worker 1: no step completed for 10 s",
                           "the chief or another worker has stopped",
                           "this worker writes nothing")
     assert ps.returncode == 1
@@ -360,7 +360,7 @@ def test_a_worker_with_another_text_is_refused_with_one_line(tmp_path, cluster_t
     (other_data / "lyrics.txt").write_text(made_up_text(1600, seed=6), encoding="utf-8")
     save = tmp_path / "save"
     args = cluster_args(tmp_path, cluster_text, save, 8, "--max_steps", 100000)
-    args[args.index("--cluster_wait") + 1] = "4"
+    args[args.index("--cluster_wait") + 1] = "10"
     c = LocalCluster(tmp_path, args)
     try:
         c.start("ps", 0)
@@ -371,7 +371,7 @@ def test_a_worker_with_another_text_is_refused_with_one_line(tmp_path, cluster_t
     finally:
         c.close()
     assert_one_line_error(other, 2, "worker 1 reads another text than the chief")
-    assert_one_line_error(chief, 1, "no step completed for 4 s")
+    assert_one_line_error(chief, 1, "no step completed for 10 s")
 
 
 @pytest.mark.slow
