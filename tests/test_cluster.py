@@ -245,6 +245,20 @@ def cluster_args(tmp_path, data, save, batch, *extra):
             *flags, "--cluster_wait", "60", *extra]
 
 
+def long_run_args(tmp_path, data, save):
+    """A run that goes on until stopped, saving every 20 steps, waiting 10 s for a step."""
+    args = cluster_args(tmp_path, data, save, 8, "--max_steps", 100000, "--save_every", 20)
+    args[args.index("--cluster_wait") + 1] = "10"
+    return args
+
+
+def wait_for_checkpoint(c, save, seconds=120):
+    deadline = time.time() + seconds
+    while not glob.glob(str(save / "model.ckpt-*.index")) and time.time() < deadline:
+        time.sleep(0.2)
+    assert glob.glob(str(save / "model.ckpt-*.index")), c.read("worker0", "err")
+
+
 @pytest.mark.slow
 def test_two_workers_train_like_one_process_at_twice_the_batch(tmp_path, cluster_text):
     """scripts/cluster.sh's parameter server and two workers at batch 8 against one
@@ -289,32 +303,31 @@ def test_two_workers_train_like_one_process_at_twice_the_batch(tmp_path, cluster
     assert abs(cluster_loss - one_loss) / one_loss < 0.02, (cluster_loss, one_loss)
 
 
-@pytest.mark.slow
-def test_a_killed_worker_ends_the_chief_with_one_line_and_keep_resumes(tmp_path,
-                                                                      cluster_text):
+def kill_after_a_checkpoint(tmp_path, data, victim, survivor):
+    """A long cluster run; once the chief has saved, `victim` is killed; returns the run's
+    flags and what `survivor` and the parameter server then did."""
     save = tmp_path / "save"
-    args = cluster_args(tmp_path, cluster_text, save, 8, "--max_steps", 100000,
-                        "--save_every", 20)
-    args[args.index("--cluster_wait") + 1] = "10"
+    args = long_run_args(tmp_path, data, save)
     c = LocalCluster(tmp_path, args)
     try:
         c.start_all()
-        deadline = time.time() + 120
-        while not glob.glob(str(save / "model.ckpt-*.index")) and time.time() < deadline:
-            time.sleep(0.2)
-        assert glob.glob(str(save / "model.ckpt-*.index")), c.read("worker0", "err")
-        c.kill("worker1")
-        chief = c.wait("worker0", timeout=120)
+        wait_for_checkpoint(c, save)
+        c.kill(victim)
+        left = c.wait(survivor, timeout=120)
         ps = c.wait("ps0", timeout=60)
     finally:
         c.close()
-    assert_one_line_error(chief, 1, "worker 0 (the chief): no step completed for 10 s",
-                          "another worker has stopped", "--keep")
-    assert len(chief.stderr.strip().splitlines()) == 1, chief.stderr
     assert ps.returncode == 1 and "did not say they ended" in ps.stdout, ps.stdout
+    return args, left
+
+
+def resume_with_keep(tmp_path, args):
+    """Every task restarted with --keep for 10 more steps: the chief goes on from its last
+    checkpoint and the other worker joins at that step."""
+    save = tmp_path / "save"
     last = max(int(re.search(r"model\.ckpt-(\d+)", p).group(1))
                for p in glob.glob(str(save / "model.ckpt-*.index")))
-
+    args = list(args)
     args[args.index("--max_steps") + 1] = str(last + 10)
     c = LocalCluster(tmp_path, args)
     try:
@@ -330,27 +343,24 @@ def test_a_killed_worker_ends_the_chief_with_one_line_and_keep_resumes(tmp_path,
 
 
 @pytest.mark.slow
-def test_a_killed_chief_ends_the_worker_with_one_line(tmp_path, cluster_text):
-    save = tmp_path / "save"
-    args = cluster_args(tmp_path, cluster_text, save, 8, "--max_steps", 100000,
-                        "--save_every", 20)
-    args[args.index("--cluster_wait") + 1] = "10"
-    c = LocalCluster(tmp_path, args)
-    try:
-        c.start_all()
-        deadline = time.time() + 120
-        while not glob.glob(str(save / "model.ckpt-*.index")) and time.time() < deadline:
-            time.sleep(0.2)
-        c.kill("worker0")
-        other = c.wait("worker1", timeout=120)
-        ps = c.wait("ps0", timeout=60)
-    finally:
-        c.close()
+def test_a_killed_worker_ends_the_chief_with_one_line_and_keep_resumes(tmp_path,
+                                                                      cluster_text):
+    args, chief = kill_after_a_checkpoint(tmp_path, cluster_text, "worker1", "worker0")
+    assert_one_line_error(chief, 1, "worker 0 (the chief): no step completed for 10 s",
+                          "another worker has stopped", "--keep")
+    assert len(chief.stderr.strip().splitlines()) == 1, chief.stderr
+    resume_with_keep(tmp_path, args)
+
+
+@pytest.mark.slow
+def test_a_killed_chief_ends_the_worker_with_one_line_and_keep_resumes(tmp_path,
+                                                                      cluster_text):
+    args, other = kill_after_a_checkpoint(tmp_path, cluster_text, "worker0", "worker1")
     assert_one_line_error(other, 1, "worker 1: no step completed for 10 s",
                           "the chief or another worker has stopped",
                           "this worker writes nothing")
-    assert ps.returncode == 1
-    assert glob.glob(str(save / "model.ckpt-*.index"))
+    assert len(other.stderr.strip().splitlines()) == 1, other.stderr
+    resume_with_keep(tmp_path, args)
 
 
 @pytest.mark.slow
@@ -406,9 +416,7 @@ def test_a_chief_that_stops_early_releases_the_other_workers(tmp_path, cluster_t
                                             "--max_steps", 100000, "--save_every", 20))
     try:
         c.start_all()
-        deadline = time.time() + 120
-        while not glob.glob(str(save / "model.ckpt-*.index")) and time.time() < deadline:
-            time.sleep(0.2)
+        wait_for_checkpoint(c, save)
         c.procs["worker0"][0].send_signal(signal.SIGINT)
         chief = c.wait("worker0", timeout=60)
         other = c.wait("worker1", timeout=60)
