@@ -128,8 +128,8 @@ def parse_cluster(text, source):
         raise UserError(f"{source}: task type {kind!r} is not a job of the cluster "
                         f"({', '.join(sorted(jobs))})", code=2)
     if type(index) is not int or not 0 <= index < len(jobs[kind]):
-        raise UserError(f"{source}: task index {index!r} is not one of job {kind!r}'s "
-                        f"0-{len(jobs[kind]) - 1}", code=2)
+        raise UserError(f"{source}: task index {index!r} is not in job {kind!r}, whose "
+                        f"tasks are 0 to {len(jobs[kind]) - 1}", code=2)
     if kind == "chief":
         kind, index = "worker", 0
     elif kind == "worker" and "chief" in jobs:

@@ -73,7 +73,7 @@ def test_no_cluster_is_one_process():
      '"task": {"type": "ps"}}', "'evaluator' is not one train.py runs"),
     ('{"cluster": {"ps": ["h:1"], "worker": ["h:2"]}}', '"task" must say'),
     ('{"cluster": {"ps": ["h:1"], "worker": ["h:2"]}, "task": {"type": "worker", '
-     '"index": 1}}', "task index 1 is not one of job 'worker'"),
+     '"index": 1}}', "task index 1 is not in job 'worker', whose tasks are 0 to 0"),
     ('{"cluster": {"ps": ["h:1"], "worker": ["h:2"]}, "task": {"type": "boss"}}',
      "task type 'boss' is not a job"),
     ('{"cluster": {"ps": [], "worker": ["h:2"]}, "task": {"type": "worker"}}',
