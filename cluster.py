@@ -430,8 +430,3 @@ def serve_ps(tf, cluster, wait_seconds, session_config):
     print(f"train: {cluster.name}: every worker has ended; stopped", flush=True)
     return 0
 
-
-def environ_for(spec, task_type, index):
-    """TF_CONFIG's value for one task (scripts/cluster.sh and the tests)."""
-    return json.dumps({"cluster": spec, "task": {"type": task_type, "index": index}})
-
