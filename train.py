@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from cluster import read_cluster, shared_settings, take_stretch
+from cluster import read_cluster, serve_ps as run_ps, shared_settings, take_stretch
 from config import CELL_GATES, add_flags, config_names, run_defaults
 from finetune import (check_resume, check_resume_data, load_base_weights, mix_base_text,
                       mix_rows, read_base, read_base_weights)
@@ -131,9 +131,8 @@ def check_cluster_flags(args, cluster):
 
 def serve_ps(args, cluster):
     """A parameter server: it reads no text and writes nothing (cluster.serve_ps)."""
-    import cluster as cl
     tf = import_tensorflow(cpu=True)
-    return cl.serve_ps(tf, cluster, args.cluster_wait, session_config())
+    return run_ps(tf, cluster, args.cluster_wait, session_config())
 
 
 def start(args, explicit):

@@ -300,6 +300,7 @@ class Fit:
         self.args, self.data, self.sess, self.g = args, data, sess, g
         self.cluster = cluster
         self.chief = cluster is None or cluster.cluster.is_chief
+        self.who = cluster.cluster.name if cluster is not None else None   # "worker 1"
         self.model, self.log_path, self.tb = g.model, log_path, tb
         self.start_epoch, self.start_pointer, self.best_val = begun
         self.epoch_now, self.bad_epochs, self.signal = self.start_epoch, 0, None
@@ -323,11 +324,11 @@ class Fit:
             try:
                 train_loss, n_run, seconds, pointer = self.train_epoch(epoch)
             except Released:
-                print(f"train: {self.cluster.cluster.name}: the chief ended the run at step "
+                print(f"train: {self.who}: the chief ended the run at step "
                       f"{self.step}", flush=True)
                 return 0
             if self.signal and not self.chief:
-                print(f"train: {self.cluster.cluster.name}: {self.signal.name}: stopped "
+                print(f"train: {self.who}: {self.signal.name}: stopped "
                       f"(the chief's checkpoints are the model)")
                 return 128 + self.signal
             if self.signal:
@@ -345,7 +346,7 @@ class Fit:
                 print(f"train: stopped: {reason}")
                 break
         if not self.chief:
-            print(f"train: {self.cluster.cluster.name}: ended at step {self.step}")
+            print(f"train: {self.who}: ended at step {self.step}")
             return 0
         print(f"train: saved {path}" + (f"; best validation loss {self.best_val:.4f}"
                                         if math.isfinite(self.best_val) else ""))
@@ -387,14 +388,16 @@ class Fit:
             return False
 
         t0 = self.epoch_t0 = time.time()
-        loss, n_run = run_epoch(
-            self.sess, model, data.x_batches, data.y_batches, eval_op=model.train_op,
-            start=self.start_pointer if epoch == self.start_epoch else 0,
-            keep_prob=1.0 - args.dropout, on_step=on_step,
-            state_mask=lambda i: self.resets(self.step), rows=data.own_rows,
-            stop=getattr(model, "stop_after_step", None) if not self.chief else None,
-            options=self.cluster.step_options() if self.cluster else None)
-        progress.close()
+        try:        # (a released worker's bar ends its line too)
+            loss, n_run = run_epoch(
+                self.sess, model, data.x_batches, data.y_batches, eval_op=model.train_op,
+                start=self.start_pointer if epoch == self.start_epoch else 0,
+                keep_prob=1.0 - args.dropout, on_step=on_step,
+                state_mask=lambda i: self.resets(self.step), rows=data.own_rows,
+                stop=getattr(model, "stop_after_step", None) if not self.chief else None,
+                options=self.cluster.step_options() if self.cluster else None)
+        finally:
+            progress.close()
         seconds = time.time() - t0
         self.trained_seconds, self.epoch_t0 = self.trained_seconds + seconds, None
         return loss, n_run, seconds, stopped_at[0]
@@ -420,7 +423,7 @@ class Fit:
         if val_loss is not None:
             msg += f", validation loss {val_loss:.4f} (perplexity {perplexity(val_loss):.1f})"
         rate = n_run * self.chars_per_step / max(seconds, 1e-9)
-        who = "" if self.cluster is None else f"{self.cluster.cluster.name}: "
+        who = "" if self.who is None else f"{self.who}: "
         print(f"{who}{msg}, {seconds:.1f}s, {rate / 1000:.1f}k chars/s", flush=True)
         if not self.chief:
             return
